@@ -1,0 +1,187 @@
+"""Forms for the policy pages. Address checks all come from `policy.addresses`."""
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from policy import addresses
+from policy.models import LocalDomain, RoutingRestrictions, SmtpUser
+
+
+class RestrictionsForm(forms.ModelForm):
+    """The dialog's three checkboxes."""
+
+    class Meta:
+        model = RoutingRestrictions
+        fields = ["allow_authenticated", "allow_listed_ips", "allow_internal_addresses"]
+
+
+class NetworkEntryForm(forms.Form):
+    """Add or edit a network as "IP address" plus "Subnet mask", as the dialog does, or as CIDR.
+
+    `listed` holds the entries of the same list (the pending draft, not just the database),
+    so that duplicates are refused and overlaps are warned about before anything is saved.
+    """
+
+    address = forms.CharField(
+        label="IP address",
+        max_length=100,
+        help_text="A network (10.1.0.0 or 10.1.0.0/16), a single host (192.0.2.7) or IPv6 (2001:db8::/32).",
+    )
+    mask = forms.CharField(
+        label="Subnet mask",
+        max_length=45,
+        required=False,
+        help_text="e.g. 255.255.0.0 or 16. Leave empty for a single host or when the address has a /prefix.",
+    )
+    description = forms.CharField(label="Description", max_length=200, required=False)
+
+    def __init__(self, *args, listed=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.listed = list(listed)
+        self.warnings: list[str] = []
+        self.network = None
+
+    def clean(self):
+        cleaned = super().clean()
+        if "address" not in cleaned or self.has_error("mask"):
+            return cleaned
+        try:
+            network = addresses.parse_network(cleaned["address"], cleaned.get("mask", ""))
+        except addresses.AddressError as exc:
+            self.add_error(exc.field, exc)
+            return cleaned
+        duplicate = addresses.find_duplicate(network, self.listed)
+        if duplicate:
+            self.add_error(
+                "address",
+                ValidationError(addresses.duplicate_message(duplicate), code="duplicate"),
+            )
+            return cleaned
+        self.check_network(network, cleaned)
+        self.network = network
+        self.warnings = addresses.overlap_warnings(network, self.listed)
+        return cleaned
+
+    def check_network(self, network, cleaned):
+        """Refuse a network this list must not hold; subclasses add their own rules."""
+
+    def entry_data(self) -> dict:
+        """Return the entry as plain JSON-safe data for the pending draft."""
+        return {
+            "network": str(self.network),
+            "description": self.cleaned_data["description"],
+        }
+
+    @classmethod
+    def initial_from(cls, data: dict) -> dict:
+        return {**data, "address": data["network"], "mask": ""}
+
+
+class TrustedNetworkForm(NetworkEntryForm):
+    enabled = forms.BooleanField(label="Enabled", required=False, initial=True)
+    expires_at = forms.DateTimeField(
+        label="Expires",
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="Optional: stop trusting this network at this time (server time zone).",
+    )
+    open_relay_override = forms.BooleanField(
+        label="I understand: trust this huge public range anyway (this makes the server an open relay)",
+        required=False,
+    )
+
+    def check_network(self, network, cleaned):
+        problem = addresses.open_relay_problem(network)
+        if problem and not cleaned.get("open_relay_override"):
+            self.add_error("address", ValidationError(problem, code="open_relay"))
+
+    def entry_data(self) -> dict:
+        expires_at = self.cleaned_data["expires_at"]
+        return {
+            **super().entry_data(),
+            "enabled": self.cleaned_data["enabled"],
+            "expires_at": expires_at.isoformat() if expires_at else None,
+            "open_relay_override": self.cleaned_data["open_relay_override"],
+        }
+
+
+class DeniedNetworkForm(NetworkEntryForm):
+    """The NEVER list. A broad range here is safe: it only refuses more clients."""
+
+
+class InternalAddressForm(forms.Form):
+    address = forms.CharField(
+        label="IP address",
+        max_length=100,
+        help_text="An address of this server on the internal network card, e.g. 192.168.1.10.",
+    )
+    description = forms.CharField(label="Description", max_length=200, required=False)
+
+    def __init__(self, *args, listed=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.listed = {entry.network.ip for entry in listed}
+        self.warnings: list[str] = []
+
+    def clean_address(self):
+        try:
+            ip = addresses.parse_host(self.cleaned_data["address"])
+        except addresses.AddressError as exc:
+            raise ValidationError(exc.messages, code=exc.code) from None
+        if ip in self.listed:
+            raise ValidationError(f"{ip} is already an internal address.", code="duplicate")
+        return str(ip)
+
+    def entry_data(self) -> dict:
+        return {
+            "address": self.cleaned_data["address"],
+            "description": self.cleaned_data["description"],
+        }
+
+    @classmethod
+    def initial_from(cls, data: dict) -> dict:
+        return data
+
+
+class LocalDomainForm(forms.ModelForm):
+    class Meta:
+        model = LocalDomain
+        fields = ["domain", "include_subdomains", "route", "description"]
+
+
+class SmtpUserForm(forms.ModelForm):
+    """Create an SMTP account, or edit one; the password is only ever written, never shown."""
+
+    password1 = forms.CharField(label="Password", widget=forms.PasswordInput, required=False, strip=False)
+    password2 = forms.CharField(
+        label="Password (again)",
+        widget=forms.PasswordInput,
+        required=False,
+        strip=False,
+    )
+
+    class Meta:
+        model = SmtpUser
+        fields = ["username", "enabled", "description"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        creating = self.instance.pk is None
+        self.fields["password1"].required = creating
+        self.fields["password2"].required = creating
+        if not creating:
+            self.fields["password1"].help_text = "Leave both empty to keep the current password."
+
+    def clean(self):
+        cleaned = super().clean()
+        first, second = cleaned.get("password1"), cleaned.get("password2")
+        if first or second:
+            if first != second:
+                self.add_error("password2", "The two passwords differ.")
+            elif len(first) < 12:
+                self.add_error(
+                    "password1",
+                    "Use at least 12 characters: SMTP logins are attacked by bots.",
+                )
+            else:
+                self.instance.set_password(first)
+        return cleaned

@@ -1,0 +1,293 @@
+"""The relay policy, as Exchange's Routing Restrictions dialog laid it out."""
+
+import re
+
+import netaddr
+from django.conf import settings
+from django.contrib.auth.hashers import check_password, make_password
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.db import models
+from django.utils import timezone
+
+from policy import addresses
+from policy.domains import normalise_domain, normalise_route
+
+# relayd verifies SMTP passwords without Django, so the hash format is fixed to one it knows.
+SMTP_PASSWORD_HASHER = "pbkdf2_sha256"  # noqa: S105 (a hasher name, not a password)
+
+
+class TrackedModel(models.Model):
+    """Timestamps and the user who created the row."""
+
+    created_at = models.DateTimeField("created", auto_now_add=True)
+    updated_at = models.DateTimeField("updated", auto_now=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name="created by",
+        null=True,
+        blank=True,
+        editable=False,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        abstract = True
+
+
+class RoutingRestrictions(TrackedModel):
+    """The dialog's three checkboxes: who may relay mail to any domain. There is exactly one row."""
+
+    allow_authenticated = models.BooleanField(
+        "hosts and clients that successfully authenticate",
+        default=True,
+        help_text="Clients that log in with SMTP AUTH (only offered after STARTTLS) may relay.",
+    )
+    allow_listed_ips = models.BooleanField(
+        "hosts and clients with these IP addresses",
+        default=True,
+        help_text="Clients in the trusted networks below may relay.",
+    )
+    allow_internal_addresses = models.BooleanField(
+        "hosts and clients connecting to these internal addresses",
+        default=False,
+        help_text="Anyone who connects to one of the internal addresses may relay. Dangerous: only for a "
+        "network card that is solely connected to the internal network.",
+    )
+
+    class Meta:
+        verbose_name = "routing restrictions"
+        verbose_name_plural = "routing restrictions"
+        constraints = [models.CheckConstraint(condition=models.Q(pk=1), name="routing_restrictions_singleton")]
+
+    def __str__(self):
+        return "Routing restrictions"
+
+    def save(self, *args, **kwargs):
+        self.pk = 1
+        if self._state.adding and self.created_at is None:
+            # A fresh instance replaces the one row: keep when and by whom that row was created.
+            existing = type(self).objects.filter(pk=1).values("created_at", "created_by").first()
+            if existing:
+                self.created_at, self.created_by_id = existing["created_at"], existing["created_by"]
+                self._state.adding = False
+        super().save(*args, **kwargs)
+
+    def clean(self):
+        if self.pk not in (None, 1):
+            raise ValidationError("There is only one set of routing restrictions.")
+
+    @classmethod
+    def load(cls) -> "RoutingRestrictions":
+        """Return the single row, creating it with the safe defaults on first use."""
+        restrictions, _ = cls.objects.get_or_create(pk=1)
+        return restrictions
+
+
+class NetworkEntry(TrackedModel):
+    """An IPv4 or IPv6 network stored normalised, with its range kept sortable on any database.
+
+    `range_start`/`range_end` are the first and last address as 32 hex digits, so "which
+    entries contain 10.1.2.3" is an indexed range query on SQLite and PostgreSQL alike.
+    """
+
+    network = models.CharField(
+        "network",
+        max_length=49,
+        unique=True,
+        help_text="CIDR such as 10.1.0.0/16 or 2001:db8::/32; a single host is a /32 or /128.",
+    )
+    family = models.PositiveSmallIntegerField("address family", choices=[(4, "IPv4"), (6, "IPv6")], editable=False)
+    range_start = models.CharField(max_length=32, editable=False, db_index=True)
+    range_end = models.CharField(max_length=32, editable=False)
+    description = models.CharField("description", max_length=200, blank=True, help_text="What this network is.")
+
+    class Meta:
+        abstract = True
+        ordering = ["family", "range_start", "range_end"]
+
+    def __str__(self):
+        return self.network
+
+    def save(self, *args, **kwargs):
+        network = addresses.parse_network(self.network)
+        self.network = str(network)
+        self.family = network.version
+        self.range_start = f"{network.first:032x}"
+        self.range_end = f"{network.last:032x}"
+        super().save(*args, **kwargs)
+
+    @property
+    def ip_network(self) -> netaddr.IPNetwork:
+        return netaddr.IPNetwork(self.network)
+
+    @property
+    def is_host(self) -> bool:
+        return self.ip_network.size == 1
+
+    def clean(self):
+        try:
+            network = addresses.parse_network(self.network)
+        except addresses.AddressError as exc:
+            raise ValidationError({"network": exc.messages}) from None
+        self.network = str(network)
+        duplicate = type(self).objects.filter(network=self.network).exclude(pk=self.pk).first()
+        if duplicate:
+            raise ValidationError(
+                {"network": addresses.duplicate_message(duplicate.as_listed())},
+                code="duplicate",
+            )
+
+    def as_listed(self) -> addresses.ListedNetwork:
+        return addresses.ListedNetwork(key=self.pk, network=self.ip_network, description=self.description)
+
+
+class TrustedNetwork(NetworkEntry):
+    """A network whose clients may relay when "these IP addresses" is on."""
+
+    enabled = models.BooleanField("enabled", default=True, help_text="Disabled entries are kept but not trusted.")
+    expires_at = models.DateTimeField(
+        "expires",
+        null=True,
+        blank=True,
+        help_text="After this moment the network is no longer trusted.",
+    )
+    open_relay_override = models.BooleanField(
+        "allow a huge public range",
+        default=False,
+        help_text="Trust a range such as 0.0.0.0/0 anyway. This makes the server an open relay for everyone in it.",
+    )
+
+    class Meta(NetworkEntry.Meta):
+        verbose_name = "trusted network"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    def clean(self):
+        super().clean()
+        problem = addresses.open_relay_problem(netaddr.IPNetwork(self.network))
+        if problem and not self.open_relay_override:
+            raise ValidationError({"network": problem}, code="open_relay")
+
+
+class DeniedNetwork(NetworkEntry):
+    """ "Hosts and clients that can NEVER route mail": overrides every kind of trust."""
+
+    class Meta(NetworkEntry.Meta):
+        verbose_name = "denied network"
+
+
+class InternalAddress(TrackedModel):
+    """One of this server's own addresses, used by "connecting to these internal addresses"."""
+
+    address = models.GenericIPAddressField(
+        "address",
+        unique=True,
+        help_text="An address of this server, e.g. 192.168.1.10 on the internal network card.",
+    )
+    description = models.CharField("description", max_length=200, blank=True, help_text="Which interface this is.")
+
+    class Meta:
+        verbose_name = "internal address"
+        verbose_name_plural = "internal addresses"
+        ordering = ["address"]
+
+    def __str__(self):
+        return self.address
+
+    def clean(self):
+        try:
+            self.address = str(addresses.parse_host(self.address))
+        except addresses.AddressError as exc:
+            raise ValidationError({"address": exc.messages}) from None
+        if InternalAddress.objects.filter(address=self.address).exclude(pk=self.pk).exists():
+            raise ValidationError(
+                {"address": f"{self.address} is already an internal address."},
+                code="duplicate",
+            )
+
+
+class LocalDomain(TrackedModel):
+    """A domain this server accepts mail for from anyone, and where that mail goes next."""
+
+    domain = models.CharField(
+        "domain",
+        max_length=253,
+        unique=True,
+        error_messages={"unique": "This domain is already a local domain."},
+        help_text="Lowercase; international names are stored as punycode (xn--…).",
+    )
+    include_subdomains = models.BooleanField(
+        "include subdomains",
+        default=False,
+        help_text="Also accept mail for any name under this domain.",
+    )
+    route = models.CharField(
+        "route (next hop)",
+        max_length=270,
+        blank=True,
+        help_text="host:port of the server that takes this domain's mail, e.g. mail.internal:25. "
+        "Empty: no route of its own (smarthost, else MX).",
+    )
+    description = models.CharField("description", max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = "local domain"
+        ordering = ["domain"]
+
+    def __str__(self):
+        return self.domain
+
+    def clean(self):
+        errors = {}
+        try:
+            self.domain = normalise_domain(self.domain)
+        except ValidationError as exc:
+            errors["domain"] = exc.messages
+        try:
+            self.route = normalise_route(self.route)
+        except ValidationError as exc:
+            errors["route"] = exc.messages
+        if errors:
+            raise ValidationError(errors)
+
+
+class SmtpUser(TrackedModel):
+    """An SMTP AUTH account. Only a salted hash of the password is stored."""
+
+    username = models.CharField(
+        "username",
+        max_length=128,
+        unique=True,
+        error_messages={"unique": "An SMTP user with this username already exists."},
+        help_text="The SMTP AUTH login, case-insensitive: letters, digits and . _ @ + - only.",
+    )
+    password_hash = models.CharField("password hash", max_length=256, editable=False)
+    enabled = models.BooleanField("enabled", default=True, help_text="Disabled accounts cannot log in.")
+    description = models.CharField("description", max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = "SMTP user"
+        ordering = ["username"]
+
+    def __str__(self):
+        return self.username
+
+    def clean(self):
+        # Stored lowercase: SMTP logins are usually mail addresses, which users type in any case.
+        self.username = (self.username or "").strip().lower()
+        errors = {}
+        if not re.fullmatch(r"[a-z0-9._@+-]{1,128}", self.username):
+            errors["username"] = ValidationError("Use 1–128 letters, digits and . _ @ + - (no spaces).", code="invalid")
+        if not self.password_hash:
+            errors[NON_FIELD_ERRORS] = ValidationError("Set a password for this account.", code="required")
+        if errors:
+            raise ValidationError(errors)
+
+    def set_password(self, raw_password: str) -> None:
+        self.password_hash = make_password(raw_password, hasher=SMTP_PASSWORD_HASHER)
+
+    def check_password(self, raw_password: str) -> bool:
+        return check_password(raw_password, self.password_hash)

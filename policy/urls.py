@@ -1,0 +1,44 @@
+from django.urls import path
+
+from policy import views
+
+app_name = "policy"
+
+urlpatterns = [
+    path("", views.DashboardView.as_view(), name="dashboard"),
+    path("restrictions/", views.RoutingRestrictionsView.as_view(), name="restrictions"),
+    path(
+        "restrictions/<slug:kind>/add/",
+        views.RoutingEntryView.as_view(),
+        name="restrictions-entry-add",
+    ),
+    path(
+        "restrictions/<slug:kind>/<slug:key>/edit/",
+        views.RoutingEntryView.as_view(),
+        name="restrictions-entry-edit",
+    ),
+    path("domains/", views.LocalDomainListView.as_view(), name="domains"),
+    path("domains/add/", views.LocalDomainCreateView.as_view(), name="domain-add"),
+    path(
+        "domains/<int:pk>/edit/",
+        views.LocalDomainUpdateView.as_view(),
+        name="domain-edit",
+    ),
+    path(
+        "domains/<int:pk>/delete/",
+        views.LocalDomainDeleteView.as_view(),
+        name="domain-delete",
+    ),
+    path("smtp-users/", views.SmtpUserListView.as_view(), name="smtp-users"),
+    path("smtp-users/add/", views.SmtpUserCreateView.as_view(), name="smtp-user-add"),
+    path(
+        "smtp-users/<int:pk>/edit/",
+        views.SmtpUserUpdateView.as_view(),
+        name="smtp-user-edit",
+    ),
+    path(
+        "smtp-users/<int:pk>/delete/",
+        views.SmtpUserDeleteView.as_view(),
+        name="smtp-user-delete",
+    ),
+]

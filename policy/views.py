@@ -1,0 +1,239 @@
+"""Pages of the dashboard. Views stay thin: policy operations live in `policy.services`."""
+
+from django.contrib import messages
+from django.contrib.messages.views import SuccessMessageMixin
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.forms import Form
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
+from django.views import View
+from django.views.generic import (
+    CreateView,
+    DeleteView,
+    ListView,
+    TemplateView,
+    UpdateView,
+)
+
+from policy import services
+from policy.draft import FLAGS, LIST_KINDS, Draft
+from policy.forms import LocalDomainForm, RestrictionsForm, SmtpUserForm
+from policy.models import LocalDomain, SmtpUser
+from policy.roles import EditorRequiredMixin, ViewerRequiredMixin, require_editor
+
+LOCALHOST_NETWORKS = ("127.0.0.1/32", "::1/128")
+ROWS_PER_PAGE = 100
+
+
+class DashboardView(ViewerRequiredMixin, TemplateView):
+    template_name = "policy/dashboard.html"
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(summary=services.policy_summary(), **kwargs)
+
+
+class RoutingRestrictionsView(ViewerRequiredMixin, View):
+    """The Routing Restrictions dialog: checkboxes and three lists, applied only on OK.
+
+    Every button on the page submits the one form, so ticking a checkbox and then pressing
+    Add or Remove keeps the tick in the draft instead of losing it.
+    """
+
+    template_name = "policy/restrictions.html"
+
+    def get(self, request):
+        draft = Draft.load(request.session)
+        return self.render(request, draft, RestrictionsForm(initial=draft.effective_flags()))
+
+    def post(self, request):
+        require_editor(request.user)
+        draft = Draft.load(request.session)
+        form = RestrictionsForm(request.POST)
+        form.is_valid()  # three checkboxes: always valid
+        draft.set_flags({name: form.cleaned_data[name] for name in FLAGS})
+        action, _, target = request.POST.get("action", "").partition(":")
+        if action == "cancel":
+            Draft.discard(request.session)
+            messages.info(request, "Changes discarded. Nothing was saved.")
+            return redirect("policy:restrictions")
+        if action == "ok":
+            return self.apply(request, draft, form)
+        if action == "add-localhost":
+            self.add_localhost(request, draft)
+        elif action == "add":
+            self.require_kind(target)
+            draft.store(request.session)
+            return redirect("policy:restrictions-entry-add", kind=target)
+        elif action in ("edit", "remove", "undo"):
+            kind, _, key = target.partition(":")
+            self.require_kind(kind)
+            if action == "edit":
+                draft.store(request.session)
+                return redirect("policy:restrictions-entry-edit", kind=kind, key=key)
+            (draft.remove if action == "remove" else draft.undo_remove)(kind, key)
+        draft.store(request.session)
+        return redirect("policy:restrictions")
+
+    def apply(self, request, draft, form):
+        if not draft.is_dirty:
+            messages.info(request, "No changes to save.")
+            return redirect("policy:dashboard")
+        try:
+            services.apply_routing_draft(draft, request.user)
+        except ValidationError as exc:
+            return self.render(request, draft, form, errors=exc.messages, status=400)
+        Draft.discard(request.session)
+        messages.success(request, "Routing restrictions saved.")
+        return redirect("policy:dashboard")
+
+    def add_localhost(self, request, draft):
+        present = {str(entry.network) for entry in draft.listed("trusted")}
+        added = [network for network in LOCALHOST_NETWORKS if network not in present]
+        for network in added:
+            draft.add(
+                "trusted",
+                {
+                    "network": network,
+                    "description": "localhost",
+                    "enabled": True,
+                    "expires_at": None,
+                    "open_relay_override": False,
+                },
+            )
+        if added:
+            messages.info(request, f"Added {' and '.join(added)}. Press OK to save.")
+        else:
+            messages.info(request, "localhost (127.0.0.1 and ::1) is already trusted.")
+
+    @staticmethod
+    def require_kind(kind):
+        if kind not in LIST_KINDS:
+            raise Http404("No such list.")
+
+    def render(self, request, draft, form, errors=(), status=200):
+        lists = []
+        for kind in LIST_KINDS.values():
+            page = Paginator(draft.rows(kind.name), ROWS_PER_PAGE).get_page(request.GET.get(f"{kind.name}_page"))
+            lists.append({"kind": kind, "page": page})
+        context = {"form": form, "lists": lists, "draft": draft, "errors": errors}
+        return render(request, self.template_name, context, status=status)
+
+
+class RoutingEntryView(EditorRequiredMixin, View):
+    """The dialog's Add/Edit sub-dialog: OK puts the entry into the draft, Cancel goes back."""
+
+    template_name = "policy/restrictions_entry.html"
+
+    def dispatch(self, request, kind, key=None):
+        if kind not in LIST_KINDS:
+            raise Http404("No such list.")
+        self.kind = LIST_KINDS[kind]
+        self.key = key
+        return super().dispatch(request)
+
+    def get_form(self, draft, data=None):
+        initial = None
+        if self.key is not None:
+            row = draft.row(self.kind.name, self.key)
+            if row is None:
+                raise Http404("No such entry.")
+            initial = self.kind.form.initial_from(row.data)
+        listed = draft.listed(self.kind.name, excluding=self.key)
+        return self.kind.form(data, initial=initial, listed=listed)
+
+    def get(self, request):
+        return self.render(request, self.get_form(Draft.load(request.session)))
+
+    def post(self, request):
+        if "cancel" in request.POST:
+            return redirect("policy:restrictions")
+        draft = Draft.load(request.session)
+        form = self.get_form(draft, request.POST)
+        if not form.is_valid():
+            return self.render(request, form, status=400)
+        if self.key is None:
+            draft.add(self.kind.name, form.entry_data())
+        else:
+            draft.change(self.kind.name, self.key, form.entry_data())
+        draft.store(request.session)
+        for warning in form.warnings:
+            messages.warning(request, warning)
+        messages.info(request, "Pending until you press OK.")
+        return redirect("policy:restrictions")
+
+    def render(self, request, form, status=200):
+        context = {"form": form, "kind": self.kind, "editing": self.key is not None}
+        return render(request, self.template_name, context, status=status)
+
+
+class CreatedByMixin:
+    """Record who created the object."""
+
+    def form_valid(self, form):
+        form.instance.created_by = self.request.user
+        return super().form_valid(form)
+
+
+class ObjectEditMixin(EditorRequiredMixin, SuccessMessageMixin):
+    """Shared by the add, edit and remove pages of domains and SMTP users."""
+
+    template_name = "policy/object_form.html"
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(opts=self.model._meta, **kwargs)
+
+
+class LocalDomainListView(ViewerRequiredMixin, ListView):
+    model = LocalDomain
+    paginate_by = ROWS_PER_PAGE
+    template_name = "policy/domain_list.html"
+
+
+class LocalDomainEditMixin(ObjectEditMixin):
+    model = LocalDomain
+    form_class = LocalDomainForm
+    success_url = reverse_lazy("policy:domains")
+    success_message = "Local domain %(domain)s saved."
+
+
+class LocalDomainCreateView(LocalDomainEditMixin, CreatedByMixin, CreateView):
+    pass
+
+
+class LocalDomainUpdateView(LocalDomainEditMixin, UpdateView):
+    pass
+
+
+class LocalDomainDeleteView(LocalDomainEditMixin, DeleteView):
+    form_class = Form
+    template_name = "policy/object_confirm_delete.html"
+    success_message = "Local domain removed."
+
+
+class SmtpUserListView(ViewerRequiredMixin, ListView):
+    model = SmtpUser
+    paginate_by = ROWS_PER_PAGE
+    template_name = "policy/smtpuser_list.html"
+
+
+class SmtpUserEditMixin(ObjectEditMixin):
+    model = SmtpUser
+    form_class = SmtpUserForm
+    success_url = reverse_lazy("policy:smtp-users")
+    success_message = "SMTP user %(username)s saved."
+
+
+class SmtpUserCreateView(SmtpUserEditMixin, CreatedByMixin, CreateView):
+    pass
+
+
+class SmtpUserUpdateView(SmtpUserEditMixin, UpdateView):
+    pass
+
+
+class SmtpUserDeleteView(SmtpUserEditMixin, DeleteView):
+    form_class = Form
+    template_name = "policy/object_confirm_delete.html"
+    success_message = "SMTP user removed."

@@ -1,0 +1,12 @@
+"""Test settings: the real settings, with static files served from the source tree."""
+
+from relayadmin.settings import *  # noqa: F403
+
+# No collectstatic step in tests: serve static/ directly, as runserver does.
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
+
+# Hashing dashboard logins with MD5 keeps the suite fast; SMTP passwords still use pbkdf2_sha256,
+# which the models ask for by name.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
