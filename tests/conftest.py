@@ -9,7 +9,8 @@ PASSWORD = "correct horse battery staple"
 def make_user(username, role=None, **extra):
     user = User.objects.create_user(username=username, password=PASSWORD, **extra)
     if role:
-        user.groups.add(Group.objects.get(name=role))
+        # get_or_create: transactional tests flush the groups that the roles migration made.
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
     return user
 
 
