@@ -90,10 +90,13 @@ class PolicySummary:
             who.append("authenticated clients" if self.smtp_users else "authenticated clients (no SMTP users yet)")
         if r.allow_internal_addresses and self.internal_addresses:
             who.append(f"clients connecting to {_plural(self.internal_addresses, 'internal address', 'es')}")
-        local = _plural(self.local_domains, "local domain")
+        if self.local_domains:
+            others = f"may deliver only to the {_plural(self.local_domains, 'local domain')}"
+        else:
+            others = "may deliver nothing: there are no local domains yet"
         if not who:
-            return f"Nobody may relay. Everyone may deliver only to the {local}."
-        sentence = f"Only {_join(who)} may relay. Everyone else may deliver only to the {local}."
+            return f"Nobody may relay. Everyone {others}."
+        sentence = f"Only {_join(who)} may relay. Everyone else {others}."
         if self.denied_networks:
             sentence += f" Clients in {_plural(self.denied_networks, 'denied network')} never may relay."
         return sentence
