@@ -256,3 +256,16 @@ def test_smtp_user_pages_never_show_the_password(editor_client):
     account.refresh_from_db()
     assert account.description == "kept"
     assert account.check_password("a long secret value")
+
+
+def test_expiry_from_the_form_is_saved_and_shown(editor_client):
+    add_entry(editor_client, "trusted", address="192.0.2.0/24", enabled="on", expires_at="2020-01-01T12:00")
+    add_entry(editor_client, "trusted", address="198.51.100.0/24", enabled="on", expires_at="2999-01-01T12:00")
+    press(editor_client, "ok")
+    expired = TrustedNetwork.objects.get(network="192.0.2.0/24")
+    assert expired.is_expired
+    assert not TrustedNetwork.objects.get(network="198.51.100.0/24").is_expired
+    assert "expired" in editor_client.get(RESTRICTIONS).content.decode()
+    body = editor_client.get(reverse("policy:dashboard")).content.decode()
+    assert "Only 1 trusted network and" in body
+    assert "(+1 disabled or expired)" in body
