@@ -16,7 +16,13 @@ def main():
             "available on your PYTHONPATH environment variable? Did you "
             "forget to activate a virtual environment?"
         ) from exc
-    execute_from_command_line(sys.argv)
+    from policy.audit import audit_context
+
+    # Any command run from a shell acts as "system: COMMAND" in the audit log
+    # (createsuperuser, changepassword, shell, ... as well as our own).
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    with audit_context(source="cli", command=command):
+        execute_from_command_line(sys.argv)
 
 
 if __name__ == "__main__":

@@ -4,3 +4,22 @@ from django.apps import AppConfig
 class PolicyConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "policy"
+    verbose_name = "relay policy"
+
+    def ready(self):
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group
+
+        from policy import audit, models, signals  # noqa: F401 (signals connects the login receivers)
+
+        for model in (
+            models.RoutingRestrictions,
+            models.TrustedNetwork,
+            models.DeniedNetwork,
+            models.InternalAddress,
+            models.LocalDomain,
+        ):
+            audit.track(model)
+        audit.track(models.SmtpUser, secrets={"password_hash"})
+        audit.track(get_user_model(), exclude={"last_login"}, secrets={"password"}, m2m=("groups",))
+        audit.track(Group)

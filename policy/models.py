@@ -5,7 +5,7 @@ import re
 import netaddr
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
-from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -291,3 +291,65 @@ class SmtpUser(TrackedModel):
 
     def check_password(self, raw_password: str) -> bool:
         return check_password(raw_password, self.password_hash)
+
+
+class AuditEntryQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise PermissionDenied("Audit entries are append-only.")
+
+    def delete(self):
+        raise PermissionDenied("Audit entries are append-only.")
+
+
+class AuditEntry(models.Model):
+    """One recorded change or security event. Append-only, and chained by hashes.
+
+    `entry_hash` covers every field and `prev_hash`, so editing, deleting or reordering a row
+    breaks the chain, which `manage.py verify_audit` reports.
+    """
+
+    SOURCES = [(s, s) for s in ("web", "api", "cli", "import", "daemon", "system")]
+
+    timestamp = models.DateTimeField("time", default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name="actor",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The user, if one acted; kept even if the user is deleted later, by name.",
+    )
+    actor_name = models.CharField(
+        "actor name", max_length=200, help_text='The username as it was then, "name (token …)" or "system: COMMAND".'
+    )
+    source = models.CharField("source", max_length=10, choices=SOURCES)
+    remote_addr = models.GenericIPAddressField("remote address", null=True, blank=True)
+    request_id = models.CharField("request id", max_length=64, blank=True)
+    action = models.CharField("action", max_length=32, db_index=True)
+    object_type = models.CharField("object type", max_length=64, blank=True, db_index=True)
+    object_id = models.CharField("object id", max_length=64, blank=True)
+    object_repr = models.CharField("object", max_length=300, blank=True)
+    before = models.JSONField("before", null=True, blank=True)
+    after = models.JSONField("after", null=True, blank=True)
+    reason = models.CharField("reason", max_length=500, blank=True)
+    prev_hash = models.CharField("previous hash", max_length=64)
+    entry_hash = models.CharField("hash", max_length=64, unique=True)
+
+    objects = AuditEntryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "audit entry"
+        verbose_name_plural = "audit entries"
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"{self.timestamp:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.object_repr}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionDenied("Audit entries are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionDenied("Audit entries are append-only.")

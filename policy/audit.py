@@ -1,0 +1,212 @@
+"""The audit log: one mechanism records every policy change, whoever or whatever makes it.
+
+Who is acting comes from a context variable: the middleware fills it for web requests, the
+API fills in the token it authenticated, and management commands open `audit_context(source="cli")`.
+What changed comes from model signals (`track`), so views, the API, imports and commands
+cannot forget to record. Saves that change nothing are not recorded.
+"""
+
+import contextlib
+import contextvars
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+
+from django.db import connection, transaction
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
+
+SOURCES = ("web", "api", "cli", "import", "daemon", "system")
+# Fields that would only add noise or leak secrets; secrets are recorded as a fingerprint instead.
+NOISE_FIELDS = {"created_at", "updated_at", "last_login", "range_start", "range_end", "family"}
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """Who is acting, from where, and why."""
+
+    source: str = "system"
+    user: object = None
+    token: str = ""  # the API token's public name, never its secret
+    command: str = ""  # "system: COMMAND" actor for management commands
+    remote_addr: str | None = None
+    request_id: str = ""
+    reason: str = ""
+
+    @property
+    def actor_name(self) -> str:
+        if self.user is not None and getattr(self.user, "is_authenticated", False):
+            name = self.user.get_username()
+            return f"{name} (token {self.token})" if self.token else name
+        if self.command:
+            return f"system: {self.command}"
+        return "system"
+
+
+_current: contextvars.ContextVar[AuditContext] = contextvars.ContextVar("audit_context", default=AuditContext())
+
+
+def current_context() -> AuditContext:
+    return _current.get()
+
+
+@contextlib.contextmanager
+def audit_context(**fields) -> Iterator[AuditContext]:
+    """Act with these context fields (source, user, token, command, remote_addr, request_id, reason)."""
+    token = _current.set(replace(_current.get(), **fields))
+    try:
+        yield _current.get()
+    finally:
+        _current.reset(token)
+
+
+def update_context(**fields) -> None:
+    """Refine the current context, e.g. once the API has authenticated its token."""
+    _current.set(replace(_current.get(), **fields))
+
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(frozen=True)
+class TrackSpec:
+    exclude: frozenset = frozenset()
+    secrets: frozenset = frozenset()
+    m2m: tuple = ()
+
+
+_tracked: dict[type, TrackSpec] = {}
+
+
+def track(model, *, exclude: Iterable[str] = (), secrets: Iterable[str] = (), m2m: Iterable[str] = ()) -> None:
+    """Record every create, real update and delete of this model.
+
+    `secrets` (password hashes, token digests) are recorded as a short fingerprint, so the log
+    shows that a secret changed without ever holding it.
+    """
+    _tracked[model] = TrackSpec(frozenset(exclude), frozenset(secrets), tuple(m2m))
+    uid = f"audit-{model._meta.label}"
+    pre_save.connect(_remember_before, sender=model, dispatch_uid=uid)
+    post_save.connect(_record_save, sender=model, dispatch_uid=uid)
+    post_delete.connect(_record_delete, sender=model, dispatch_uid=uid)
+    for name in m2m:
+        m2m_changed.connect(_record_m2m, sender=getattr(model, name).through, dispatch_uid=f"{uid}-{name}")
+
+
+def serialize(instance) -> dict:
+    """Return the tracked fields of an instance as JSON-safe data."""
+    from django.core.serializers.json import DjangoJSONEncoder
+
+    spec = _tracked.get(type(instance), TrackSpec())
+    data = {}
+    for field in instance._meta.concrete_fields:
+        if field.name in NOISE_FIELDS or field.name in spec.exclude or field.primary_key:
+            continue
+        value = field.value_from_object(instance)
+        if field.name in spec.secrets:
+            value = fingerprint(value) if value else ""
+        data[field.name] = value
+    if instance.pk is not None:
+        for name in spec.m2m:
+            data[name] = sorted(str(related) for related in getattr(instance, name).all())
+    return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+
+
+def fingerprint(secret: str) -> str:
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+def record(action: str, *, obj=None, before=None, after=None, object_type="", object_id="", object_repr=""):
+    """Append one entry to the chain, acting as the current context."""
+    from policy.models import AuditEntry
+
+    if obj is not None:
+        object_type = object_type or str(obj._meta.verbose_name)
+        object_id = object_id or str(obj.pk)
+        object_repr = object_repr or str(obj)[:300]
+    context = current_context()
+    user = context.user if getattr(context.user, "is_authenticated", False) else None
+    entry = AuditEntry(
+        actor=user,
+        actor_name=context.actor_name,
+        source=context.source,
+        remote_addr=context.remote_addr,
+        request_id=context.request_id,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        object_repr=object_repr,
+        before=before,
+        after=after,
+        reason=context.reason,
+    )
+    with transaction.atomic():
+        _lock_chain()
+        entry.prev_hash = (
+            AuditEntry.objects.order_by("-id").values_list("entry_hash", flat=True).first() or GENESIS_HASH
+        )
+        entry.entry_hash = entry_hash(entry)
+        entry.save()
+    return entry
+
+
+def entry_hash(entry) -> str:
+    """Return the sha256 over every field of the entry and the previous entry's hash."""
+    payload = {
+        "timestamp": entry.timestamp.isoformat(timespec="microseconds"),
+        "actor_id": entry.actor_id,
+        "actor_name": entry.actor_name,
+        "source": entry.source,
+        "remote_addr": entry.remote_addr,
+        "request_id": entry.request_id,
+        "action": entry.action,
+        "object_type": entry.object_type,
+        "object_id": entry.object_id,
+        "object_repr": entry.object_repr,
+        "before": entry.before,
+        "after": entry.after,
+        "reason": entry.reason,
+        "prev_hash": entry.prev_hash,
+    }
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _lock_chain() -> None:
+    # Two writers must not both chain onto the same previous entry. PostgreSQL: a transaction
+    # advisory lock. SQLite: the settings open every transaction IMMEDIATE, which locks already.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('policy_auditentry'))")
+
+
+def _remember_before(sender, instance, raw=False, **kwargs):
+    if raw or instance.pk is None:
+        return
+    saved = sender._default_manager.filter(pk=instance.pk).first()
+    instance._audit_before = serialize(saved) if saved is not None else None
+
+
+def _record_save(sender, instance, created, raw=False, **kwargs):
+    if raw:
+        return
+    after = serialize(instance)
+    before = getattr(instance, "_audit_before", None)
+    instance._audit_before = after
+    if created or before is None:
+        record("create", obj=instance, after=after)
+    elif before != after:
+        record("update", obj=instance, before=before, after=after)
+
+
+def _record_delete(sender, instance, **kwargs):
+    record("delete", obj=instance, before=serialize(instance))
+
+
+def _record_m2m(sender, instance, action, reverse, **kwargs):
+    if reverse or type(instance) not in _tracked:
+        return
+    if action.startswith("pre_"):
+        instance._audit_before = serialize(instance)
+    elif action.startswith("post_"):
+        _record_save(type(instance), instance, created=False)
