@@ -43,7 +43,8 @@ class AuditContext:
         return "system"
 
 
-_current: contextvars.ContextVar[AuditContext] = contextvars.ContextVar("audit_context", default=AuditContext())
+_NO_CONTEXT = AuditContext()  # frozen, so sharing it as the default is safe
+_current: contextvars.ContextVar[AuditContext] = contextvars.ContextVar("audit_context", default=_NO_CONTEXT)
 
 
 def current_context() -> AuditContext:

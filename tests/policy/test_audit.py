@@ -116,9 +116,8 @@ def test_verify_audit_passes_then_catches_a_row_edited_in_sql(capsys):
     table = AuditEntry._meta.db_table
     if connection.vendor == "postgresql":
         # The database refuses it too; the chain check is the second line of defence.
-        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute(f"UPDATE {table} SET object_repr = %s WHERE id = %s", ["evil.example", victim.pk])
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"UPDATE {table} SET object_repr = %s WHERE id = %s", ["evil.example", victim.pk])
         with connection.cursor() as cursor:
             disable_append_only_trigger(cursor)
     with connection.cursor() as cursor:
