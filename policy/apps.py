@@ -10,7 +10,7 @@ class PolicyConfig(AppConfig):
         from django.contrib.auth import get_user_model
         from django.contrib.auth.models import Group
 
-        from policy import audit, models, signals  # noqa: F401 (signals connects the login receivers)
+        from policy import audit, models, revisions, signals  # noqa: F401 (signals connects the login receivers)
 
         for model in (
             models.RoutingRestrictions,
@@ -20,6 +20,8 @@ class PolicyConfig(AppConfig):
             models.LocalDomain,
         ):
             audit.track(model)
+            revisions.watch(model)
         audit.track(models.SmtpUser, secrets={"password_hash"})
+        revisions.watch(models.SmtpUser)
         audit.track(get_user_model(), exclude={"last_login"}, secrets={"password"}, m2m=("groups",))
         audit.track(Group)

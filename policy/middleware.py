@@ -3,7 +3,10 @@
 import re
 import uuid
 
+from django.db import transaction
+
 from policy.audit import audit_context
+from policy.revisions import policy_change
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -22,4 +25,23 @@ class AuditContextMiddleware:
         ):
             response = self.get_response(request)
         response["X-Request-ID"] = request_id
+        return response
+
+
+class PolicyChangeMiddleware:
+    """Run each writing request as one policy change: one transaction, at most one revision.
+
+    Reads pass straight through. A 5xx response rolls the request's writes back.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return self.get_response(request)
+        with policy_change():
+            response = self.get_response(request)
+            if response.status_code >= 500:
+                transaction.set_rollback(True)
         return response

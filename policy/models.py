@@ -14,6 +14,7 @@ from policy.domains import normalise_domain, normalise_route
 
 # relayd verifies SMTP passwords without Django, so the hash format is fixed to one it knows.
 SMTP_PASSWORD_HASHER = "pbkdf2_sha256"  # noqa: S105 (a hasher name, not a password)
+SMTP_PASSWORD_MIN_LENGTH = 12
 
 
 class TrackedModel(models.Model):
@@ -79,9 +80,11 @@ class RoutingRestrictions(TrackedModel):
 
     @classmethod
     def load(cls) -> "RoutingRestrictions":
-        """Return the single row, creating it with the safe defaults on first use."""
-        restrictions, _ = cls.objects.get_or_create(pk=1)
-        return restrictions
+        """Return the single row, or the safe defaults (unsaved) before anyone has saved it.
+
+        Reading never writes: a write is a policy change, with an audit entry and a revision.
+        """
+        return cls.objects.filter(pk=1).first() or cls(pk=1)
 
 
 class NetworkEntry(TrackedModel):
@@ -110,12 +113,19 @@ class NetworkEntry(TrackedModel):
         return self.network
 
     def save(self, *args, **kwargs):
+        self.normalise()
+        super().save(*args, **kwargs)
+
+    def normalise(self) -> None:
+        """Write the network in canonical form and derive its family and range.
+
+        save() does this; call it yourself before `bulk_create`, which skips save().
+        """
         network = addresses.parse_network(self.network)
         self.network = str(network)
         self.family = network.version
         self.range_start = f"{network.first:032x}"
         self.range_end = f"{network.last:032x}"
-        super().save(*args, **kwargs)
 
     @property
     def ip_network(self) -> netaddr.IPNetwork:
@@ -286,11 +296,45 @@ class SmtpUser(TrackedModel):
         if errors:
             raise ValidationError(errors)
 
+    @staticmethod
+    def validate_password(raw_password: str) -> None:
+        """Refuse a password too weak for SMTP AUTH; forms and the API both ask here."""
+        if len(raw_password) < SMTP_PASSWORD_MIN_LENGTH:
+            raise ValidationError(
+                f"Use at least {SMTP_PASSWORD_MIN_LENGTH} characters: SMTP logins are attacked by bots.",
+                code="password_too_short",
+            )
+
     def set_password(self, raw_password: str) -> None:
         self.password_hash = make_password(raw_password, hasher=SMTP_PASSWORD_HASHER)
 
     def check_password(self, raw_password: str) -> bool:
         return check_password(raw_password, self.password_hash)
+
+
+class PolicyRevision(models.Model):
+    """An immutable snapshot of the whole policy, as published to relayd. Serials only grow."""
+
+    serial = models.PositiveIntegerField("serial", unique=True)
+    snapshot = models.TextField("snapshot", help_text="The exact JSON published (docs/snapshot.md).")
+    sha256 = models.CharField("SHA-256", max_length=64, help_text="Of the snapshot text; the export ETag.")
+    created_at = models.DateTimeField("created", default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by_name = models.CharField("created by", max_length=200, help_text="The actor as it was then.")
+    source = models.CharField("source", max_length=10)
+    reason = models.CharField("reason", max_length=500, blank=True)
+    rolled_back_to = models.PositiveIntegerField(
+        "rollback to serial", null=True, blank=True, help_text="Set when this revision restores an earlier one."
+    )
+
+    class Meta:
+        verbose_name = "policy revision"
+        ordering = ["-serial"]
+
+    def __str__(self):
+        return f"revision {self.serial}"
 
 
 class AuditEntryQuerySet(models.QuerySet):

@@ -65,6 +65,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "policy.middleware.AuditContextMiddleware",
+    "policy.middleware.PolicyChangeMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -124,6 +125,9 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
+
+# Where publishing writes the snapshot that the local relayd enforces.
+RELAYD_POLICY_PATH = Path(os.environ.get("RELAYD_POLICY_PATH", VAR_DIR / "relayd" / "policy.json"))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -1,5 +1,8 @@
 """Test settings: the real settings, with static files served from the source tree."""
 
+import tempfile
+from pathlib import Path
+
 from relayadmin.settings import *  # noqa: F403
 
 # No collectstatic step in tests: serve static/ directly, as runserver does.
@@ -10,3 +13,6 @@ WHITENOISE_AUTOREFRESH = True
 # Hashing dashboard logins with MD5 keeps the suite fast; SMTP passwords still use pbkdf2_sha256,
 # which the models ask for by name.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+
+# Publishing in tests must not touch the developer's var/relayd/policy.json.
+RELAYD_POLICY_PATH = Path(tempfile.mkdtemp(prefix="relayadmin-test-")) / "relayd" / "policy.json"

@@ -1,0 +1,184 @@
+"""Every committed policy change becomes a PolicyRevision, which is then published to relayd.
+
+A change runs inside `policy_change()`: one transaction in which the first policy write takes
+the policy lock, and whose end records the revision while still holding it. So serials never
+repeat and a revision never mixes two writers' edits. Web and API requests get this from
+`PolicyChangeMiddleware`, commands from `policy_change()` itself. A write outside any change
+(a Django shell, a test) still gets its revision, built right after it commits.
+"""
+
+import contextlib
+import contextvars
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
+
+from policy import audit
+from policy.models import PolicyRevision
+from policy.snapshot import build_snapshot, dumps, policy_content
+
+
+@dataclass
+class _Change:
+    locked: bool = False
+    dirty: bool = False
+
+
+_active: contextvars.ContextVar[_Change | None] = contextvars.ContextVar("policy_change", default=None)
+
+
+@contextlib.contextmanager
+def policy_change():
+    """Group the policy writes inside into one transaction and at most one new revision."""
+    if _active.get() is not None:
+        yield
+        return
+    change = _Change()
+    token = _active.set(change)
+    try:
+        with transaction.atomic():
+            yield
+            if change.dirty:
+                record_revision()
+    finally:
+        _active.reset(token)
+
+
+def watch(model) -> None:
+    """Make every write of this model part of the policy (and so of the next revision)."""
+    uid = f"revision-{model._meta.label}"
+    pre_save.connect(_before_write, sender=model, dispatch_uid=uid)
+    pre_delete.connect(_before_write, sender=model, dispatch_uid=uid)
+    post_save.connect(_after_write, sender=model, dispatch_uid=uid)
+    post_delete.connect(_after_write, sender=model, dispatch_uid=uid)
+
+
+def lock_policy() -> None:
+    # SQLite transactions are IMMEDIATE (see settings), which already serialises writers.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('relayadmin_policy'))")
+
+
+def _before_write(sender, raw=False, **kwargs):
+    change = _active.get()
+    if change is not None and not change.locked and not raw:
+        lock_policy()
+        change.locked = True
+
+
+def _after_write(sender, raw=False, **kwargs):
+    if raw:
+        return
+    change = _active.get()
+    if change is not None:
+        change.dirty = True
+    elif not any(callback is _revision_after_commit for _, callback, _ in connection.run_on_commit):
+        transaction.on_commit(_revision_after_commit)
+
+
+def _revision_after_commit() -> None:
+    commit_revision()
+
+
+def commit_revision() -> PolicyRevision | None:
+    """Record the current policy as a revision in a transaction of its own, if it changed."""
+    with transaction.atomic():
+        lock_policy()
+        return record_revision()
+
+
+def record_revision(rolled_back_to: int | None = None) -> PolicyRevision | None:
+    """Record the current policy as the next revision, unless it equals the latest one.
+
+    The caller holds the policy lock inside a transaction. Publishing follows the commit.
+    """
+    latest = PolicyRevision.objects.order_by("-serial").first()
+    snapshot = build_snapshot(serial=latest.serial + 1 if latest else 1)
+    if latest is not None and policy_content(json.loads(latest.snapshot)) == policy_content(snapshot):
+        return None
+    text = dumps(snapshot)
+    context = audit.current_context()
+    revision = PolicyRevision.objects.create(
+        serial=snapshot["serial"],
+        snapshot=text,
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        created_by=context.user if getattr(context.user, "is_authenticated", False) else None,
+        created_by_name=context.actor_name,
+        source=context.source,
+        reason=context.reason,
+        rolled_back_to=rolled_back_to,
+    )
+    audit.record(
+        "rollback" if rolled_back_to else "publish",
+        obj=revision,
+        after={"serial": revision.serial, "sha256": revision.sha256, "rolled_back_to": rolled_back_to},
+    )
+    transaction.on_commit(publish_latest)
+    return revision
+
+
+def publish_latest() -> PolicyRevision | None:
+    """Write the latest revision to the relayd policy file, never replacing a newer one."""
+    revision = PolicyRevision.objects.order_by("-serial").first()
+    if revision is None:
+        return None
+    path = Path(settings.RELAYD_POLICY_PATH)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Two processes may publish at once; the lock keeps a slower, older write from landing last.
+    with open(path.parent / ".publish.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _published_serial(path) < revision.serial:
+            write_atomically(path, revision.snapshot)
+    return revision
+
+
+def _published_serial(path: Path) -> int:
+    try:
+        return int(json.loads(path.read_text())["serial"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never a part (temp, fsync, rename)."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o640)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # make the rename itself durable
+    finally:
+        os.close(directory)
+
+
+def rollback_to(serial: int) -> PolicyRevision | None:
+    """Restore the enforced policy of an earlier revision as a new revision, audited as a rollback.
+
+    Return None when the policy already equals that revision.
+    """
+    from policy.restore import restore_snapshot
+
+    target = PolicyRevision.objects.get(serial=serial)
+    with policy_change():
+        lock_policy()
+        restore_snapshot(json.loads(target.snapshot))
+        _active.get().dirty = False  # recorded here, so that the caller gets the new revision
+        return record_revision(rolled_back_to=serial)

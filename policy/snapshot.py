@@ -1,0 +1,74 @@
+"""Build the policy snapshot: the one contract between the dashboard and relayd (docs/snapshot.md)."""
+
+import json
+
+from django.utils import timezone
+
+from policy.models import DeniedNetwork, InternalAddress, LocalDomain, RoutingRestrictions, SmtpUser, TrustedNetwork
+
+SCHEMA = 1
+
+
+def build_snapshot(serial: int) -> dict:
+    """Return the current policy as a schema-1 snapshot with this serial."""
+    restrictions = RoutingRestrictions.load()
+    return {
+        "schema": SCHEMA,
+        "serial": serial,
+        "generated_at": timezone.now().isoformat(timespec="seconds"),
+        "restrictions": {
+            "allow_authenticated": restrictions.allow_authenticated,
+            "allow_listed_ips": restrictions.allow_listed_ips,
+            "allow_internal_addresses": restrictions.allow_internal_addresses,
+        },
+        # Disabled entries are left out; expired ones too, and expires_at travels along so that
+        # a reader stops trusting an entry the moment it expires, even before the next revision.
+        "trusted_networks": [
+            {
+                "id": network.pk,
+                "network": network.network,
+                "description": network.description,
+                "expires_at": _iso(network.expires_at),
+                **_added(network),
+            }
+            for network in TrustedNetwork.objects.filter(enabled=True).select_related("created_by")
+            if not network.is_expired
+        ],
+        "denied_networks": [
+            {"id": network.pk, "network": network.network, "description": network.description, **_added(network)}
+            for network in DeniedNetwork.objects.select_related("created_by")
+        ],
+        "internal_addresses": [
+            {"id": address.pk, "address": address.address, "description": address.description}
+            for address in InternalAddress.objects.all()
+        ],
+        "local_domains": [
+            {"domain": domain.domain, "include_subdomains": domain.include_subdomains, "route": domain.route or None}
+            for domain in LocalDomain.objects.all()
+        ],
+        "smtp_users": [
+            {"username": account.username, "password_hash": account.password_hash}
+            for account in SmtpUser.objects.filter(enabled=True)
+        ],
+    }
+
+
+def policy_content(snapshot: dict) -> dict:
+    """Return the snapshot without its envelope (serial, time): what decides whether the policy changed."""
+    return {key: value for key, value in snapshot.items() if key not in ("serial", "generated_at")}
+
+
+def dumps(snapshot: dict) -> str:
+    """Serialise a snapshot exactly as it is stored, published and hashed."""
+    return json.dumps(snapshot, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment else None
+
+
+def _added(entry) -> dict:
+    return {
+        "added_by": entry.created_by.get_username() if entry.created_by else "",
+        "added_at": _iso(entry.created_at),
+    }
