@@ -28,7 +28,7 @@ def apply_routing_draft(draft: Draft, user) -> None:
     """
     with transaction.atomic():
         if draft.flags is not None:
-            restrictions = RoutingRestrictions.objects.select_for_update().get_or_create(pk=1)[0]
+            restrictions = RoutingRestrictions.load()
             for name in FLAGS:
                 setattr(restrictions, name, draft.flags[name])
             restrictions.full_clean()

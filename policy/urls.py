@@ -1,6 +1,6 @@
 from django.urls import path
 
-from policy import views
+from policy import revision_views, views
 
 app_name = "policy"
 
@@ -41,4 +41,8 @@ urlpatterns = [
         views.SmtpUserDeleteView.as_view(),
         name="smtp-user-delete",
     ),
+    path("revisions/", revision_views.RevisionListView.as_view(), name="revisions"),
+    path("revisions/diff/", revision_views.RevisionDiffView.as_view(), name="revision-diff"),
+    path("revisions/<int:serial>/", revision_views.RevisionDetailView.as_view(), name="revision"),
+    path("revisions/<int:serial>/rollback/", revision_views.RevisionRollbackView.as_view(), name="revision-rollback"),
 ]

@@ -18,6 +18,7 @@ from django.views.generic import (
 )
 
 from policy import services
+from policy.audit import update_context
 from policy.draft import FLAGS, LIST_KINDS, Draft
 from policy.forms import LocalDomainForm, RestrictionsForm, SmtpUserForm
 from policy.models import LocalDomain, SmtpUser
@@ -80,6 +81,7 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
         if not draft.is_dirty:
             messages.info(request, "No changes to save.")
             return redirect("policy:dashboard")
+        update_context(reason=request.POST.get("reason", "").strip()[:500])
         try:
             services.apply_routing_draft(draft, request.user)
         except ValidationError as exc:

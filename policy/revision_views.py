@@ -1,0 +1,61 @@
+"""Pages of the revision history: list, one revision, a diff of any two, and rollback."""
+
+import json
+
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views import View
+from django.views.generic import ListView
+
+from policy.audit import update_context
+from policy.diffs import snapshot_diff, without_secrets
+from policy.models import PolicyRevision
+from policy.revisions import rollback_to
+from policy.roles import EditorRequiredMixin, ViewerRequiredMixin
+
+
+class RevisionListView(ViewerRequiredMixin, ListView):
+    model = PolicyRevision
+    paginate_by = 50
+    template_name = "policy/revision_list.html"
+
+
+class RevisionDetailView(ViewerRequiredMixin, View):
+    def get(self, request, serial):
+        revision = get_object_or_404(PolicyRevision, serial=serial)
+        snapshot = json.loads(revision.snapshot)
+        previous = PolicyRevision.objects.filter(serial__lt=serial).order_by("-serial").first()
+        changes = snapshot_diff(json.loads(previous.snapshot), snapshot) if previous else None
+        context = {
+            "revision": revision,
+            "previous": previous,
+            "changes": changes,
+            "snapshot_text": json.dumps(without_secrets(snapshot), indent=2, sort_keys=True, ensure_ascii=False),
+            "is_latest": not PolicyRevision.objects.filter(serial__gt=serial).exists(),
+        }
+        return render(request, "policy/revision_detail.html", context)
+
+
+class RevisionDiffView(ViewerRequiredMixin, View):
+    def get(self, request):
+        try:
+            old_serial, new_serial = sorted(int(request.GET[name]) for name in ("a", "b"))
+        except (KeyError, ValueError):
+            raise Http404("Choose two revisions to compare.") from None
+        old = get_object_or_404(PolicyRevision, serial=old_serial)
+        new = get_object_or_404(PolicyRevision, serial=new_serial)
+        changes = snapshot_diff(json.loads(old.snapshot), json.loads(new.snapshot))
+        return render(request, "policy/revision_diff.html", {"old": old, "new": new, "changes": changes})
+
+
+class RevisionRollbackView(EditorRequiredMixin, View):
+    def post(self, request, serial):
+        get_object_or_404(PolicyRevision, serial=serial)
+        update_context(reason=request.POST.get("reason", "").strip()[:500] or f"rollback to revision {serial}")
+        revision = rollback_to(serial)
+        if revision is None:
+            messages.info(request, f"The policy already equals revision {serial}; nothing was changed.")
+            return redirect("policy:revision", serial=serial)
+        messages.success(request, f"Rolled back: revision {revision.serial} restores revision {serial}.")
+        return redirect("policy:revision", serial=revision.serial)
