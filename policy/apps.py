@@ -25,3 +25,4 @@ class PolicyConfig(AppConfig):
         revisions.watch(models.SmtpUser)
         audit.track(get_user_model(), exclude={"last_login"}, secrets={"password"}, m2m=("groups",))
         audit.track(Group)
+        audit.track(models.ApiToken, secrets={"digest"}, exclude={"last_used_at"})

@@ -177,11 +177,11 @@ class SmtpUserForm(forms.ModelForm):
         if first or second:
             if first != second:
                 self.add_error("password2", "The two passwords differ.")
-            elif len(first) < 12:
-                self.add_error(
-                    "password1",
-                    "Use at least 12 characters: SMTP logins are attacked by bots.",
-                )
             else:
-                self.instance.set_password(first)
+                try:
+                    SmtpUser.validate_password(first)
+                except ValidationError as exc:
+                    self.add_error("password1", exc)
+                else:
+                    self.instance.set_password(first)
         return cleaned

@@ -1,6 +1,9 @@
 """The relay policy, as Exchange's Routing Restrictions dialog laid it out."""
 
+import hashlib
+import hmac
 import re
+import secrets
 
 import netaddr
 from django.conf import settings
@@ -116,12 +119,13 @@ class NetworkEntry(TrackedModel):
         self.normalise()
         super().save(*args, **kwargs)
 
-    def normalise(self) -> None:
+    def normalise(self, network: netaddr.IPNetwork | None = None) -> None:
         """Write the network in canonical form and derive its family and range.
 
-        save() does this; call it yourself before `bulk_create`, which skips save().
+        save() does this; call it yourself before `bulk_create`, which skips save(). Pass the
+        network if you have already parsed it.
         """
-        network = addresses.parse_network(self.network)
+        network = network or addresses.parse_network(self.network)
         self.network = str(network)
         self.family = network.version
         self.range_start = f"{network.first:032x}"
@@ -136,17 +140,26 @@ class NetworkEntry(TrackedModel):
         return self.ip_network.size == 1
 
     def clean(self):
-        try:
-            network = addresses.parse_network(self.network)
-        except addresses.AddressError as exc:
-            raise ValidationError({"network": exc.messages}) from None
-        self.network = str(network)
+        network = self.clean_network()
         duplicate = type(self).objects.filter(network=self.network).exclude(pk=self.pk).first()
         if duplicate:
             raise ValidationError(
                 {"network": addresses.duplicate_message(duplicate.as_listed())},
                 code="duplicate",
             )
+        self.check_network(network)
+
+    def clean_network(self) -> netaddr.IPNetwork:
+        """Parse and normalise the network. No database access: bulk imports check duplicates in memory."""
+        try:
+            network = addresses.parse_network(self.network)
+        except addresses.AddressError as exc:
+            raise ValidationError({"network": exc.messages}) from None
+        self.network = str(network)
+        return network
+
+    def check_network(self, network: netaddr.IPNetwork) -> None:
+        """Refuse a network this list must not hold; subclasses add their rules. No database access."""
 
     def as_listed(self) -> addresses.ListedNetwork:
         return addresses.ListedNetwork(key=self.pk, network=self.ip_network, description=self.description)
@@ -175,9 +188,8 @@ class TrustedNetwork(NetworkEntry):
     def is_expired(self) -> bool:
         return self.expires_at is not None and self.expires_at <= timezone.now()
 
-    def clean(self):
-        super().clean()
-        problem = addresses.open_relay_problem(netaddr.IPNetwork(self.network))
+    def check_network(self, network):
+        problem = addresses.open_relay_problem(network)
         if problem and not self.open_relay_override:
             raise ValidationError({"network": problem}, code="open_relay")
 
@@ -397,3 +409,63 @@ class AuditEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionDenied("Audit entries are append-only.")
+
+
+class ApiToken(models.Model):
+    """A key for the REST API (`Authorization: Token <key>`), acting as its user.
+
+    The key is `<prefix>.<secret>`. Only the prefix (to find the row) and a SHA-256 digest of
+    the secret are stored, so the key is shown once, when it is made, and never again. The
+    secret is 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    """
+
+    name = models.CharField("name", max_length=100, help_text="What uses this token, e.g. “ansible on ops1”.")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name="user", on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    prefix = models.CharField("key prefix", max_length=16, unique=True, editable=False)
+    digest = models.CharField("SHA-256 of the secret", max_length=64, editable=False)
+    read_only = models.BooleanField(
+        "read-only", default=False, help_text="A read-only token can never write, whatever its user's role."
+    )
+    expires_at = models.DateTimeField("expires", null=True, blank=True, help_text="Empty: never expires.")
+    created_at = models.DateTimeField("created", auto_now_add=True)
+    last_used_at = models.DateTimeField("last used", null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API token"
+        ordering = ["user", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "name"],
+                name="api_token_name_unique_per_user",
+                violation_error_message="This user already has a token with this name; choose another name.",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @staticmethod
+    def hash_secret(secret: str) -> str:
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    def generate_key(self) -> str:
+        """Give this (unsaved) token a fresh key and return it; only its digest is kept."""
+        self.prefix = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        self.digest = self.hash_secret(secret)
+        return f"{self.prefix}.{secret}"
+
+    @classmethod
+    def find(cls, key: str) -> "ApiToken | None":
+        """Return the token this key belongs to, or None; expiry is the caller's to check."""
+        prefix, _, secret = key.partition(".")
+        token = cls.objects.select_related("user").filter(prefix=prefix).first() if secret else None
+        if token is None or not hmac.compare_digest(token.digest, cls.hash_secret(secret)):
+            return None
+        return token

@@ -61,6 +61,15 @@ def watch(model) -> None:
     post_delete.connect(_after_write, sender=model, dispatch_uid=uid)
 
 
+def note_bulk_write() -> None:
+    """Make writes that send no model signals (`bulk_create`) part of the current change.
+
+    Call it before such writes: it takes the policy lock as a first save would.
+    """
+    _before_write(sender=None)
+    _after_write(sender=None)
+
+
 def lock_policy() -> None:
     # SQLite transactions are IMMEDIATE (see settings), which already serialises writers.
     if connection.vendor == "postgresql":

@@ -19,5 +19,6 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("policy.api.urls")),
     path("", include("policy.urls")),
 ]

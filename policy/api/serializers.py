@@ -1,0 +1,220 @@
+"""Serializers turn JSON into model fields and back. Validation is the models' own clean().
+
+DRF's automatic unique validators are dropped: they would word a duplicate differently from
+the forms, and checking before normalising misses "10.0.0.0/255.0.0.0" vs "10.0.0.0/8".
+"""
+
+from django.core.exceptions import NON_FIELD_ERRORS
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+from rest_framework.settings import api_settings
+from rest_framework.validators import UniqueValidator
+
+from policy import services
+from policy.models import (
+    AuditEntry,
+    DeniedNetwork,
+    InternalAddress,
+    LocalDomain,
+    RoutingRestrictions,
+    SmtpUser,
+    TrustedNetwork,
+)
+
+TIMESTAMPS = ("created_at", "updated_at")
+
+
+class ModelCleanSerializer(serializers.ModelSerializer):
+    """Validate by running the model's full_clean(), and hand back its normalised values."""
+
+    def build_field(self, *args, **kwargs):
+        field_class, field_kwargs = super().build_field(*args, **kwargs)
+        if "validators" in field_kwargs:
+            field_kwargs["validators"] = [v for v in field_kwargs["validators"] if not isinstance(v, UniqueValidator)]
+        return field_class, field_kwargs
+
+    def get_validators(self):
+        return []  # unique-together checks come from full_clean() too
+
+    def validate(self, attrs):
+        if self.context.get("bulk"):
+            return attrs  # services.import_networks cleans the rows together, duplicates included
+        instance = self.instance or self.Meta.model()
+        names = self.apply(instance, attrs)
+        try:
+            instance.full_clean()
+        except DjangoValidationError as exc:
+            errors = serializers.as_serializer_error(exc)
+            if NON_FIELD_ERRORS in errors:
+                errors[api_settings.NON_FIELD_ERRORS_KEY] = errors.pop(NON_FIELD_ERRORS)
+            raise serializers.ValidationError(errors) from None
+        return {name: getattr(instance, name) for name in names}
+
+    def apply(self, instance, attrs) -> list[str]:
+        """Set the input on the instance; return the model fields it set."""
+        for name, value in attrs.items():
+            setattr(instance, name, value)
+        return list(attrs)
+
+
+class NetworkEntrySerializer(ModelCleanSerializer):
+    network = serializers.CharField(
+        max_length=100,
+        help_text="CIDR (10.1.0.0/16), address/mask (10.1.0.0/255.255.0.0), a host (192.0.2.7) or IPv6 "
+        "(2001:db8::/32). Returned normalised: 10.0.0.0/255.0.0.0 comes back as 10.0.0.0/8.",
+    )
+    warnings = serializers.SerializerMethodField(
+        help_text="Entries that cover this one or that it covers; saved anyway, but check them."
+    )
+
+    class Meta:
+        fields = ("id", "network", "family", "description", *TIMESTAMPS, "warnings")
+        read_only_fields = ("family", *TIMESTAMPS)
+
+    def get_warnings(self, obj) -> list[str]:
+        # Only answers to a write carry warnings; listing 10,000 entries must not run 10,000 queries.
+        if self.context.get("with_warnings"):
+            return services.network_warnings(obj)
+        return []
+
+
+class TrustedNetworkSerializer(NetworkEntrySerializer):
+    class Meta(NetworkEntrySerializer.Meta):
+        model = TrustedNetwork
+        fields = (*NetworkEntrySerializer.Meta.fields, "enabled", "expires_at", "open_relay_override")
+
+
+class DeniedNetworkSerializer(NetworkEntrySerializer):
+    class Meta(NetworkEntrySerializer.Meta):
+        model = DeniedNetwork
+
+
+class InternalAddressSerializer(ModelCleanSerializer):
+    address = serializers.CharField(
+        max_length=100, help_text="One address of this server, e.g. 192.168.1.10; returned normalised."
+    )
+
+    class Meta:
+        model = InternalAddress
+        fields = ("id", "address", "description", *TIMESTAMPS)
+        read_only_fields = TIMESTAMPS
+
+
+class LocalDomainSerializer(ModelCleanSerializer):
+    class Meta:
+        model = LocalDomain
+        fields = ("id", "domain", "include_subdomains", "route", "description", *TIMESTAMPS)
+        read_only_fields = TIMESTAMPS
+
+
+class SmtpUserSerializer(ModelCleanSerializer):
+    password = serializers.CharField(
+        write_only=True,
+        required=False,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="Required when creating; leave out to keep the current one. Never returned.",
+    )
+
+    class Meta:
+        model = SmtpUser
+        fields = ("id", "username", "password", "enabled", "description", *TIMESTAMPS)
+        read_only_fields = TIMESTAMPS
+
+    def apply(self, instance, attrs) -> list[str]:
+        fields = dict(attrs)
+        password = fields.pop("password", None)
+        names = super().apply(instance, fields)
+        if password is None:
+            return names
+        try:
+            SmtpUser.validate_password(password)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"password": exc.messages}) from None
+        instance.set_password(password)
+        return [*names, "password_hash"]
+
+
+class RoutingRestrictionsSerializer(ModelCleanSerializer):
+    class Meta:
+        model = RoutingRestrictions
+        fields = ("allow_authenticated", "allow_listed_ips", "allow_internal_addresses", "updated_at")
+        read_only_fields = ("updated_at",)
+
+
+class AuditEntrySerializer(serializers.ModelSerializer):
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True, help_text="Null if the user is gone.")
+
+    class Meta:
+        model = AuditEntry
+        fields = (
+            "id",
+            "timestamp",
+            "actor",
+            "actor_name",
+            "source",
+            "remote_addr",
+            "request_id",
+            "action",
+            "object_type",
+            "object_id",
+            "object_repr",
+            "before",
+            "after",
+            "reason",
+            "prev_hash",
+            "entry_hash",
+        )
+        read_only_fields = fields
+
+
+class BulkResultSerializer(serializers.Serializer):
+    """The answer to a bulk write: what changed (or would, in a dry run), and overlap warnings."""
+
+    dry_run = serializers.BooleanField()
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    deleted = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+    warnings = serializers.ListField(child=serializers.CharField())
+
+
+class RowErrorSerializer(serializers.Serializer):
+    row = serializers.IntegerField(help_text="Position in the request list (or CSV data row), from 1.")
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+
+
+class BulkErrorSerializer(serializers.Serializer):
+    """A refused bulk write: nothing was saved. Every bad row is listed."""
+
+    detail = serializers.CharField()
+    errors = RowErrorSerializer(many=True)
+
+
+def parse_rows(serializer_class, items) -> tuple[list[dict | None], dict[int, dict]]:
+    """Parse each row's fields on its own, so one bad row does not hide the others.
+
+    Return the parsed rows (None where a row failed) and the errors by row number from 1.
+    Unknown fields are refused: a typo in a 10,000-row import must not pass unnoticed.
+    """
+    # One serializer for all rows: building its fields costs more than validating a row.
+    serializer = serializer_class(context={"bulk": True})
+    known = set(serializer.fields)
+    writable = ", ".join(name for name, field in serializer.fields.items() if not field.read_only)
+    rows, errors = [], {}
+    for number, item in enumerate(items, 1):
+        row_errors = {}
+        try:
+            rows.append(serializer.run_validation(item))
+        except serializers.ValidationError as exc:
+            rows.append(None)
+            detail = serializers.as_serializer_error(exc)
+            row_errors = {name: [str(message) for message in messages] for name, messages in detail.items()}
+        if isinstance(item, dict):
+            for name in sorted(set(item) - known):
+                row_errors[name] = [f"Unknown field; the fields are {writable}."]
+            if row_errors:
+                rows[-1] = None
+        if row_errors:
+            errors[number] = row_errors
+    return rows, errors

@@ -1,0 +1,23 @@
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from policy.api import views
+
+app_name = "api"
+
+router = DefaultRouter()
+router.register("trusted-networks", views.TrustedNetworkViewSet)
+router.register("denied-networks", views.DeniedNetworkViewSet)
+router.register("internal-addresses", views.InternalAddressViewSet)
+router.register("domains", views.LocalDomainViewSet)
+router.register("smtp-users", views.SmtpUserViewSet)
+router.register("audit", views.AuditEntryViewSet)
+
+urlpatterns = [
+    path("restrictions/", views.RoutingRestrictionsView.as_view(), name="restrictions"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/swagger-ui/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="swagger-ui"),
+    path("schema/redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    path("", include(router.urls)),
+]

@@ -1,0 +1,138 @@
+"""API views: declarative viewsets; policy operations live in `policy.services`."""
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import generics, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
+
+from policy import audit, filtersets, services
+from policy.api import serializers
+from policy.models import (
+    ApiToken,
+    AuditEntry,
+    DeniedNetwork,
+    InternalAddress,
+    LocalDomain,
+    RoutingRestrictions,
+    SmtpUser,
+    TrustedNetwork,
+)
+
+
+class AuditedAPIMixin:
+    """Record API changes as made by the authenticated user and token, not the (absent) session user."""
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        token = request.auth.name if isinstance(request.auth, ApiToken) else ""
+        audit.update_context(user=request.user, token=token)
+
+
+class PolicyViewSet(AuditedAPIMixin, viewsets.ModelViewSet):
+    def perform_create(self, serializer):
+        serializer.save(created_by=self.request.user)
+
+
+class NetworkViewSet(PolicyViewSet):
+    """A network list. Writes answer with overlap `warnings`; `bulk/` adds or replaces many at once."""
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "with_warnings": self.request.method not in ("GET", "HEAD")}
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("mode", str, enum=services.IMPORT_MODES, description="add (default) or replace the list"),
+            OpenApiParameter("dry_run", bool, description="validate and report, save nothing"),
+        ],
+        responses={200: serializers.BulkResultSerializer, 400: serializers.BulkErrorSerializer},
+        description="Add many networks, or with mode=replace make the list exactly these, all or nothing. "
+        "The body is a JSON list of entries as for a single create. A refusal lists every bad row.",
+    )
+    @action(detail=False, methods=["post"], parser_classes=[JSONParser])
+    def bulk(self, request):
+        mode = request.query_params.get("mode", "add")
+        if mode not in services.IMPORT_MODES:
+            raise ValidationError({"mode": [f"Use mode=add or mode=replace, not “{mode}”."]})
+        dry_run = request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
+        if not isinstance(request.data, list):
+            raise ValidationError({"detail": 'Send a JSON list of networks, e.g. [{"network": "10.1.0.0/16"}].'})
+        rows, row_errors = serializers.parse_rows(self.get_serializer_class(), request.data)
+        result = services.import_networks(
+            self.queryset.model, rows, mode=mode, dry_run=dry_run, row_errors=row_errors, user=request.user
+        )
+        if result.errors:
+            errors = [{"row": row, "errors": result.errors[row]} for row in sorted(result.errors)]
+            detail = f"{len(errors)} of {len(rows)} rows are invalid; nothing was saved."
+            return Response({"detail": detail, "errors": errors}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(
+            {
+                "dry_run": dry_run,
+                "created": result.created,
+                "updated": result.updated,
+                "deleted": result.deleted,
+                "unchanged": result.unchanged,
+                "warnings": result.warnings,
+            }
+        )
+
+
+@extend_schema_view(bulk=extend_schema(request=serializers.TrustedNetworkSerializer(many=True)))
+class TrustedNetworkViewSet(NetworkViewSet):
+    """Trusted networks: clients in them may relay when "these IP addresses" is on."""
+
+    queryset = TrustedNetwork.objects.all()
+    serializer_class = serializers.TrustedNetworkSerializer
+    filterset_class = filtersets.TrustedNetworkFilterSet
+
+
+@extend_schema_view(bulk=extend_schema(request=serializers.DeniedNetworkSerializer(many=True)))
+class DeniedNetworkViewSet(NetworkViewSet):
+    """Denied networks, the NEVER list: clients in them may never relay, whatever else holds."""
+
+    queryset = DeniedNetwork.objects.all()
+    serializer_class = serializers.DeniedNetworkSerializer
+    filterset_class = filtersets.DeniedNetworkFilterSet
+
+
+class InternalAddressViewSet(PolicyViewSet):
+    """This server's own addresses, for "connecting to these internal addresses"."""
+
+    queryset = InternalAddress.objects.all()
+    serializer_class = serializers.InternalAddressSerializer
+    filterset_class = filtersets.InternalAddressFilterSet
+
+
+class LocalDomainViewSet(PolicyViewSet):
+    """Local domains that anyone may deliver to, each with its route (next hop)."""
+
+    queryset = LocalDomain.objects.all()
+    serializer_class = serializers.LocalDomainSerializer
+    filterset_class = filtersets.LocalDomainFilterSet
+
+
+class SmtpUserViewSet(PolicyViewSet):
+    """SMTP AUTH accounts. `password` is write-only: only its hash is stored, and it is never returned."""
+
+    queryset = SmtpUser.objects.all()
+    serializer_class = serializers.SmtpUserSerializer
+    filterset_class = filtersets.SmtpUserFilterSet
+
+
+class AuditEntryViewSet(AuditedAPIMixin, viewsets.ReadOnlyModelViewSet):
+    """The audit log, newest first: every change and security event. Read-only."""
+
+    queryset = AuditEntry.objects.select_related("actor")
+    serializer_class = serializers.AuditEntrySerializer
+    filterset_class = filtersets.AuditEntryFilterSet
+
+
+class RoutingRestrictionsView(AuditedAPIMixin, generics.RetrieveUpdateAPIView):
+    """The three checkboxes of the Routing Restrictions dialog (one object: GET, PUT, PATCH)."""
+
+    serializer_class = serializers.RoutingRestrictionsSerializer
+    queryset = RoutingRestrictions.objects.all()
+
+    def get_object(self):
+        return RoutingRestrictions.load()
