@@ -19,6 +19,7 @@ from django.views.generic import (
 
 from policy import services
 from policy.audit import update_context
+from policy.audit_views import history_for
 from policy.draft import FLAGS, LIST_KINDS, Draft
 from policy.forms import LocalDomainForm, RestrictionsForm, SmtpUserForm
 from policy.models import LocalDomain, SmtpUser
@@ -166,7 +167,9 @@ class RoutingEntryView(EditorRequiredMixin, View):
         return redirect("policy:restrictions")
 
     def render(self, request, form, status=200):
-        context = {"form": form, "kind": self.kind, "editing": self.key is not None}
+        saved = self.kind.model.objects.filter(pk=self.key).first() if self.key and self.key.isdigit() else None
+        history = history_for(saved) if saved else []
+        context = {"form": form, "kind": self.kind, "editing": self.key is not None, "history": history}
         return render(request, self.template_name, context, status=status)
 
 
@@ -184,7 +187,8 @@ class ObjectEditMixin(EditorRequiredMixin, SuccessMessageMixin):
     template_name = "policy/object_form.html"
 
     def get_context_data(self, **kwargs):
-        return super().get_context_data(opts=self.model._meta, **kwargs)
+        history = history_for(self.object) if getattr(self, "object", None) else []
+        return super().get_context_data(opts=self.model._meta, history=history, **kwargs)
 
 
 class LocalDomainListView(ViewerRequiredMixin, ListView):

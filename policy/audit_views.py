@@ -1,0 +1,75 @@
+"""The audit log page: filters, readable diffs, and the filtered view as CSV or JSON."""
+
+import csv
+import json
+
+from django.core.paginator import Paginator
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views import View
+
+from policy.diffs import field_changes
+from policy.filtersets import AuditEntryFilterSet
+from policy.models import AuditEntry
+from policy.roles import ViewerRequiredMixin
+
+EXPORT_FIELDS = (
+    "id",
+    "timestamp",
+    "actor_name",
+    "source",
+    "remote_addr",
+    "request_id",
+    "action",
+    "object_type",
+    "object_id",
+    "object_repr",
+    "reason",
+    "before",
+    "after",
+    "prev_hash",
+    "entry_hash",
+)
+ROWS_PER_PAGE = 50
+
+
+class AuditLogView(ViewerRequiredMixin, View):
+    def get(self, request):
+        filterset = AuditEntryFilterSet(request.GET, queryset=AuditEntry.objects.select_related("actor"))
+        entries = filterset.qs if filterset.is_valid() else AuditEntry.objects.none()
+        export = request.GET.get("export")
+        if export == "csv":
+            return _as_csv(entries)
+        if export == "json":
+            return JsonResponse({"entries": [_as_dict(entry) for entry in entries]}, json_dumps_params={"indent": 2})
+        page = Paginator(entries, ROWS_PER_PAGE).get_page(request.GET.get("page"))
+        rows = [(entry, field_changes(entry.before, entry.after)) for entry in page]
+        query = request.GET.copy()
+        query.pop("page", None)
+        query.pop("export", None)
+        context = {"filter": filterset, "page_obj": page, "rows": rows, "query": query.urlencode()}
+        return render(request, "policy/audit_log.html", context)
+
+
+def history_for(obj):
+    """Return the audit entries of one object, newest first, with their readable changes."""
+    entries = AuditEntry.objects.filter(object_type=str(obj._meta.verbose_name), object_id=str(obj.pk))
+    return [(entry, field_changes(entry.before, entry.after)) for entry in entries[:100]]
+
+
+def _as_dict(entry) -> dict:
+    data = {name: getattr(entry, name) for name in EXPORT_FIELDS}
+    data["timestamp"] = entry.timestamp.isoformat()
+    return data
+
+
+def _as_csv(entries) -> HttpResponse:
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="relayadmin-audit.csv"'
+    writer = csv.writer(response)
+    writer.writerow(EXPORT_FIELDS)
+    for entry in entries.iterator(chunk_size=2000):
+        row = _as_dict(entry)
+        row["before"], row["after"] = (json.dumps(row[name], sort_keys=True) for name in ("before", "after"))
+        writer.writerow([row[name] for name in EXPORT_FIELDS])
+    return response
