@@ -185,3 +185,38 @@ class SmtpUserForm(forms.ModelForm):
                 else:
                     self.instance.set_password(first)
         return cleaned
+
+
+class CheckForm(forms.Form):
+    """The "would this relay?" question, in the words of the API: client, local_address, authenticated, recipient."""
+
+    client = forms.CharField(
+        label="Client address", max_length=100, help_text="The IP address the client connects from."
+    )
+    local_address = forms.CharField(
+        label="Local address",
+        max_length=100,
+        required=False,
+        help_text="Optional: the address of this server the client connects to (for internal addresses).",
+    )
+    authenticated = forms.BooleanField(label="The client authenticated (SMTP AUTH)", required=False)
+    recipient = forms.CharField(label="Recipient", max_length=320, help_text="e.g. someone@example.net")
+
+    def clean_client(self):
+        return _address_field(self.cleaned_data["client"])
+
+    def clean_local_address(self):
+        value = self.cleaned_data["local_address"]
+        return _address_field(value) if value.strip() else None
+
+    def probe(self):
+        from policy.tester import Probe
+
+        return Probe(**self.cleaned_data)
+
+
+def _address_field(text: str) -> str:
+    try:
+        return str(addresses.parse_address(text))
+    except addresses.AddressError as exc:
+        raise ValidationError(exc.messages, code=exc.code) from None

@@ -52,6 +52,18 @@ def policy_change():
         _active.reset(token)
 
 
+@contextlib.contextmanager
+def rehearsal():
+    """Run policy writes that are always rolled back: a dry run that leaves no revision behind."""
+    token = _active.set(_Change())  # the writes inside belong to a throwaway change
+    try:
+        with transaction.atomic():
+            yield
+            transaction.set_rollback(True)
+    finally:
+        _active.reset(token)
+
+
 def watch(model) -> None:
     """Make every write of this model part of the policy (and so of the next revision)."""
     uid = f"revision-{model._meta.label}"

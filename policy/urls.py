@@ -1,6 +1,6 @@
 from django.urls import path
 
-from policy import audit_views, revision_views, views
+from policy import audit_views, revision_views, tester_views, views
 
 app_name = "policy"
 
@@ -41,6 +41,7 @@ urlpatterns = [
         views.SmtpUserDeleteView.as_view(),
         name="smtp-user-delete",
     ),
+    path("check/", tester_views.CheckView.as_view(), name="check"),
     path("audit/", audit_views.AuditLogView.as_view(), name="audit"),
     path("revisions/", revision_views.RevisionListView.as_view(), name="revisions"),
     path("revisions/diff/", revision_views.RevisionDiffView.as_view(), name="revision-diff"),

@@ -21,9 +21,10 @@ from policy import services
 from policy.audit import update_context
 from policy.audit_views import history_for
 from policy.draft import FLAGS, LIST_KINDS, Draft
-from policy.forms import LocalDomainForm, RestrictionsForm, SmtpUserForm
+from policy.forms import CheckForm, LocalDomainForm, RestrictionsForm, SmtpUserForm
 from policy.models import LocalDomain, SmtpUser
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin, require_editor
+from policy.tester import check
 
 LOCALHOST_NETWORKS = ("127.0.0.1/32", "::1/128")
 ROWS_PER_PAGE = 100
@@ -62,6 +63,9 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
             return redirect("policy:restrictions")
         if action == "ok":
             return self.apply(request, draft, form)
+        if action == "check":
+            draft.store(request.session)
+            return self.render(request, draft, form, check_form=CheckForm(request.POST, prefix="check"))
         if action == "add-localhost":
             self.add_localhost(request, draft)
         elif action == "add":
@@ -115,12 +119,26 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
         if kind not in LIST_KINDS:
             raise Http404("No such list.")
 
-    def render(self, request, draft, form, errors=(), status=200):
+    def render(self, request, draft, form, errors=(), status=200, check_form=None):
         lists = []
         for kind in LIST_KINDS.values():
             page = Paginator(draft.rows(kind.name), ROWS_PER_PAGE).get_page(request.GET.get(f"{kind.name}_page"))
             lists.append({"kind": kind, "page": page})
-        context = {"form": form, "lists": lists, "draft": draft, "errors": errors}
+        check_result = None
+        if check_form is not None and check_form.is_valid():
+            try:
+                check_result = check(check_form.probe(), draft=draft, user=request.user)
+            except ValidationError as exc:
+                errors = exc.messages  # the draft itself would not save: say why, as OK would
+        context = {
+            "form": form,
+            "lists": lists,
+            "draft": draft,
+            "errors": errors,
+            "check_form": check_form or CheckForm(prefix="check"),
+            "result": check_result,
+            "pending": draft.is_dirty,
+        }
         return render(request, self.template_name, context, status=status)
 
 

@@ -1,0 +1,56 @@
+"""Answer "would this relay?" with relayd's own decision function, on the current policy or a draft."""
+
+from dataclasses import dataclass
+
+from policy.models import PolicyRevision
+from policy.revisions import rehearsal
+from policy.snapshot import build_snapshot
+from relayd.config import compile_policy, validate_snapshot
+from relayd.decision import Verdict, decide
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One question to the tester, with addresses already validated."""
+
+    client: str
+    recipient: str
+    local_address: str | None = None
+    authenticated: bool = False
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    verdict: Verdict
+    notes: tuple[str, ...] = ()
+
+
+def check(probe: Probe, draft=None, user=None) -> CheckResult:
+    """Return relayd's verdict on the probe under the current policy, or under a pending draft.
+
+    A draft is applied in a savepoint that is always rolled back, so the tester sees exactly what
+    OK would save, validation included, and nothing is ever written.
+    """
+    if draft is None:
+        snapshot = _current_snapshot()
+    else:
+        from policy.services import apply_routing_draft
+
+        with rehearsal():
+            apply_routing_draft(draft, user)
+            snapshot = _current_snapshot()
+    policy = compile_policy(validate_snapshot(snapshot))
+    notes = ()
+    login = None
+    if probe.authenticated:
+        # Stand for "authenticated" with an account relayd would accept, as a real client logs in.
+        if snapshot["smtp_users"]:
+            login = snapshot["smtp_users"][0]["username"]
+        else:
+            notes = ("There is no enabled SMTP user, so no client can authenticate: tested as unauthenticated.",)
+    return CheckResult(decide(policy, probe.client, probe.local_address, login, probe.recipient), notes)
+
+
+def _current_snapshot() -> dict:
+    latest = PolicyRevision.objects.order_by("-serial").values_list("serial", flat=True).first()
+    return build_snapshot(serial=latest or 1)
