@@ -1,0 +1,275 @@
+"""Parse IP addresses and networks, and compile network lists into sets searchable in O(log n)."""
+
+from __future__ import annotations
+
+import ipaddress
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from itertools import compress, repeat
+from operator import attrgetter, eq, lshift, or_
+from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
+from typing import Any, Generic, NamedTuple, TypeVar
+
+T = TypeVar("T")
+
+_FAMILIES = {4: (AF_INET, 32), 6: (AF_INET6, 128)}
+# IPv4-mapped IPv6 addresses (::ffff:0:0/96) are those whose value shifted right 32 bits is 0xffff.
+_MAPPED = 0xFFFF
+
+
+class Address(NamedTuple):
+    """An IP address as its version (4 or 6) and integer value."""
+
+    version: int
+    value: int
+
+    def __str__(self) -> str:
+        if self.version == 4:
+            return str(ipaddress.IPv4Address(self.value))
+        return str(ipaddress.IPv6Address(self.value))
+
+
+class Network(NamedTuple):
+    """A CIDR network as its normalised text and the integer range it covers."""
+
+    text: str
+    version: int
+    first: int
+    last: int
+    prefixlen: int
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_address(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> Address:
+    """Return a client or local address as an Address; raise ValueError if it is not one.
+
+    An IPv4-mapped IPv6 address (::ffff:10.1.2.3) is the IPv4 address it maps: a dual-stack
+    listener reports IPv4 clients that way, and they must match IPv4 networks. An IPv6 zone
+    (fe80::1%eth0) is dropped because policy entries never carry one.
+    """
+    if isinstance(address, ipaddress.IPv4Address):
+        return Address(4, int(address))
+    if isinstance(address, ipaddress.IPv6Address):
+        value = int(address)
+    elif not isinstance(address, str):
+        raise ValueError(f"{address!r} is not an IP address")
+    elif ":" in address:
+        try:
+            value = int.from_bytes(inet_pton(AF_INET6, address.partition("%")[0]))
+        except OSError:
+            raise ValueError(f"{address!r} is not an IP address") from None
+    else:
+        try:
+            return Address(4, int.from_bytes(inet_pton(AF_INET, address)))
+        except OSError:
+            raise ValueError(f"{address!r} is not an IP address") from None
+    if value >> 32 == _MAPPED:
+        return Address(4, value & 0xFFFFFFFF)
+    return Address(6, value)
+
+
+def parse_host_address(text: str) -> Address:
+    """Return a normalised single address (no prefix) as an Address; raise ValueError naming the fix."""
+    if "/" in text:
+        raise ValueError(f"must be a single address without a prefix length, e.g. {text.partition('/')[0]}")
+    version, packed = _pack(text)
+    value = int.from_bytes(packed)
+    if version == 6 and value >> 32 == _MAPPED:
+        raise ValueError(f"IPv4-mapped IPv6 address: write it as IPv4 ({ipaddress.IPv4Address(value & 0xFFFFFFFF)})")
+    if not _is_normalised(version, text, packed):
+        raise ValueError(f"not normalised: write it as {ipaddress.ip_address(packed)}")
+    return Address(version, value)
+
+
+def parse_network(text: str) -> Network:
+    """Return a normalised CIDR network as a Network; raise ValueError naming the fix."""
+    address, slash, length = text.partition("/")
+    if not slash:
+        raise ValueError(f"missing prefix length: write a single host as {text}/32 or {text}/128")
+    version, packed = _pack(address)
+    bits = _FAMILIES[version][1]
+    # int() alone would also take " 8", "+8", "0_8" and non-ASCII digits.
+    if not (length.isascii() and length.isdigit()) or int(length) > bits or (length[0] == "0" and length != "0"):
+        raise ValueError(f"prefix length must be a whole number from 0 to {bits}")
+    prefixlen = int(length)
+    value = int.from_bytes(packed)
+    hostmask = (1 << (bits - prefixlen)) - 1
+    if version == 6 and prefixlen >= 96 and value >> 32 == _MAPPED:
+        ipv4 = ipaddress.IPv4Network((value & 0xFFFFFFFF, prefixlen - 96), strict=False)
+        raise ValueError(f"IPv4-mapped IPv6 network: write it as IPv4 ({ipv4})")
+    if value & hostmask:
+        raise ValueError(f"host bits set: did you mean {_network_text(version, value & ~hostmask, prefixlen)}?")
+    if not _is_normalised(version, address, packed):
+        raise ValueError(f"not normalised: write it as {_network_text(version, value, prefixlen)}")
+    return Network(text, version, value, value | hostmask, prefixlen)
+
+
+def _pack(text: str) -> tuple[int, bytes]:
+    """Return the version and packed bytes of an address in any notation inet_pton accepts."""
+    version = 6 if ":" in text else 4
+    try:
+        return version, inet_pton(_FAMILIES[version][0], text)
+    except OSError:
+        raise ValueError(f"{text!r} is not a valid IPv{version} address") from None
+
+
+def _is_normalised(version: int, text: str, packed: bytes) -> bool:
+    """Return whether text is the canonical (RFC 5952 for IPv6) spelling of the packed address."""
+    if version == 4:
+        return inet_ntop(AF_INET, packed) == text
+    # inet_ntop is an order of magnitude faster than ipaddress and prints RFC 5952 text, except
+    # that glibc writes ::/96 addresses with a dotted IPv4 tail; ipaddress settles those cases.
+    if "." not in text and inet_ntop(AF_INET6, packed) == text:
+        return True
+    return str(ipaddress.IPv6Address(packed)) == text
+
+
+def _network_text(version: int, value: int, prefixlen: int) -> str:
+    if version == 4:
+        return str(ipaddress.IPv4Network((value, prefixlen)))
+    return str(ipaddress.IPv6Network((value, prefixlen)))
+
+
+class NetworkSet(Generic[T]):
+    """Find the most specific entry whose network contains an address, in O(log n).
+
+    At build time the networks of each IP version, which CIDR blocks make either disjoint or
+    nested, are flattened into segments that tile the whole address space: each starts where
+    the most specific covering entry changes and holds that entry's payload, or None in a gap.
+    A lookup is then a bisect over the segment starts, with no per-entry work. Where the most
+    specific entry expires, the segment keeps the entries around it too, so an expired /24 falls
+    back to the /8 it sits in.
+    """
+
+    __slots__ = ("_size", "_tables")
+
+    def __init__(self, entries: Iterable[tuple[Network, T, datetime | None]]) -> None:
+        """Compile (network, payload, expires_at) triples; expires_at None means the entry never expires."""
+        # Columns are pulled out with map() and attrgetter, which loop in C: at 100,000 entries a
+        # Python loop over them costs more than the rest of the build.
+        networks, payloads, expires = [list(column) for column in zip(*entries, strict=True)] or [[], [], []]
+        firsts = list(map(attrgetter("first"), networks))
+        lasts = list(map(attrgetter("last"), networks))
+        # Start address, then prefix length: a network sorts after every network enclosing it.
+        keys = list(map(or_, map(lshift, firsts, repeat(8)), map(attrgetter("prefixlen"), networks)))
+        versions = list(map(attrgetter("version"), networks))
+        self._size = len(keys)
+        parents = [-1] * len(keys)
+        flattened = {}
+        for version in (4, 6):
+            order = list(compress(range(len(keys)), map(eq, versions, repeat(version))))
+            # Stable: duplicates stay in snapshot order, so the later one nests in the earlier.
+            order.sort(key=keys.__getitem__)
+            flattened[version] = _flatten(order, firsts, lasts, parents)
+        # The segment value of each entry; the extra None at the end is what owner -1 (a gap) reads.
+        values: list[T | _Expiring | None] = [
+            payload if expires_at is None else _Expiring.collect(index, payloads, expires, parents)
+            for index, (payload, expires_at) in enumerate(zip(payloads, expires, strict=True))
+        ]
+        values.append(None)
+        self._tables = {
+            version: _index(version, starts, list(map(values.__getitem__, owners)))
+            for version, (starts, owners) in flattened.items()
+        }
+
+    def lookup(self, address: Address, now: datetime) -> T | None:
+        """Return the payload of the most specific entry containing address and unexpired at now, or None."""
+        version, value = address
+        starts, values, shift, base, buckets, bucket_count = self._tables[version]
+        bucket = (value >> shift) - base
+        if 0 <= bucket < bucket_count:
+            segment = bisect_right(starts, value, buckets[bucket], buckets[bucket + 1]) - 1
+        else:
+            segment = bisect_right(starts, value) - 1
+        found = values[segment]
+        if type(found) is _Expiring:
+            return found.resolve(now)
+        return found
+
+    def __len__(self) -> int:
+        """Return the number of entries."""
+        return self._size
+
+
+# The segments of one IP version: (starts, values, shift, base, buckets, bucket count). Segments
+# buckets[k] to buckets[k + 1] start inside bucket k, which holds addresses (base + k) << shift onwards.
+# A plain tuple, because the lookup unpacks it and CPython unpacks exact tuples fastest.
+_Segments = tuple[Sequence[int], list[Any], int, int, Sequence[int], int]
+
+
+def _index(version: int, starts: list[int], values: list[Any]) -> _Segments:
+    """Lay the segments out for fast lookups."""
+    # A bisect over 100,000 ints is bound by memory reads, so two things cut them. An array keeps
+    # IPv4 starts contiguous; IPv6 ints do not fit one, but copying them allocates them in order.
+    packed: Sequence[int] = array("Q", starts) if version == 4 else [start + 0 for start in starts]
+    # Then a table of up to 65,536 buckets over the bits just below the prefix that all listed
+    # networks share (all of IPv4; a site's 2001:db8::/32 in IPv6) sends a lookup straight to the
+    # few segments in its bucket; addresses outside the buckets take the plain bisect.
+    bits = min(16, max(len(starts).bit_length() - 2, 0))  # about four segments a bucket
+    listed_span = (starts[1] ^ starts[-1]).bit_length() if len(starts) > 1 else 0
+    shift = max(listed_span - bits, 0)
+    base = starts[min(1, len(starts) - 1)] >> shift
+    boundaries = map(lshift, range(base, base + (1 << bits) + 1), repeat(shift))
+    buckets = array("L", map(bisect_left, repeat(packed), boundaries))
+    return packed, values, shift, base, buckets, 1 << bits
+
+
+def _flatten(order: list[int], firsts: list[int], lasts: list[int], parents: list[int]) -> tuple[list[int], list[int]]:
+    """Return (starts, owners) of the segments tiling one address space, and fill in each entry's parent.
+
+    order lists the entries of one IP version sorted so that each comes after all that enclose it.
+    owners[i] is the index of the most specific entry covering starts[i] up to starts[i + 1], or -1.
+    """
+    starts = [0]
+    owners = [-1]
+    stack: list[int] = []  # the entries enclosing the current address, innermost last
+    for index in order:
+        first = firsts[index]
+        while stack and lasts[stack[-1]] < first:
+            _resume(starts, owners, lasts[stack.pop()] + 1, stack[-1] if stack else -1)
+        parents[index] = stack[-1] if stack else -1
+        stack.append(index)
+        _resume(starts, owners, first, index)
+    while stack:
+        _resume(starts, owners, lasts[stack.pop()] + 1, stack[-1] if stack else -1)
+    return starts, owners
+
+
+def _resume(starts: list[int], owners: list[int], start: int, owner: int) -> None:
+    """Begin a segment owned by owner at start, replacing the last segment if it would be empty."""
+    if starts[-1] == start:
+        owners[-1] = owner
+    else:
+        starts.append(start)
+        owners.append(owner)
+
+
+class _Expiring:
+    """The entries covering a segment whose most specific entry expires, innermost first."""
+
+    __slots__ = ("_chain",)
+
+    def __init__(self, chain: list[tuple[datetime | None, object]]) -> None:
+        self._chain = chain
+
+    @classmethod
+    def collect(cls, index: int, payloads: list, expires: list[datetime | None], parents: list[int]) -> _Expiring:
+        """Collect the entry at index and its enclosing entries, up to the first that never expires."""
+        chain = []
+        while index >= 0:
+            chain.append((expires[index], payloads[index]))
+            if expires[index] is None:
+                break
+            index = parents[index]
+        return cls(chain)
+
+    def resolve(self, now: datetime) -> Any:
+        """Return the payload of the innermost entry unexpired at now, or None."""
+        for expires_at, payload in self._chain:
+            if expires_at is None or now < expires_at:
+                return payload
+        return None
