@@ -91,3 +91,25 @@ def test_dialog_fits_a_phone(new_page, editor):
     expect(page.get_by_role("button", name="OK")).to_be_visible()
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"page is {overflow}px wider than a 375px phone screen"
+
+
+def test_tester_shows_the_effect_of_pending_changes(new_page, editor):
+    page = new_page()
+    log_in(page, "erin")
+    open_dialog(page)
+    tester = page.locator("#tester")
+    tester.get_by_label("Client address").fill("192.0.2.1")
+    tester.get_by_label("Recipient").fill("someone@example.net")
+    tester.get_by_role("button", name="Check").click()
+    expect(page.locator("#check-result")).to_contain_text("Refused")
+
+    trusted_list(page).get_by_role("button", name="Add…").click()
+    page.get_by_label("IP address").fill("192.0.2.0/24")
+    page.get_by_role("button", name="OK").click()
+    tester.get_by_label("Client address").fill("192.0.2.1")
+    tester.get_by_label("Recipient").fill("someone@example.net")
+    tester.get_by_role("button", name="Check").click()
+    expect(page.locator("#check-result")).to_contain_text("may relay")
+    expect(page.locator("#check-result")).to_contain_text("with pending changes")
+    expect(page.locator("#check-result")).to_contain_text("trusted network 192.0.2.0/24")
+    assert not TrustedNetwork.objects.exists()
