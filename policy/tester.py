@@ -1,4 +1,4 @@
-"""Answer "would this relay?" with relayd's own decision function, on the current policy or a draft."""
+"""Answer "would this relay?" with relayd's own decision function, on the saved policy or a draft."""
 
 from dataclasses import dataclass
 
@@ -25,20 +25,28 @@ class CheckResult:
     notes: tuple[str, ...] = ()
 
 
-def check(probe: Probe, draft=None, user=None) -> CheckResult:
-    """Return relayd's verdict on the probe under the current policy, or under a pending draft.
+def current_snapshot() -> dict:
+    """Return the saved policy as relayd would receive it."""
+    latest = PolicyRevision.objects.order_by("-serial").values_list("serial", flat=True).first()
+    return build_snapshot(serial=latest or 1)
 
-    A draft is applied in a savepoint that is always rolled back, so the tester sees exactly what
-    OK would save, validation included, and nothing is ever written.
+
+def draft_snapshot(draft, user) -> dict:
+    """Return the policy as it would be after OK on the dialog's draft; raise ValidationError if OK would fail.
+
+    The draft is applied in a savepoint that is always rolled back, so validation is exactly
+    OK's, and nothing is ever written.
     """
-    if draft is None:
-        snapshot = _current_snapshot()
-    else:
-        from policy.services import apply_routing_draft
+    from policy.services import apply_routing_draft
 
-        with rehearsal():
-            apply_routing_draft(draft, user)
-            snapshot = _current_snapshot()
+    with rehearsal():
+        apply_routing_draft(draft, user)
+        return current_snapshot()
+
+
+def check(probe: Probe, snapshot: dict | None = None) -> CheckResult:
+    """Return relayd's verdict on the probe under a snapshot (default: the saved policy)."""
+    snapshot = snapshot or current_snapshot()
     policy = compile_policy(validate_snapshot(snapshot))
     notes = ()
     login = None
@@ -49,8 +57,3 @@ def check(probe: Probe, draft=None, user=None) -> CheckResult:
         else:
             notes = ("There is no enabled SMTP user, so no client can authenticate: tested as unauthenticated.",)
     return CheckResult(decide(policy, probe.client, probe.local_address, login, probe.recipient), notes)
-
-
-def _current_snapshot() -> dict:
-    latest = PolicyRevision.objects.order_by("-serial").values_list("serial", flat=True).first()
-    return build_snapshot(serial=latest or 1)

@@ -23,8 +23,9 @@ from policy.audit_views import history_for
 from policy.draft import FLAGS, LIST_KINDS, Draft
 from policy.forms import CheckForm, LocalDomainForm, RestrictionsForm, SmtpUserForm
 from policy.models import LocalDomain, SmtpUser
+from policy.risks import analyse
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin, require_editor
-from policy.tester import check
+from policy.tester import check, current_snapshot, draft_snapshot
 
 LOCALHOST_NETWORKS = ("127.0.0.1/32", "::1/128")
 ROWS_PER_PAGE = 100
@@ -34,7 +35,7 @@ class DashboardView(ViewerRequiredMixin, TemplateView):
     template_name = "policy/dashboard.html"
 
     def get_context_data(self, **kwargs):
-        return super().get_context_data(summary=services.policy_summary(), **kwargs)
+        return super().get_context_data(summary=services.policy_summary(), risks=analyse(current_snapshot()), **kwargs)
 
 
 class RoutingRestrictionsView(ViewerRequiredMixin, View):
@@ -124,12 +125,15 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
         for kind in LIST_KINDS.values():
             page = Paginator(draft.rows(kind.name), ROWS_PER_PAGE).get_page(request.GET.get(f"{kind.name}_page"))
             lists.append({"kind": kind, "page": page})
-        check_result = None
-        if check_form is not None and check_form.is_valid():
-            try:
-                check_result = check(check_form.probe(), draft=draft, user=request.user)
-            except ValidationError as exc:
-                errors = exc.messages  # the draft itself would not save: say why, as OK would
+        check_result, risks = None, []
+        try:
+            snapshot = draft_snapshot(draft, request.user) if draft.is_dirty else current_snapshot()
+        except ValidationError as exc:
+            errors = errors or exc.messages  # the draft would not save: say why, as OK would
+        else:
+            risks = analyse(snapshot)
+            if check_form is not None and check_form.is_valid():
+                check_result = check(check_form.probe(), snapshot)
         context = {
             "form": form,
             "lists": lists,
@@ -138,6 +142,7 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
             "check_form": check_form or CheckForm(prefix="check"),
             "result": check_result,
             "pending": draft.is_dirty,
+            "risks": risks,
         }
         return render(request, self.template_name, context, status=status)
 

@@ -1,0 +1,124 @@
+"""Risk analysis: what in a policy could make the server an open relay, or is dead weight.
+
+It reads a snapshot (the saved policy, or a draft's) plus the saved lists, so the dashboard and
+the dialog judge exactly what relayd would enforce.
+"""
+
+import bisect
+from dataclasses import dataclass
+
+import netaddr
+
+from policy import addresses
+from policy.models import TrustedNetwork
+
+DANGER, WARNING, INFO = "danger", "warning", "info"
+LOCALHOST = {netaddr.IPNetwork("127.0.0.1/32"), netaddr.IPNetwork("::1/128")}
+
+
+@dataclass(frozen=True)
+class Risk:
+    level: str  # danger (open relay), warning, info
+    code: str
+    message: str
+
+
+def analyse(snapshot: dict, *, tls_ready: bool | None = None) -> list[Risk]:
+    """Return the risks of a snapshot, the most severe first.
+
+    `tls_ready` is whether the relayd nodes can offer STARTTLS (None: unknown, no node reported).
+    """
+    flags = snapshot["restrictions"]
+    trusted = (
+        [
+            addresses.ListedNetwork(e["id"], netaddr.IPNetwork(e["network"]), e["description"])
+            for e in snapshot["trusted_networks"]
+        ]
+        if flags["allow_listed_ips"]
+        else []
+    )
+    denied = [netaddr.IPNetwork(e["network"]) for e in snapshot["denied_networks"]]
+    risks = []
+    for entry in trusted:
+        problem = addresses.open_relay_problem(entry.network)
+        if problem:
+            risks.append(Risk(DANGER, "huge_range", f"Open relay: {problem}"))
+        elif _is_public(entry.network):
+            risks.append(
+                Risk(WARNING, "public_range", f"{entry.label()} is a public range: be sure every host in it is yours.")
+            )
+    internal = snapshot["internal_addresses"]
+    if flags["allow_internal_addresses"] and len(internal) == 1:
+        risks.append(
+            Risk(
+                DANGER,
+                "internal_trap",
+                "Open relay: “connecting to these internal addresses” is on with a single internal address. "
+                "With one network card, everyone who reaches the server connects to it.",
+            )
+        )
+    if flags["allow_authenticated"] and tls_ready is False:
+        risks.append(
+            Risk(
+                WARNING,
+                "auth_without_tls",
+                "Authentication is allowed, but relayd has no TLS certificate: AUTH is only offered after STARTTLS, "
+                "so nobody can authenticate. Configure a certificate.",
+            )
+        )
+    risks.extend(_shadowed(trusted, denied))
+    if flags["allow_listed_ips"] and not LOCALHOST & {entry.network for entry in trusted}:
+        risks.append(
+            Risk(INFO, "no_localhost", "localhost (127.0.0.1 and ::1) is not trusted: local programs cannot relay.")
+        )
+    expired = TrustedNetwork.objects.filter(enabled=True, expires_at__isnull=False)
+    for network in expired:
+        if network.is_expired:
+            risks.append(
+                Risk(
+                    INFO,
+                    "expired",
+                    f"{network} expired on {network.expires_at:%Y-%m-%d %H:%M} and is no longer trusted.",
+                )
+            )
+    order = {DANGER: 0, WARNING: 1, INFO: 2}
+    return sorted(risks, key=lambda risk: order[risk.level])
+
+
+def is_open_relay(risks: list[Risk]) -> bool:
+    return any(risk.level == DANGER for risk in risks)
+
+
+def _is_public(network: netaddr.IPNetwork) -> bool:
+    return not any(network.version == block.version and network in block for block in addresses.NON_GLOBAL_BLOCKS)
+
+
+def _shadowed(trusted: list[addresses.ListedNetwork], denied: list[netaddr.IPNetwork]) -> list[Risk]:
+    """Find trusted entries covered by a broader trusted entry, or by the NEVER list: O(n log n)."""
+    risks = []
+    # Sorted by start, broadest first: an entry is covered when an earlier one reaches past its end.
+    widest = {}
+    for entry in sorted(trusted, key=lambda e: (e.network.version, e.network.first, -e.network.last)):
+        cover = widest.get(entry.network.version)
+        if cover is not None and cover.network.last >= entry.network.last:
+            risks.append(Risk(INFO, "shadowed", f"{entry.label()} is already covered by {cover.label()}."))
+        elif cover is None or entry.network.last > cover.network.last:
+            widest[entry.network.version] = entry
+    never = {4: [], 6: []}
+    for network in sorted(denied, key=lambda n: (n.first, -n.last)):
+        starts = never[network.version]
+        if not starts or network.last > starts[-1].last:
+            starts.append(network)
+    firsts = {version: [network.first for network in networks] for version, networks in never.items()}
+    for entry in trusted:
+        candidates = never[entry.network.version]
+        index = bisect.bisect_right(firsts[entry.network.version], entry.network.first) - 1
+        if index >= 0 and candidates[index].last >= entry.network.last:
+            risks.append(
+                Risk(
+                    WARNING,
+                    "denied_trusted",
+                    f"{entry.label()} is inside the NEVER list entry {candidates[index]}: it can never relay.",
+                )
+            )
+    return risks

@@ -1,0 +1,93 @@
+import pytest
+from django.urls import reverse
+
+from policy.models import DeniedNetwork, InternalAddress, RoutingRestrictions, TrustedNetwork
+from policy.revisions import policy_change
+from policy.risks import DANGER, analyse, is_open_relay
+from policy.tester import current_snapshot
+
+pytestmark = pytest.mark.django_db
+
+
+def codes(snapshot=None, **kwargs):
+    return {risk.code for risk in analyse(snapshot or current_snapshot(), **kwargs)}
+
+
+def test_safe_policy_has_no_danger():
+    with policy_change():
+        TrustedNetwork.objects.create(network="10.0.0.0/8")
+        TrustedNetwork.objects.create(network="127.0.0.1/32")
+        TrustedNetwork.objects.create(network="::1/128")
+    risks = analyse(current_snapshot())
+    assert not is_open_relay(risks)
+    assert risks == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "code", "level"),
+    [
+        (lambda: TrustedNetwork.objects.create(network="0.0.0.0/0", open_relay_override=True), "huge_range", DANGER),
+        (lambda: TrustedNetwork.objects.create(network="8.0.0.0/7", open_relay_override=True), "huge_range", DANGER),
+        (lambda: TrustedNetwork.objects.create(network="203.0.113.0/24"), "public_range", "warning"),
+        (lambda: TrustedNetwork.objects.create(network="2000::/3", open_relay_override=True), "huge_range", DANGER),
+        (
+            lambda: (
+                InternalAddress.objects.create(address="192.168.1.10"),
+                RoutingRestrictions(allow_internal_addresses=True).save(),
+            ),
+            "internal_trap",
+            DANGER,
+        ),
+        (
+            lambda: TrustedNetwork.objects.create(network="192.0.2.0/24", expires_at="2020-01-01T00:00Z"),
+            "expired",
+            "info",
+        ),
+        (
+            lambda: (
+                TrustedNetwork.objects.create(network="10.0.0.0/8"),
+                TrustedNetwork.objects.create(network="10.1.0.0/16"),
+            ),
+            "shadowed",
+            "info",
+        ),
+        (
+            lambda: (
+                TrustedNetwork.objects.create(network="10.1.0.0/16"),
+                DeniedNetwork.objects.create(network="10.0.0.0/8"),
+            ),
+            "denied_trusted",
+            "warning",
+        ),
+        (lambda: None, "no_localhost", "info"),
+    ],
+)
+def test_each_risk_is_flagged(setup, code, level):
+    with policy_change():
+        setup()
+    risks = {risk.code: risk for risk in analyse(current_snapshot())}
+    assert risks[code].level == level
+
+
+def test_two_internal_addresses_are_not_the_single_card_trap():
+    with policy_change():
+        InternalAddress.objects.create(address="192.168.1.10")
+        InternalAddress.objects.create(address="203.0.113.10")
+        RoutingRestrictions(allow_internal_addresses=True).save()
+    assert "internal_trap" not in codes()
+
+
+def test_auth_without_tls_is_flagged_only_when_known():
+    assert "auth_without_tls" in codes(tls_ready=False)
+    assert "auth_without_tls" not in codes(tls_ready=None)
+    assert "auth_without_tls" not in codes(tls_ready=True)
+
+
+def test_dashboard_and_dialog_show_risks(editor_client):
+    with policy_change():
+        TrustedNetwork.objects.create(network="0.0.0.0/0", open_relay_override=True)
+    assert "Open relay" in editor_client.get(reverse("policy:dashboard")).content.decode()
+    editor_client.post(reverse("policy:restrictions"), {"allow_listed_ips": "on", "action": "add-localhost"})
+    page = editor_client.get(reverse("policy:restrictions"))
+    assert page.context["pending"] is True
+    assert "Open relay" in page.content.decode()
