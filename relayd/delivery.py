@@ -1,0 +1,571 @@
+"""Deliver spooled messages to their next hop, retry with exponential backoff, and bounce what fails.
+
+Entry point: relayd/daemon.py runs it in the same event loop as the SMTP server::
+
+    config = DeliveryConfig(smarthost="smtp.example.net:25", route_of=...)
+    stop = asyncio.Event()
+    await run_queue(spool, config, metrics, stop)  # returns once stop is set and the work in flight is done
+
+The next hop of a recipient is, in order: the route of its local domain (the envelope's "route"),
+the smarthost, the MX hosts of its domain (RFC 5321 5.1: the domain's own A/AAAA when it has no
+MX; a null MX, RFC 7505, is undeliverable). Recipients with the same next hop share one SMTP
+transaction, with STARTTLS whenever the hop offers it. Per recipient, 2xx is done, 5xx failed,
+and 4xx or a connection problem is retried after retry_initial seconds, then retry_factor times
+longer each time up to retry_max, until queue_lifetime has passed since the message arrived; the
+recipients still pending then fail. Failures go back to the sender as an RFC 3464 DSN from <>,
+spooled like any message; a message from <> is never bounced.
+
+The spool (docs/spool.md) is the only state: a recipient is recorded in <id>.state as done or
+failed only after its next hop answered, so a crash at any moment repeats a delivery at worst.
+In "failed", code 0 marks a failure relayd found itself (DNS, expiry), whose reply text starts
+with its enhanced status code. A .msg that cannot be read whole is moved to corrupt/ and skipped.
+
+Each attempt logs one event=delivery line per next hop and outcome (id, to, hop, attempt, result,
+reply) and counts deliveries{result=sent|deferred|failed|expired}, bounces{result=queued|dropped}
+and delivery_quarantined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import smtplib
+import socket
+import ssl
+import textwrap
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime, make_msgid
+from typing import Any, NamedTuple
+
+import dns.exception
+import dns.name
+import dns.resolver
+
+from relayd.logs import kv
+from relayd.metrics import Metrics
+from relayd.spool import Spool
+
+log = logging.getLogger("relayd.delivery")
+
+
+def _no_route(address: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """Settings of the queue runner; durations are in seconds.
+
+    route_of returns the route of the local domain of an address under the current policy (or
+    None): bounces are addressed to senders, who are often in our own local domains.
+    resolver is a dnspython-style resolver (resolve(name, rdtype)); None means the system's.
+    mx_port is the port of MX hosts: 25, except in tests.
+    """
+
+    smarthost: str | None = None
+    route_of: Callable[[str], str | None] = _no_route
+    resolver: Any = None
+    mx_port: int = 25
+    helo_name: str = field(default_factory=socket.getfqdn)
+    retry_initial: float = 300.0
+    retry_factor: float = 2.0
+    retry_max: float = 3600.0
+    queue_lifetime: float = 5 * 86400.0
+    scan_interval: float = 1.0
+    concurrency: int = 20
+    timeout: float = 60.0
+    shutdown_grace: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.smarthost is not None:
+            parse_hop(self.smarthost)
+        for name in ("retry_initial", "retry_max", "queue_lifetime", "scan_interval", "timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be a positive number of seconds")
+        if self.shutdown_grace < 0:
+            raise ValueError("shutdown_grace must not be negative")
+        if self.retry_factor < 1:
+            raise ValueError("retry_factor must be at least 1, or retries would come ever sooner")
+        if self.retry_max < self.retry_initial:
+            raise ValueError("retry_max must be at least retry_initial")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if not 0 < self.mx_port < 65536:
+            raise ValueError("mx_port must be a port number (1-65535)")
+
+
+def parse_hop(text: str) -> tuple[str, int]:
+    """Return (host, port) of a next hop written host:port or [IPv6]:port; raise ValueError if malformed."""
+    host, colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 next hop in brackets, e.g. [2001:db8::25]:25")
+    if not colon or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not a next hop: write host:port, e.g. smtp.example.net:25")
+    return host, int(port)
+
+
+class Reply(NamedTuple):
+    """The answer about one recipient: an SMTP reply, or code 0 for a problem relayd found itself."""
+
+    code: int
+    text: str
+
+    @property
+    def result(self) -> str:
+        """Return sent, failed (permanently) or deferred (to be retried)."""
+        kind = self.code // 100 if self.code else int(self.text[:1])
+        return "sent" if kind == 2 else "failed" if kind == 5 else "deferred"
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}" if self.code else self.text
+
+
+class Target(NamedTuple):
+    """One host to try for a next hop: its name, the address to connect to, and the port."""
+
+    host: str
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        if self.host == self.address:
+            return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return f"{self.host}[{self.address}]:{self.port}"
+
+
+async def run_queue(spool: Spool, config: DeliveryConfig, metrics: Metrics, stop: asyncio.Event) -> None:
+    """Deliver the spooled messages until stop is set, then wait up to shutdown_grace for the work in flight."""
+    await _QueueRunner(spool, config, metrics).run(stop)
+
+
+class _QueueRunner:
+    def __init__(self, spool: Spool, config: DeliveryConfig, metrics: Metrics) -> None:
+        self.spool = spool
+        self.config = config
+        self.metrics = metrics
+        self.resolver = config.resolver
+        # When each message waiting for a retry is next due (epoch seconds), so that a scan does
+        # not reread the state of every deferred message.
+        self.due: dict[str, float] = {}
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.wake = asyncio.Event()
+        # SMTP sessions and DNS lookups block, so they run in threads; a pool of their own keeps
+        # slow next hops from starving the spool's file operations in the default executor.
+        self.executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="relayd-delivery")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        stop_watch = asyncio.create_task(self._wake_on(stop))
+        try:
+            while not stop.is_set():
+                await self._start_due()
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.config.scan_interval)
+            if self.tasks:
+                # A message cut off here is retried on the next start: at-least-once holds either way.
+                await asyncio.wait(self.tasks.values(), timeout=self.config.shutdown_grace)
+        finally:
+            stop_watch.cancel()
+            self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.wake.set()
+
+    async def _start_due(self) -> None:
+        """Start a delivery task for each due message, up to the concurrency limit."""
+        queued = await asyncio.to_thread(self.spool.queued)
+        for gone in self.due.keys() - set(queued):
+            del self.due[gone]
+        now = time.time()
+        for message_id in queued:
+            if len(self.tasks) >= self.config.concurrency:
+                break
+            if message_id not in self.tasks and self.due.get(message_id, 0) <= now:
+                self.tasks[message_id] = asyncio.create_task(self._process(message_id))
+
+    async def _process(self, message_id: str) -> None:
+        try:
+            await self._attempt(message_id)
+        except Exception:
+            # One message whose spool files cannot be handled must not stop the others.
+            log.exception(kv(event="delivery", id=message_id, result="error"))
+            self.due[message_id] = time.time() + self.config.retry_initial
+        finally:
+            del self.tasks[message_id]
+            self.wake.set()
+
+    async def _attempt(self, message_id: str) -> None:
+        """Try the pending recipients of one message and record the outcome in its state."""
+        try:
+            envelope, message = await asyncio.to_thread(self.spool.read, message_id)
+        except ValueError as exc:
+            log.error(kv(event="delivery", id=message_id, result="quarantined", reason=str(exc)))
+            self.metrics.inc("delivery_quarantined")
+            await asyncio.to_thread(self.spool.quarantine, message_id, str(exc))
+            return
+        state = await asyncio.to_thread(self.spool.read_state, message_id) or {
+            "attempts": 0,
+            "next_attempt_at": _iso(time.time()),
+            "first_attempt_at": None,
+            "done": [],
+            "failed": [],
+            "last_error": "",
+        }
+        due = datetime.fromisoformat(state["next_attempt_at"]).timestamp()
+        if due > time.time():
+            self.due[message_id] = due
+            return
+        final = set(state["done"]) | {failure["address"] for failure in state["failed"]}
+        pending = [rcpt for rcpt in envelope["rcpts"] if rcpt["address"] not in final]
+        if pending:
+            replies = await self._deliver(message_id, envelope, message, pending, state["attempts"] + 1)
+            if not self._record(message_id, envelope, state, replies):
+                await asyncio.to_thread(self.spool.write_state, message_id, state)
+                return
+        await self._finish(message_id, envelope, message, state)
+
+    def _record(self, message_id: str, envelope: dict, state: dict, replies: dict[str, Reply]) -> bool:
+        """Record this attempt's replies in state; return whether every recipient is now done or failed."""
+        now = time.time()
+        expires = datetime.fromisoformat(envelope["received_at"]).timestamp() + self.config.queue_lifetime
+        deferred = {}
+        for address, reply in replies.items():
+            result = reply.result
+            self.metrics.inc("deliveries", result=result)
+            if result == "sent":
+                state["done"].append(address)
+            elif result == "failed":
+                state["failed"].append({"address": address, "code": reply.code, "reply": reply.text})
+            else:
+                deferred[address] = reply
+        if deferred and now >= expires:
+            lifetime = _duration(self.config.queue_lifetime)
+            for address, reply in deferred.items():
+                text = f"4.4.7 Delivery time expired: not delivered within {lifetime}; last error: {reply}"
+                state["failed"].append({"address": address, "code": 0, "reply": text})
+                self.metrics.inc("deliveries", result="expired")
+            log.info(kv(event="delivery", id=message_id, to=",".join(deferred), result="expired", lifetime=lifetime))
+            deferred = {}
+        state["attempts"] += 1
+        state["first_attempt_at"] = state["first_attempt_at"] or _iso(now)
+        if not deferred:
+            return True
+        config = self.config
+        delay = min(config.retry_initial * config.retry_factor ** (state["attempts"] - 1), config.retry_max)
+        # Never retry later than the expiry, so the bounce is not late.
+        due = min(now + delay, expires)
+        state["next_attempt_at"] = _iso(due)
+        state["last_error"] = "; ".join(f"{address}: {reply}" for address, reply in deferred.items())
+        self.due[message_id] = due
+        return False
+
+    async def _finish(self, message_id: str, envelope: dict, message: bytes, state: dict) -> None:
+        """Bounce the failed recipients, if any and if the sender is not <>, then remove the message."""
+        sender = envelope["mail_from"]
+        if state["failed"] and not sender:
+            # RFC 5321 6.1: a bounce must never bounce, or two relays could ping-pong forever.
+            failed = ",".join(failure["address"] for failure in state["failed"])
+            log.warning(kv(event="bounce", id=message_id, failed=failed, result="dropped", reason="null sender"))
+            self.metrics.inc("bounces", result="dropped")
+        elif state["failed"]:
+            # Saved first, so a crash before the removal repeats the bounce, never the deliveries.
+            await asyncio.to_thread(self.spool.write_state, message_id, state)
+            dsn = build_dsn(envelope, message, state["failed"], self.config.helo_name, datetime.now(UTC))
+            bounce = {"mail_from": "", "rcpts": [{"address": sender, "route": self.config.route_of(sender)}]}
+            bounce_id = await self.spool.store(bounce, dsn)
+            log.info(kv(event="bounce", id=message_id, to=sender, result="queued", dsn=bounce_id))
+            self.metrics.inc("bounces", result="queued")
+        await asyncio.to_thread(self.spool.remove, message_id)
+
+    async def _deliver(
+        self, message_id: str, envelope: dict, message: bytes, pending: list[dict], attempt: int
+    ) -> dict[str, Reply]:
+        """Send message to each pending recipient's next hop, one transaction per hop; return each reply."""
+        loop = asyncio.get_running_loop()
+        groups: dict[tuple[Target, ...], list[str]] = {}
+        by_domain: dict[str, list[str]] = {}
+        replies: dict[str, Reply] = {}
+        for rcpt in pending:
+            address = rcpt["address"]
+            hop = rcpt["route"] or self.config.smarthost
+            if hop:
+                host, port = parse_hop(hop)
+                groups.setdefault((Target(host, host, port),), []).append(address)
+            else:
+                by_domain.setdefault(address.rpartition("@")[2].lower(), []).append(address)
+        if by_domain:
+            if self.resolver is None:
+                # Built on first use: it reads /etc/resolv.conf, and a relay with routes may need no DNS.
+                self.resolver = await loop.run_in_executor(self.executor, dns.resolver.Resolver)
+            lookups = [
+                loop.run_in_executor(self.executor, mx_targets, self.resolver, domain, self.config.mx_port)
+                for domain in by_domain
+            ]
+            for (domain, addresses), found in zip(by_domain.items(), await asyncio.gather(*lookups), strict=True):
+                if isinstance(found, Reply):
+                    self._log(message_id, addresses, f"mx:{domain}", found, attempt)
+                    replies.update(dict.fromkeys(addresses, found))
+                else:
+                    groups.setdefault(found, []).extend(addresses)
+        sessions = [
+            loop.run_in_executor(
+                self.executor, transact, targets, envelope["mail_from"], addresses, message, self.config
+            )
+            for targets, addresses in groups.items()
+        ]
+        for hop, group_replies in await asyncio.gather(*sessions):
+            outcomes: dict[Reply, list[str]] = {}
+            for address, reply in group_replies.items():
+                outcomes.setdefault(reply, []).append(address)
+            for reply, addresses in outcomes.items():
+                self._log(message_id, addresses, hop, reply, attempt)
+            replies.update(group_replies)
+        return replies
+
+    def _log(self, message_id: str, addresses: list[str], hop: str, reply: Reply, attempt: int) -> None:
+        level = logging.WARNING if reply.result == "failed" else logging.INFO
+        to = ",".join(addresses)
+        log.log(
+            level,
+            kv(event="delivery", id=message_id, to=to, hop=hop, attempt=attempt, result=reply.result, reply=reply),
+        )
+
+
+def mx_targets(resolver: Any, domain: str, port: int) -> tuple[Target, ...] | Reply:
+    """Return the hosts to try for mail to domain, best first, or the Reply that explains why there are none."""
+    if domain.startswith("["):
+        # An address literal (RFC 5321 4.1.3) names the host itself.
+        literal = domain[1:-1]
+        literal = literal[5:] if literal[:5].lower() == "ipv6:" else literal
+        return (Target(literal, literal, port),)
+    if not domain:
+        return Reply(0, "5.1.2 No domain to look up a next hop for, and no smarthost")
+    implicit = False
+    try:
+        records = list(resolver.resolve(domain, "MX"))
+    except dns.resolver.NXDOMAIN:
+        return Reply(0, f"5.1.2 Domain {domain} does not exist")
+    except dns.resolver.NoAnswer:
+        # RFC 5321 5.1: without MX records, the domain itself is the mail host.
+        implicit = True
+        hosts = [domain]
+    except dns.exception.DNSException as exc:
+        return Reply(0, f"4.4.3 MX lookup for {domain} failed: {exc}")
+    else:
+        if any(record.exchange == dns.name.root for record in records):
+            return Reply(0, f"5.1.10 Domain {domain} accepts no mail (null MX, RFC 7505)")
+        # RFC 5321 5.1: spread the load over hosts of equal preference; sort() keeps the shuffle within each.
+        random.shuffle(records)
+        records.sort(key=lambda record: record.preference)
+        hosts = [record.exchange.to_text(omit_final_dot=True) for record in records]
+    targets = []
+    lookup_error = None
+    for host in hosts:
+        for rdtype in ("A", "AAAA"):
+            try:
+                targets += [Target(host, record.address, port) for record in resolver.resolve(host, rdtype)]
+            except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
+                pass
+            except dns.exception.DNSException as exc:
+                lookup_error = exc
+    if targets:
+        return tuple(targets)
+    if implicit and lookup_error is None:
+        return Reply(0, f"5.1.2 Domain {domain} has no MX and no address records")
+    return Reply(0, f"4.4.3 No address found for the mail hosts of {domain}: {lookup_error or ', '.join(hosts)}")
+
+
+class _NextTarget(Exception):
+    """Give up on this host and try the next one; reply says why, in case none is left."""
+
+    def __init__(self, reply: Reply, *, tls_failed: bool = False) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+        self.tls_failed = tls_failed
+
+
+def _opportunistic_tls() -> ssl.SSLContext:
+    # RFC 7435 opportunistic TLS, like Postfix's "may" level: encrypt whenever the hop offers it,
+    # without authenticating it, since MX hosts rarely have certificates for the name we reach them by.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+_TLS = _opportunistic_tls()
+
+
+def transact(
+    targets: tuple[Target, ...], sender: str, rcpts: list[str], message: bytes, config: DeliveryConfig
+) -> tuple[str, dict[str, Reply]]:
+    """Send message to rcpts through the first target that takes the transaction; return it and each reply."""
+    reply = Reply(0, "4.4.1 No host to try")
+    for target in targets:
+        for use_tls in (True, False):
+            try:
+                return str(target), _session(target, sender, rcpts, message, config, use_tls)
+            except _NextTarget as exc:
+                reply = exc.reply
+                # As Postfix does at the "may" level: a hop whose TLS is broken still gets the mail in plaintext.
+                if not exc.tls_failed:
+                    break
+    return ",".join(map(str, targets)), dict.fromkeys(rcpts, reply)
+
+
+def _session(
+    target: Target, sender: str, rcpts: list[str], message: bytes, config: DeliveryConfig, use_tls: bool
+) -> dict[str, Reply]:
+    """Run one SMTP transaction with target; raise _NextTarget if the host does not get as far as MAIL."""
+    try:
+        smtp = smtplib.SMTP(target.address, target.port, local_hostname=config.helo_name, timeout=config.timeout)
+    except smtplib.SMTPConnectError as exc:
+        raise _NextTarget(_refusal(target, exc.smtp_code, exc.smtp_error)) from None
+    except OSError as exc:
+        raise _NextTarget(Reply(0, f"4.4.1 Connection to {target} failed: {exc}")) from None
+    try:
+        code, text = smtp.ehlo()
+        if code != 250:
+            code, text = smtp.helo()
+            if code != 250:
+                raise _NextTarget(_refusal(target, code, text))
+        if use_tls and smtp.has_extn("starttls"):
+            try:
+                smtp.starttls(context=_TLS)
+            except smtplib.SMTPResponseException:
+                pass  # STARTTLS refused: RFC 3207 lets the session go on in plaintext.
+            except (ssl.SSLError, ConnectionError) as exc:
+                reply = Reply(0, f"4.7.5 TLS handshake with {target} failed: {exc}")
+                raise _NextTarget(reply, tls_failed=True) from None
+            else:
+                smtp.ehlo()
+        parameters = ""
+        if smtp.has_extn("size"):
+            parameters += f" SIZE={len(message)}"
+        if smtp.has_extn("8bitmime") and not message.isascii():
+            parameters += " BODY=8BITMIME"
+        # docmd, not mail()/rcpt(): smtplib's address quoting would rewrite quoted local parts.
+        code, text = smtp.docmd("MAIL", f"FROM:<{sender}>{parameters}")
+        if code != 250:
+            return dict.fromkeys(rcpts, _reply(code, text))
+        replies = {rcpt: _reply(*smtp.docmd("RCPT", f"TO:<{rcpt}>")) for rcpt in rcpts}
+        accepted = [rcpt for rcpt, reply in replies.items() if reply.result == "sent"]
+        if accepted:
+            try:
+                code, text = smtp.data(message)
+            except smtplib.SMTPDataError as exc:
+                code, text = exc.smtp_code, exc.smtp_error
+            replies.update(dict.fromkeys(accepted, _reply(code, text)))
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            smtp.quit()
+        return replies
+    except OSError as exc:  # smtplib's exceptions included
+        # A lost connection may have cost a DATA reply after the hop took the message: retrying
+        # may deliver it twice, which at-least-once allows, but never loses it.
+        raise _NextTarget(Reply(0, f"4.4.2 Connection to {target} failed: {exc or type(exc).__name__}")) from None
+    finally:
+        smtp.close()
+
+
+def _refusal(target: Target, code: int, text: bytes) -> Reply:
+    """Return the reply recorded when a host refuses the session itself.
+
+    A refusal at the greeting or EHLO says nothing about the recipients, so even a 5xx is retried, as
+    Postfix does: the next host may take the mail, or this one may once it is fixed.
+    """
+    return Reply(0, f"4.3.2 {target} refused the session: {_reply(code, text)}")
+
+
+def _reply(code: int, text: bytes | str) -> Reply:
+    if isinstance(text, bytes):
+        # Replies are ASCII (RFC 5321); escaping anything else keeps logs and DSNs 7-bit clean.
+        text = text.decode("ascii", "backslashreplace")
+    return Reply(code, " ".join(text.split()))
+
+
+_ENHANCED_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?![\d.])")
+
+
+def build_dsn(envelope: dict, message: bytes, failed: list[dict], reporting_mta: str, now: datetime) -> bytes:
+    """Return an RFC 3464 delivery status notification of the failed recipients of a message, with CRLF line ends."""
+    boundary = f"{uuid.uuid4().hex}/{reporting_mta}"
+    headers, _, _ = message.partition(b"\r\n\r\n")
+    # RFC 2045 6.4: a multipart holding 8-bit text must say so too.
+    eight_bit = [] if headers.isascii() else ["Content-Transfer-Encoding: 8bit"]
+    arrival = format_datetime(datetime.fromisoformat(envelope["received_at"]))
+    lines = [
+        f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
+        f"To: <{envelope['mail_from']}>",
+        "Subject: Undelivered Mail Returned to Sender",
+        f"Date: {format_datetime(now)}",
+        f"Message-ID: {make_msgid('dsn', domain=reporting_mta)}",
+        "Auto-Submitted: auto-replied",  # RFC 3834: automatic responders must not answer it
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+        *eight_bit,
+        "",
+        "This is a delivery status notification (RFC 3464).",
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=us-ascii",
+        "",
+        f"This is the mail system at host {reporting_mta}.",
+        "",
+        f"Your message of {arrival} could not be delivered to the recipients below.",
+        "The reasons follow each address; the headers of your message are attached.",
+        "",
+        *(_fold(f"<{failure['address']}>: {Reply(failure['code'], failure['reply'])}") for failure in failed),
+        "",
+        f"--{boundary}",
+        "Content-Type: message/delivery-status",
+        "",
+        f"Reporting-MTA: dns; {reporting_mta}",
+        f"Arrival-Date: {arrival}",
+    ]
+    for failure in failed:
+        reply = Reply(failure["code"], failure["reply"])
+        status = _ENHANCED_STATUS.match(reply.text)
+        lines += [
+            "",
+            f"Final-Recipient: rfc822; {failure['address']}",
+            "Action: failed",
+            f"Status: {status[0] if status else f'{reply.code // 100}.0.0'}",
+            # RFC 3464 2.3.6: "smtp" is for replies from a remote host, X- types for anything else.
+            _fold(f"Diagnostic-Code: smtp; {reply}" if reply.code else f"Diagnostic-Code: X-Relayd; {reply}"),
+            f"Last-Attempt-Date: {format_datetime(now)}",
+        ]
+    lines += [
+        "",
+        f"--{boundary}",
+        "Content-Type: text/rfc822-headers",
+        *eight_bit,
+        "",
+    ]
+    return "\r\n".join(lines).encode() + b"\r\n" + headers + f"\r\n\r\n--{boundary}--\r\n".encode()
+
+
+def _fold(line: str) -> str:
+    """Fold a header field or text line at spaces, so no line exceeds 78 characters (RFC 5322 2.2.3)."""
+    return "\r\n ".join(textwrap.wrap(line, width=78, break_long_words=False, break_on_hyphens=False))
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g} {unit}"
+    return f"{seconds:g} seconds"
