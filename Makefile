@@ -1,6 +1,6 @@
 # relayadmin: two commands for a newcomer.
 #   make run   set up .venv, migrate, create the first admin (prints its password once), start the web UI
-#   make test  install what the tests need (Debian's chromium included) and run the whole suite
+#   make test  install what the tests need (Debian's chromium and postfix included) and run the whole suite
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: help run test lint format chromium
+.PHONY: help run test lint format test-tools
 
 help:
 	@echo "make run    start the web UI on http://$(HOST):$(PORT) (data under var/)"
@@ -30,11 +30,18 @@ $(VENV)/.test: requirements.txt requirements-test.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-test.txt
 	touch $@ $(VENV)/.runtime
 
-chromium:
-	@if [ ! -x /usr/bin/chromium ]; then \
-		echo "Installing Debian's chromium for the browser tests"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; \
+# Test tools from Debian: chromium for the browser tests, postfix for postmap/postconf checks of the
+# Postfix export, and Exim unpacked into .cache/exim (it conflicts with postfix as a package).
+test-tools:
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/sbin/postmap ] || missing="$$missing postfix"; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing for the tests:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		$(SUDO) postfix stop >/dev/null 2>&1 || true; \
 	fi
+	@bash tools/exim-for-tests.sh
 
 run: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --noinput
@@ -51,6 +58,6 @@ format: $(VENV)/.test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: $(VENV)/.test chromium lint
+test: $(VENV)/.test test-tools lint
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/pytest

@@ -1,0 +1,181 @@
+"""Render a policy snapshot as Exim configuration: named lists, an RCPT ACL and a manualroute router.
+
+Each file goes into its own section of the Exim configuration with .include; Exim reads its
+configuration at start, so restart Exim (or send it SIGHUP) after installing a new export.
+"""
+
+from __future__ import annotations
+
+from policy.export import BUNDLE_DIRECTORY, describe, domain_specificity, specificity
+from relayd.config import LocalDomain, Snapshot
+
+MAIN = "main.conf"
+ACL = "acl.conf"
+ROUTER = "router.conf"
+
+TRUSTED_LIST = "relay_from_hosts"
+DENIED_LIST = "relayadmin_never_relay_hosts"
+INTERNAL_LIST = "relayadmin_internal_addresses"
+DOMAIN_LIST = "relay_to_domains"
+
+
+def render(policy: Snapshot) -> dict[str, str]:
+    """Return the Exim files for policy as {file name: body}."""
+    return {MAIN: _main(policy), ACL: _acl(policy), ROUTER: _router(policy)}
+
+
+def route_host(route: str) -> str:
+    """Return a snapshot route (host:port or [ipv6]:port) as an item of a manualroute host list.
+
+    Colons separate the hosts of that list, so the port follows a doubled colon and each colon of
+    an IPv6 address is doubled too: [2001:db8::25]:25 becomes [2001::db8::::25]::25.
+    """
+    host, _, port = route.rpartition(":")
+    return f"{host.replace(':', '::')}::{port}"
+
+
+def _main(policy: Snapshot) -> str:
+    trusted = sorted(policy.trusted_networks, key=lambda entry: specificity(entry.network))
+    denied = sorted(policy.denied_networks, key=lambda entry: specificity(entry.network))
+    domains = sorted(policy.local_domains, key=lambda entry: domain_specificity(entry.domain))
+    lines = [
+        "# Exim main-section settings for the relay policy.",
+        f"# Install: unpack the bundle into /etc/exim4 (the files land in /etc/exim4/{BUNDLE_DIRECTORY}/),",
+        "# then in the main section (before the first begin) add",
+        f"#   .include /etc/exim4/{BUNDLE_DIRECTORY}/{MAIN}",
+        f"# and delete your own definitions of {TRUSTED_LIST}, {DOMAIN_LIST} and auth_advertise_hosts:",
+        "# Exim refuses a named list or an option that is defined twice.",
+        "# Host lists start with <; which makes ; their separator, because IPv6 addresses contain colons.",
+        "",
+        '# Trusted networks ("Hosts and clients with these IP addresses").',
+        *(
+            f"#   {entry.network}: {describe(entry.description, entry.added_by)}"
+            + (f", expires {entry.expires_at.isoformat(timespec='seconds')}" if entry.expires_at else "")
+            for entry in trusted
+        ),
+        _named_list("hostlist", TRUSTED_LIST, [str(entry.network) for entry in trusted], ";"),
+        "",
+        '# Denied networks ("can NEVER route mail through this server"): they can never relay; like any',
+        "# Internet host they may still send to our own domains.",
+        *(f"#   {entry.network}: {describe(entry.description, entry.added_by)}" for entry in denied),
+        _named_list("hostlist", DENIED_LIST, [str(entry.network) for entry in denied], ";"),
+        "",
+        "# Internal addresses: clients connecting to one of these local addresses ($interface_address)",
+        '# may relay while "Hosts and clients connecting to these internal addresses" is on.',
+        *(f"#   {entry.address}: {describe(entry.description)}" for entry in policy.internal_addresses),
+        _named_list("hostlist", INTERNAL_LIST, [str(entry.address) for entry in policy.internal_addresses], ";"),
+        "",
+        "# Our domains. *.example.com matches the subdomains of example.com only, so a domain that",
+        "# includes its subdomains is listed twice.",
+        _named_list("domainlist", DOMAIN_LIST, [pattern for entry in domains for pattern in _patterns(entry)]),
+        "",
+        "# AUTH is offered only after STARTTLS, so passwords never cross the network in clear.",
+        "auth_advertise_hosts = ${if eq{$tls_in_cipher}{}{}{*}}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _acl(policy: Snapshot) -> str:
+    restrictions = policy.restrictions
+    lines = [
+        "# Exim ACLs for the relay policy.",
+        "# Install: in the ACL section (after begin acl) add",
+        f"#   .include /etc/exim4/{BUNDLE_DIRECTORY}/{ACL}",
+        "# and make relayadmin_check_rcpt the relay decision of your RCPT ACL: near the top of",
+        "# acl_check_rcpt (Debian: conf.d/acl/30_exim4-config_check_rcpt) add",
+        "#   require acl = relayadmin_check_rcpt",
+        "# then remove the statements there that decide relaying (accept hosts = +relay_from_hosts,",
+        "# accept authenticated = *, require ... domains = +local_domains : +relay_to_domains). A later",
+        "# accept cannot reopen what this ACL denies, but those statements would refuse relaying that",
+        "# the policy allows. Recipient verification and your other checks stay where they are.",
+        "",
+        "# Accept if the client may relay, deny if not. A denied network never may, whatever else holds.",
+        "relayadmin_may_relay:",
+        f"  deny    hosts         = +{DENIED_LIST}",
+    ]
+    if restrictions.allow_listed_ips:
+        lines.append(f"  accept  hosts         = +{TRUSTED_LIST}")
+    else:
+        lines.append('  # "Hosts and clients with these IP addresses" is off.')
+    if restrictions.allow_authenticated:
+        lines.append("  accept  authenticated = *")
+    else:
+        lines.append('  # "Hosts and clients that successfully authenticate" is off.')
+    if restrictions.allow_internal_addresses:
+        lines.append(f"  accept  condition     = ${{if match_ip{{$interface_address}}{{+{INTERNAL_LIST}}}}}")
+    else:
+        lines.append('  # "Hosts and clients connecting to these internal addresses" is off.')
+    lines += [
+        "  deny",
+        "",
+        "# Decide whether a recipient may be relayed; accept lets the calling ACL go on with its checks.",
+        "relayadmin_check_rcpt:",
+        "  # Sender-specified routing (%, ! or @ in the local part, quoted or not) only from clients",
+        "  # that may relay, like Postfix's allow_untrusted_routing = no. Exim drops RFC 5321 source",
+        "  # routes (@a:user@b) by itself and delivers to user@b.",
+        "  deny    message     = 550 5.7.1 Sender-specified routing denied",
+        "          local_parts = ^.*[@%!]",
+        "          !acl        = relayadmin_may_relay",
+        "  # Our own domains, and this host's, are accepted from any client: that is not relaying.",
+        f"  accept  domains     = +local_domains : +{DOMAIN_LIST}",
+        "  deny    message     = 550 5.7.1 Relaying denied: your network can never relay",
+        f"          hosts       = +{DENIED_LIST}",
+        "  accept  acl         = relayadmin_may_relay",
+        "  deny    message     = 550 5.7.1 Relaying denied",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _router(policy: Snapshot) -> str:
+    domains = sorted(policy.local_domains, key=lambda entry: domain_specificity(entry.domain))
+    lines = [
+        "# Exim router that sends our domains to their next hops.",
+    ]
+    if all(entry.route is None for entry in domains):
+        lines.append("# No local domain has a route of its own: there is nothing to add.")
+        return "\n".join(lines) + "\n"
+    # Both lists stop at their first match and run most specific first. The domains list excludes
+    # ("!") a domain without a route of its own, so that the route of a parent domain including
+    # its subdomains does not apply to it; route_list then sees only domains whose most specific
+    # entry has a route, which is its first match.
+    conditions = [
+        f"! {pattern}" if entry.route is None else pattern for entry in domains for pattern in _patterns(entry)
+    ]
+    routes = [
+        f"{pattern} {route_host(entry.route)}" for entry in domains if entry.route for pattern in _patterns(entry)
+    ]
+    lines += [
+        "# Install: in the routers section, before your dnslookup router (the first router that accepts",
+        "# an address routes it), add",
+        f"#   .include /etc/exim4/{BUNDLE_DIRECTORY}/{ROUTER}",
+        "# The next hop is used as given, without MX lookup; no_more stops a failed next hop from",
+        "# falling through to MX routing. Domains without a route of their own are left to your other",
+        "# routers (smarthost, then MX). remote_smtp is the smtp transport of the stock configuration.",
+        "relayadmin_routes:",
+        "  driver     = manualroute",
+        "  transport  = remote_smtp",
+        _continued("  domains    = ", " : ", conditions),
+        _continued("  route_list = ", " ; ", routes),
+        "  no_more",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _named_list(kind: str, name: str, items: list[str], separator: str = ":") -> str:
+    """Return a named list; a separator other than the colon is announced by a leading <."""
+    prefix = f"{kind} {name} =" + ("" if separator == ":" else f" <{separator}")
+    if not items:
+        return prefix
+    return _continued(f"{prefix} ", f" {separator} ", items)
+
+
+def _continued(prefix: str, separator: str, items: list[str]) -> str:
+    """Return an option with one list item per line; a trailing backslash continues an Exim line."""
+    if len(items) == 1:
+        return prefix + items[0]
+    indent = " " * 4
+    return prefix + "\\\n" + f"{separator.rstrip()} \\\n".join(indent + item for item in items)
+
+
+def _patterns(entry: LocalDomain) -> list[str]:
+    return [entry.domain, f"*.{entry.domain}"] if entry.include_subdomains else [entry.domain]
