@@ -1,6 +1,6 @@
 from django.urls import path
 
-from policy import audit_views, revision_views, tester_views, views
+from policy import audit_views, export_views, revision_views, tester_views, views
 
 app_name = "policy"
 
@@ -42,6 +42,8 @@ urlpatterns = [
         name="smtp-user-delete",
     ),
     path("check/", tester_views.CheckView.as_view(), name="check"),
+    path("exports/", export_views.ExportListView.as_view(), name="exports"),
+    path("exports/<slug:fmt>/", export_views.ExportDownloadView.as_view(), name="export"),
     path("audit/", audit_views.AuditLogView.as_view(), name="audit"),
     path("revisions/", revision_views.RevisionListView.as_view(), name="revisions"),
     path("revisions/diff/", revision_views.RevisionDiffView.as_view(), name="revision-diff"),
