@@ -17,11 +17,11 @@ from pathlib import Path
 import dns.rdata
 import dns.resolver
 import pytest
-from aiosmtpd.controller import Controller
 
 from relayd.delivery import DeliveryConfig, parse_hop, run_queue
 from relayd.metrics import Metrics
 from relayd.spool import Spool
+from tests.relayd.controllers import SinkController
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = {
@@ -80,13 +80,6 @@ class Sink:
 
     def bounces(self) -> list[Received]:
         return [message for message in self.messages if message.mail_from == ""]
-
-
-class SinkController(Controller):
-    def _trigger_server(self):
-        # Port 0 lets the kernel choose a free port: read it back before the readiness probe connects to it.
-        self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()
 
 
 def start_sink(**smtp_options) -> tuple[Sink, SinkController]:
