@@ -22,6 +22,7 @@ class PolicyConfig(AppConfig):
             audit.track(model)
             revisions.watch(model)
         audit.track(models.SmtpUser, secrets={"password_hash"})
+        audit.track(models.SelfTestRun, exclude={"report"})
         revisions.watch(models.SmtpUser)
         audit.track(get_user_model(), exclude={"last_login"}, secrets={"password"}, m2m=("groups",))
         audit.track(Group)

@@ -469,3 +469,37 @@ class ApiToken(models.Model):
         if token is None or not hmac.compare_digest(token.digest, cls.hash_secret(secret)):
             return None
         return token
+
+
+class SelfTestRun(models.Model):
+    """One run of the open-relay battery (relayd.selftest) against an SMTP server."""
+
+    target = models.CharField("target", max_length=300, help_text="host:port that was tested.")
+    domain = models.CharField("domain", max_length=253, blank=True, help_text="The local domain used in the tricks.")
+    started_at = models.DateTimeField("started", default=timezone.now, db_index=True)
+    run_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    run_by_name = models.CharField("run by", max_length=200)
+    accepted = models.PositiveIntegerField("accepted", default=0, help_text="Relay attempts the server accepted.")
+    total = models.PositiveIntegerField("attempts", default=0)
+    report = models.JSONField("report", null=True, blank=True, help_text="Every attempt and its reply.")
+    error = models.CharField("error", max_length=500, blank=True, help_text="Why the test could not run.")
+
+    class Meta:
+        verbose_name = "open-relay self-test"
+        ordering = ["-started_at"]
+
+    def __str__(self):
+        return f"self-test of {self.target}: {self.summary}"
+
+    @property
+    def open_relay(self) -> bool:
+        return self.accepted > 0
+
+    @property
+    def summary(self) -> str:
+        if self.error:
+            return f"could not run ({self.error})"
+        verdict = "OPEN RELAY" if self.open_relay else "not an open relay"
+        return f"{verdict} ({self.accepted}/{self.total} accepted)"

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from policy import audit_views, export_views, revision_views, tester_views, views
+from policy import audit_views, export_views, revision_views, selftest_views, tester_views, views
 
 app_name = "policy"
 
@@ -42,6 +42,8 @@ urlpatterns = [
         name="smtp-user-delete",
     ),
     path("check/", tester_views.CheckView.as_view(), name="check"),
+    path("selftest/", selftest_views.SelfTestStartView.as_view(), name="selftest-start"),
+    path("selftest/<int:pk>/", selftest_views.SelfTestDetailView.as_view(), name="selftest"),
     path("exports/", export_views.ExportListView.as_view(), name="exports"),
     path("exports/<slug:fmt>/", export_views.ExportDownloadView.as_view(), name="export"),
     path("audit/", audit_views.AuditLogView.as_view(), name="audit"),

@@ -22,9 +22,10 @@ from policy.audit import update_context
 from policy.audit_views import history_for
 from policy.draft import FLAGS, LIST_KINDS, Draft
 from policy.forms import CheckForm, LocalDomainForm, RestrictionsForm, SmtpUserForm
-from policy.models import LocalDomain, SmtpUser
+from policy.models import LocalDomain, SelfTestRun, SmtpUser
 from policy.risks import analyse
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin, require_editor
+from policy.selftests import default_target
 from policy.tester import check, current_snapshot, draft_snapshot
 
 LOCALHOST_NETWORKS = ("127.0.0.1/32", "::1/128")
@@ -35,7 +36,13 @@ class DashboardView(ViewerRequiredMixin, TemplateView):
     template_name = "policy/dashboard.html"
 
     def get_context_data(self, **kwargs):
-        return super().get_context_data(summary=services.policy_summary(), risks=analyse(current_snapshot()), **kwargs)
+        return super().get_context_data(
+            summary=services.policy_summary(),
+            risks=analyse(current_snapshot()),
+            last_selftest=SelfTestRun.objects.first(),
+            selftest_target=default_target(),
+            **kwargs,
+        )
 
 
 class RoutingRestrictionsView(ViewerRequiredMixin, View):

@@ -133,6 +133,11 @@ STORAGES = {
 # Where publishing writes the snapshot that the local relayd enforces.
 RELAYD_POLICY_PATH = Path(os.environ.get("RELAYD_POLICY_PATH", VAR_DIR / "relayd" / "policy.json"))
 
+# The bundled relayd's SMTP address, which the open-relay self-test checks by default; other
+# non-loopback targets must be listed here (comma-separated host:port) before anyone may test them.
+RELAYD_SMTP_TARGET = os.environ.get("RELAYD_SMTP_TARGET", "127.0.0.1:2525")
+SELFTEST_ALLOWED_TARGETS = [t.strip() for t in os.environ.get("SELFTEST_ALLOWED_TARGETS", "").split(",") if t.strip()]
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # A bulk import of 10,000 networks as JSON is about 1.5 MB; Django's default cap is 2.5 MB.

@@ -15,6 +15,24 @@ def make_user(username, role=None, **extra):
 
 
 @pytest.fixture
+def serve_smtp():
+    """Return a function that serves an aiosmtpd handler on 127.0.0.1 and returns the port; stopped after."""
+    from tests.relayd.controllers import SinkController
+
+    controllers = []
+
+    def start(handler):
+        controller = SinkController(handler, hostname="127.0.0.1", port=0)
+        controller.start()
+        controllers.append(controller)
+        return controller.port
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+@pytest.fixture
 def editor(db):
     return make_user("erin", role="editor")
 

@@ -3,7 +3,6 @@
 import pytest
 
 from relayd import selftest
-from tests.relayd.controllers import SinkController
 
 
 class OpenSink:
@@ -32,24 +31,9 @@ class ClosedSink(OpenSink):
         return "550 5.7.1 Relaying denied"
 
 
-@pytest.fixture
-def serve():
-    controllers = []
-
-    def start(handler):
-        controller = SinkController(handler, hostname="127.0.0.1", port=0)
-        controller.start()
-        controllers.append(controller)
-        return controller.port
-
-    yield start
-    for controller in controllers:
-        controller.stop()
-
-
-def test_open_sink_is_an_open_relay_and_gets_no_data(serve):
+def test_open_sink_is_an_open_relay_and_gets_no_data(serve_smtp):
     sink = OpenSink()
-    report = selftest.run("127.0.0.1", serve(sink), domain="example.com")
+    report = selftest.run("127.0.0.1", serve_smtp(sink), domain="example.com")
     assert len(report.attempts) == 20
     # aiosmtpd itself refuses a few forms as malformed (553); everything else is relayed.
     assert report.accepted == sum(attempt.code != 553 for attempt in report.attempts) >= 16
@@ -57,16 +41,16 @@ def test_open_sink_is_an_open_relay_and_gets_no_data(serve):
     assert sink.data_commands == 0
 
 
-def test_naive_domain_check_is_caught_by_the_tricks(serve):
-    report = selftest.run("127.0.0.1", serve(NaiveSink()), domain="example.com")
+def test_naive_domain_check_is_caught_by_the_tricks(serve_smtp):
+    report = selftest.run("127.0.0.1", serve_smtp(NaiveSink()), domain="example.com")
     relayed = {attempt.rcpt_to for attempt in report.attempts if attempt.accepted}
     assert "relaytest%relaytest.example.invalid@example.com" in relayed
     assert "relaytest.example.invalid!relaytest@example.com" in relayed
     assert report.is_open_relay
 
 
-def test_closed_server_refuses_everything(serve):
-    report = selftest.run("127.0.0.1", serve(ClosedSink()), domain="example.com")
+def test_closed_server_refuses_everything(serve_smtp):
+    report = selftest.run("127.0.0.1", serve_smtp(ClosedSink()), domain="example.com")
     assert (report.accepted, report.is_open_relay) == (0, False)
     assert report.as_dict()["total"] == 20
 
@@ -90,8 +74,8 @@ def test_battery_has_the_nmap_forms():
 
 
 @pytest.mark.parametrize(("handler", "code"), [(OpenSink, 2), (ClosedSink, 0)])
-def test_command_line_exit_codes(serve, capsys, handler, code):
-    port = serve(handler())
+def test_command_line_exit_codes(serve_smtp, capsys, handler, code):
+    port = serve_smtp(handler())
     assert selftest.main([f"127.0.0.1:{port}", "--domain", "example.com"]) == code
 
 

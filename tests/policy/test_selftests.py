@@ -1,0 +1,85 @@
+"""The self-test from the dashboard and the CLI: guards, storage, audit. Real SMTP against aiosmtpd sinks."""
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from policy import selftests
+from policy.models import AuditEntry, SelfTestRun
+from policy.selftests import SelfTestRefused, run_selftest
+from tests.relayd.test_selftest import ClosedSink, OpenSink
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sink_port(serve_smtp):
+    return serve_smtp(ClosedSink())
+
+
+def test_dashboard_runs_and_shows_the_result(editor_client, editor, sink_port):
+    response = editor_client.post(reverse("policy:selftest-start"), {"target": f"127.0.0.1:{sink_port}"})
+    run = SelfTestRun.objects.get()
+    assert response.url == reverse("policy:selftest", args=[run.pk])
+    assert (run.accepted, run.total, run.run_by, run.open_relay) == (0, 20, editor, False)
+    body = editor_client.get(reverse("policy:dashboard")).content.decode()
+    assert f"127.0.0.1:{sink_port}: not an open relay (0/20 accepted)" in body
+    assert "last tested" in body
+    entry = AuditEntry.objects.get(object_type="open-relay self-test")
+    assert (entry.actor, entry.after["accepted"], entry.source) == (editor, 0, "web")
+
+
+def test_open_relay_is_reported(editor_client, serve_smtp):
+    port = serve_smtp(OpenSink())
+    editor_client.post(reverse("policy:selftest-start"), {"target": f"127.0.0.1:{port}"})
+    run = SelfTestRun.objects.get()
+    assert run.open_relay
+    assert "OPEN RELAY" in editor_client.get(reverse("policy:selftest", args=[run.pk])).content.decode()
+
+
+def test_viewers_cannot_run_it(viewer_client, sink_port):
+    assert viewer_client.post(reverse("policy:selftest-start"), {"target": f"127.0.0.1:{sink_port}"}).status_code == 403
+    assert not SelfTestRun.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("192.0.2.25:25", "not a loopback address"),
+        ("localhost", "host:port"),
+        ("no-such-host.invalid:25", "Cannot resolve"),
+    ],
+)
+def test_only_loopback_or_configured_targets(target, message):
+    with pytest.raises(SelfTestRefused, match=message):
+        run_selftest(target)
+
+
+def test_configured_target_is_allowed(settings):
+    settings.SELFTEST_ALLOWED_TARGETS = ["192.0.2.25:25"]
+    selftests._check_target("192.0.2.25", 25)  # no traffic leaves loopback in tests: check the guard only
+    with pytest.raises(SelfTestRefused):
+        selftests._check_target("192.0.2.25", 26)
+
+
+def test_rate_limit(editor, sink_port):
+    run_selftest(f"127.0.0.1:{sink_port}", user=editor)
+    with pytest.raises(SelfTestRefused, match="wait"):
+        run_selftest(f"127.0.0.1:{sink_port}", user=editor)
+
+
+def test_unreachable_server_is_a_stored_error():
+    run = run_selftest("127.0.0.1:1")
+    assert run.error
+    assert "could not run" in run.summary
+
+
+def test_relaytest_command_exit_codes(serve_smtp, capsys):
+    call_command("relaytest", f"127.0.0.1:{serve_smtp(ClosedSink())}")
+    assert "not an open relay (0/20 accepted)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        call_command("relaytest", f"127.0.0.1:{serve_smtp(OpenSink())}")
+    assert exited.value.code == 2
+    with pytest.raises(CommandError, match="could not run"):
+        call_command("relaytest", "127.0.0.1:1")
+    assert SelfTestRun.objects.filter(run_by_name="system: relaytest").count() == 3
