@@ -503,3 +503,37 @@ class SelfTestRun(models.Model):
             return f"could not run ({self.error})"
         verdict = "OPEN RELAY" if self.open_relay else "not an open relay"
         return f"{verdict} ({self.accepted}/{self.total} accepted)"
+
+
+class RelayNode(models.Model):
+    """A relayd instance that reports the policy serial it enforces and its counters."""
+
+    name = models.CharField("node", max_length=100, unique=True, help_text="relayd's --node-name.")
+    address = models.GenericIPAddressField("reported from", null=True, blank=True)
+    serial = models.PositiveIntegerField("enforced serial", null=True, blank=True)
+    tls = models.BooleanField("STARTTLS offered", default=False)
+    counters = models.JSONField("counters", default=dict, blank=True)
+    first_seen_at = models.DateTimeField("first report", default=timezone.now)
+    last_seen_at = models.DateTimeField("last report", default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = "relay node"
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class RelayNodeSample(models.Model):
+    """One report's cumulative counters, kept for a while for the accepted-versus-denied chart."""
+
+    node = models.ForeignKey(RelayNode, on_delete=models.CASCADE, related_name="samples")
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    accepted = models.PositiveBigIntegerField(default=0)
+    relay_denied = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["at"]
+
+    def __str__(self):
+        return f"{self.node} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -17,7 +17,7 @@ from django.views.generic import (
     UpdateView,
 )
 
-from policy import services
+from policy import daemons, services
 from policy.audit import update_context
 from policy.audit_views import history_for
 from policy.draft import FLAGS, LIST_KINDS, Draft
@@ -38,7 +38,9 @@ class DashboardView(ViewerRequiredMixin, TemplateView):
     def get_context_data(self, **kwargs):
         return super().get_context_data(
             summary=services.policy_summary(),
-            risks=analyse(current_snapshot()),
+            risks=analyse(current_snapshot(), tls_ready=daemons.tls_ready()),
+            nodes=daemons.node_statuses(),
+            chart=daemons.activity_chart(),
             last_selftest=SelfTestRun.objects.first(),
             selftest_target=default_target(),
             **kwargs,
@@ -138,7 +140,7 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
         except ValidationError as exc:
             errors = errors or exc.messages  # the draft would not save: say why, as OK would
         else:
-            risks = analyse(snapshot)
+            risks = analyse(snapshot, tls_ready=daemons.tls_ready())
             if check_form is not None and check_form.is_valid():
                 check_result = check(check_form.probe(), snapshot)
         context = {

@@ -1,0 +1,135 @@
+"""relayd nodes: their status reports, who is behind or silent, and the accepted-versus-denied chart."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from policy.models import PolicyRevision, RelayNode, RelayNodeSample
+
+# relayd reports every 10 s by default; three missed reports make a node silent.
+SILENT_AFTER = timedelta(seconds=30)
+# Publishing reaches a node within a second; a node still on an older serial after this is behind.
+BEHIND_GRACE = timedelta(seconds=10)
+SAMPLE_RETENTION = timedelta(days=2)
+COUNTER_NAMES = ("connections", "accepted", "relay_denied", "queue_size", "deliveries")
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node: RelayNode
+    state: str  # "current", "updating" (just published), "behind" or "silent"
+
+
+def record_report(report: dict, remote_addr: str | None) -> RelayNode:
+    """Store a node's status report; raise ValidationError naming the first bad field."""
+    name = report.get("node")
+    if not isinstance(name, str) or not name.strip() or len(name) > 100:
+        raise ValidationError({"node": "Give the node's name (1–100 characters)."})
+    serial = report.get("serial")
+    if serial is not None and (not isinstance(serial, int) or isinstance(serial, bool) or serial < 0):
+        raise ValidationError({"serial": "The serial is a whole number ≥ 0, or null when no policy is loaded."})
+    counters = report.get("counters", {})
+    if not isinstance(counters, dict) or not all(
+        isinstance(counters.get(key, 0), int) and counters.get(key, 0) >= 0 for key in COUNTER_NAMES
+    ):
+        raise ValidationError({"counters": f"Counters are whole numbers ≥ 0: {', '.join(COUNTER_NAMES)}."})
+    now = timezone.now()
+    with transaction.atomic():
+        node, _ = RelayNode.objects.update_or_create(
+            name=name.strip(),
+            defaults={
+                "address": remote_addr,
+                "serial": serial,
+                "tls": bool(report.get("tls", False)),
+                "counters": {key: counters.get(key, 0) for key in COUNTER_NAMES},
+                "last_seen_at": now,
+            },
+        )
+        RelayNodeSample.objects.create(
+            node=node, at=now, accepted=counters.get("accepted", 0), relay_denied=counters.get("relay_denied", 0)
+        )
+        RelayNodeSample.objects.filter(at__lt=now - SAMPLE_RETENTION).delete()
+    return node
+
+
+def node_statuses() -> list[NodeStatus]:
+    """Return every node with its state, judged against the latest revision."""
+    now = timezone.now()
+    latest = PolicyRevision.objects.order_by("-serial").first()
+    statuses = []
+    for node in RelayNode.objects.all():
+        if now - node.last_seen_at > SILENT_AFTER:
+            state = "silent"
+        elif latest is None or (node.serial or 0) >= latest.serial:
+            state = "current"
+        elif now - latest.created_at < BEHIND_GRACE:
+            state = "updating"
+        else:
+            state = "behind"
+        statuses.append(NodeStatus(node, state))
+    return statuses
+
+
+def tls_ready() -> bool | None:
+    """Return whether every reporting node offers STARTTLS; None when no node has reported."""
+    flags = list(RelayNode.objects.values_list("tls", flat=True))
+    return all(flags) if flags else None
+
+
+@dataclass(frozen=True)
+class Chart:
+    """Accepted and relay-denied attempts per bucket, summed over all nodes, as SVG polylines."""
+
+    buckets: list[tuple[int, int]]
+    width: int = 600
+    height: int = 120
+
+    @property
+    def peak(self) -> int:
+        return max((max(pair) for pair in self.buckets), default=0)
+
+    def points(self, index: int) -> str:
+        if not self.buckets:
+            return ""
+        step = self.width / max(len(self.buckets) - 1, 1)
+        scale = (self.height - 10) / (self.peak or 1)
+        return " ".join(
+            f"{i * step:.1f},{self.height - pair[index] * scale:.1f}" for i, pair in enumerate(self.buckets)
+        )
+
+    @property
+    def accepted_points(self) -> str:
+        return self.points(0)
+
+    @property
+    def denied_points(self) -> str:
+        return self.points(1)
+
+    @property
+    def totals(self) -> tuple[int, int]:
+        return sum(a for a, _ in self.buckets), sum(d for _, d in self.buckets)
+
+
+def activity_chart(hours: int = 6, bucket_minutes: int = 10) -> Chart:
+    """Return the chart of the last hours: counter increases per bucket, restarts counted from zero."""
+    now = timezone.now()
+    start = now - timedelta(hours=hours)
+    bucket = timedelta(minutes=bucket_minutes)
+    count = int(timedelta(hours=hours) / bucket)
+    totals = [[0, 0] for _ in range(count)]
+    previous = {}
+    samples = RelayNodeSample.objects.filter(at__gte=start - bucket).order_by("node_id", "at")
+    for sample in samples.values_list("node_id", "at", "accepted", "relay_denied"):
+        node_id, at, accepted, denied = sample
+        before = previous.get(node_id)
+        previous[node_id] = (accepted, denied)
+        if before is None or at < start:
+            continue
+        index = min(int((at - start) / bucket), count - 1)
+        # A counter that went down means relayd restarted: everything since then is new.
+        totals[index][0] += accepted - before[0] if accepted >= before[0] else accepted
+        totals[index][1] += denied - before[1] if denied >= before[1] else denied
+    return Chart([tuple(pair) for pair in totals])
