@@ -1,9 +1,12 @@
 """Filters for lists in the API and on pages: one FilterSet per model, django-filter style."""
 
+from datetime import UTC
+
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import Q
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
@@ -30,6 +33,23 @@ class NetworkField(forms.CharField):
 @extend_schema_field(OpenApiTypes.STR)
 class NetworkFilter(django_filters.Filter):
     field_class = NetworkField
+
+
+class UtcDateTimeField(IsoDateTimeField):
+    """An ISO 8601 time, converted to UTC: PostgreSQL refuses offsets such as +18:04."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("Enter a time between the years 1 and 9999.", code="overflow") from None
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
 
 
 class SearchFilterSet(django_filters.FilterSet):
@@ -119,8 +139,8 @@ class AuditEntryFilterSet(SearchFilterSet):
         lookup_expr="iexact", label="Object type", help_text="e.g. trusted network, SMTP user, user."
     )
     action = django_filters.CharFilter(label="Action", help_text="e.g. create, update, delete, login, bulk_add.")
-    since = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="gte", label="Since")
-    until = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="lte", label="Until")
+    since = UtcDateTimeFilter(field_name="timestamp", lookup_expr="gte", label="Since")
+    until = UtcDateTimeFilter(field_name="timestamp", lookup_expr="lte", label="Until")
 
     class Meta:
         model = AuditEntry

@@ -187,6 +187,46 @@ class SmtpUserForm(forms.ModelForm):
         return cleaned
 
 
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(label="Name", max_length=100, help_text="What uses this token, e.g. “ansible on ops1”.")
+    read_only = forms.BooleanField(label="Read-only: this token can never change the policy", required=False)
+    expires_in_days = forms.IntegerField(
+        label="Expires after (days)",
+        min_value=1,
+        max_value=3650,
+        required=False,
+        help_text="Empty: never expires. Short-lived tokens limit the damage of a leaked key.",
+    )
+
+
+class NetworkImportForm(forms.Form):
+    """Upload a CSV file of networks for a preview; nothing is saved before the preview is confirmed."""
+
+    MAX_BYTES = 10 * 1024 * 1024
+
+    network_list = forms.ChoiceField(label="List", choices=[])
+    mode = forms.ChoiceField(
+        label="Mode",
+        widget=forms.RadioSelect,
+        initial="add",
+        choices=[
+            ("add", "Add these networks to the list"),
+            ("replace", "Replace the whole list with these networks (entries not in the file are removed)"),
+        ],
+    )
+    file = forms.FileField(label="CSV file", help_text="UTF-8, first line: the column names. Export a list to see one.")
+
+    def __init__(self, *args, lists=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["network_list"].choices = [(item.name, item.title) for item in lists]
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > self.MAX_BYTES:
+            raise ValidationError("The file is larger than 10 MB; split it, or use the API's bulk endpoint.")
+        return upload
+
+
 class CheckForm(forms.Form):
     """The "would this relay?" question, in the words of the API: client, local_address, authenticated, recipient."""
 

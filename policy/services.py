@@ -1,7 +1,7 @@
 """Policy operations, so that views, the API and commands change the policy the same way."""
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import transaction
@@ -11,6 +11,7 @@ from django.utils import timezone
 from policy import addresses, audit, revisions
 from policy.draft import FLAGS, LIST_KINDS, Draft
 from policy.models import (
+    ApiToken,
     DeniedNetwork,
     InternalAddress,
     LocalDomain,
@@ -18,6 +19,7 @@ from policy.models import (
     SmtpUser,
     TrustedNetwork,
 )
+from policy.roles import can_edit
 
 
 def apply_routing_draft(draft: Draft, user) -> None:
@@ -248,3 +250,21 @@ def network_warnings(obj) -> list[str]:
         | Q(range_start__gte=obj.range_start, range_end__lte=obj.range_end)
     )
     return addresses.overlap_warnings(obj.ip_network, [entry.as_listed() for entry in related])
+
+
+def issue_api_token(user, name: str, *, read_only=False, expires_in_days: int | None = None):
+    """Create an API token and return it with its key: the only time the key exists in clear.
+
+    A token never has more rights than its user: a viewer's token is read-only from the start.
+    Raises ValidationError for a name this user already has.
+    """
+    token = ApiToken(
+        user=user,
+        name=name,
+        read_only=read_only or not can_edit(user),
+        expires_at=timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None,
+    )
+    key = token.generate_key()
+    token.full_clean()
+    token.save()
+    return token, key

@@ -1,6 +1,15 @@
 from django.urls import path
 
-from policy import audit_views, export_views, revision_views, selftest_views, tester_views, views
+from policy import (
+    audit_views,
+    export_views,
+    import_views,
+    revision_views,
+    selftest_views,
+    tester_views,
+    token_views,
+    views,
+)
 
 app_name = "policy"
 
@@ -51,4 +60,9 @@ urlpatterns = [
     path("revisions/diff/", revision_views.RevisionDiffView.as_view(), name="revision-diff"),
     path("revisions/<int:serial>/", revision_views.RevisionDetailView.as_view(), name="revision"),
     path("revisions/<int:serial>/rollback/", revision_views.RevisionRollbackView.as_view(), name="revision-rollback"),
+    path("api-tokens/", token_views.ApiTokenView.as_view(), name="api-tokens"),
+    path("api-tokens/<int:pk>/revoke/", token_views.ApiTokenRevokeView.as_view(), name="api-token-revoke"),
+    path("networks/import/", import_views.NetworkImportView.as_view(), name="network-import"),
+    path("networks/import/preview/", import_views.NetworkImportPreviewView.as_view(), name="network-import-preview"),
+    path("networks/export/<slug:name>.csv", import_views.NetworkExportView.as_view(), name="network-export"),
 ]

@@ -136,6 +136,8 @@ class SmtpUserSerializer(ModelCleanSerializer):
 
 
 class RoutingRestrictionsSerializer(ModelCleanSerializer):
+    updated_at = serializers.DateTimeField(read_only=True, allow_null=True, help_text="Null until first saved.")
+
     class Meta:
         model = RoutingRestrictions
         fields = ("allow_authenticated", "allow_listed_ips", "allow_internal_addresses", "updated_at")
@@ -143,7 +145,9 @@ class RoutingRestrictionsSerializer(ModelCleanSerializer):
 
 
 class AuditEntrySerializer(serializers.ModelSerializer):
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True, help_text="Null if the user is gone.")
+    actor = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True, help_text="The user's name; null for the system."
+    )
 
     class Meta:
         model = AuditEntry
@@ -188,7 +192,7 @@ class BulkErrorSerializer(serializers.Serializer):
     """A refused bulk write: nothing was saved. Every bad row is listed."""
 
     detail = serializers.CharField()
-    errors = RowErrorSerializer(many=True)
+    errors = RowErrorSerializer(many=True, required=False, help_text="Absent when the request as a whole is wrong.")
 
 
 def parse_rows(serializer_class, items) -> tuple[list[dict | None], dict[int, dict]]:

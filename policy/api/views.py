@@ -3,7 +3,6 @@
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
@@ -19,6 +18,12 @@ from policy.models import (
     SmtpUser,
     TrustedNetwork,
 )
+
+
+def bad_request(detail: str, errors=None) -> Response:
+    """Refuse a bulk request in the one documented shape: `detail`, plus `errors` per row."""
+    body = {"detail": detail} if errors is None else {"detail": detail, "errors": errors}
+    return Response(body, status=status.HTTP_400_BAD_REQUEST)
 
 
 class AuditedAPIMixin:
@@ -54,18 +59,17 @@ class NetworkViewSet(PolicyViewSet):
     def bulk(self, request):
         mode = request.query_params.get("mode", "add")
         if mode not in services.IMPORT_MODES:
-            raise ValidationError({"mode": [f"Use mode=add or mode=replace, not “{mode}”."]})
+            return bad_request(f"Use mode=add or mode=replace, not “{mode}”.")
         dry_run = request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
         if not isinstance(request.data, list):
-            raise ValidationError({"detail": 'Send a JSON list of networks, e.g. [{"network": "10.1.0.0/16"}].'})
+            return bad_request('Send a JSON list of networks, e.g. [{"network": "10.1.0.0/16"}].')
         rows, row_errors = serializers.parse_rows(self.get_serializer_class(), request.data)
         result = services.import_networks(
             self.queryset.model, rows, mode=mode, dry_run=dry_run, row_errors=row_errors, user=request.user
         )
         if result.errors:
             errors = [{"row": row, "errors": result.errors[row]} for row in sorted(result.errors)]
-            detail = f"{len(errors)} of {len(rows)} rows are invalid; nothing was saved."
-            return Response({"detail": detail, "errors": errors}, status=status.HTTP_400_BAD_REQUEST)
+            return bad_request(f"{len(errors)} of {len(rows)} rows are invalid; nothing was saved.", errors)
         return Response(
             {
                 "dry_run": dry_run,

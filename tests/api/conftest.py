@@ -43,12 +43,16 @@ def api(rw_key):
 
 
 @pytest.fixture
-def callers(db, editor, viewer, rw_key, ro_key):
-    """One client for each kind of caller of the authorisation matrix."""
-    return {
-        "anonymous": APIClient(),
-        "viewer": session_client(viewer),
-        "editor": session_client(editor),
-        "read-only token": token_client(ro_key),
-        "read-write token": token_client(rw_key),
-    }
+def caller_client(request, db):
+    """Return a function that gives the client of one kind of caller of the authorisation matrix."""
+
+    def client_for(caller: str) -> APIClient:
+        if caller == "anonymous":
+            return APIClient()
+        if caller in ("viewer", "editor"):
+            return session_client(request.getfixturevalue(caller))
+        return token_client(
+            request.getfixturevalue({"read-only token": "ro_key", "read-write token": "rw_key"}[caller])
+        )
+
+    return client_for

@@ -106,7 +106,7 @@ def test_bulk_refuses_a_body_that_is_not_a_list_and_an_unknown_mode(api):
     assert api.post(BULK, {"network": "10.0.0.0/8"}).json() == {
         "detail": 'Send a JSON list of networks, e.g. [{"network": "10.1.0.0/16"}].'
     }
-    assert api.post(f"{BULK}?mode=merge", []).json() == {"mode": ["Use mode=add or mode=replace, not “merge”."]}
+    assert api.post(f"{BULK}?mode=merge", []).json() == {"detail": "Use mode=add or mode=replace, not “merge”."}
 
 
 def test_denied_networks_have_bulk_too(api):

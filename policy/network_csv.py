@@ -1,0 +1,95 @@
+"""CSV files of the network lists: read them for an import, write them for an export.
+
+The columns are the API's fields, so an exported file imports again and matches what
+`POST /api/v1/…/bulk/` takes. Rows are parsed by the API's serializers and then checked by
+`services.import_networks`, exactly like a bulk API request.
+"""
+
+import csv
+import io
+from dataclasses import dataclass
+
+from policy.api.serializers import DeniedNetworkSerializer, TrustedNetworkSerializer, parse_rows
+from policy.models import DeniedNetwork, TrustedNetwork
+
+
+class CsvError(ValueError):
+    """The file as a whole cannot be read; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class NetworkList:
+    name: str
+    title: str
+    model: type
+    serializer: type
+
+    @property
+    def columns(self) -> list[str]:
+        return [name for name, field in self.serializer().fields.items() if not field.read_only]
+
+
+LISTS = {
+    entry.name: entry
+    for entry in (
+        NetworkList("trusted", "Trusted networks", TrustedNetwork, TrustedNetworkSerializer),
+        NetworkList("denied", "Denied networks (NEVER list)", DeniedNetwork, DeniedNetworkSerializer),
+    )
+}
+
+
+@dataclass
+class ParsedFile:
+    rows: list  # parsed fields per data row, None where the row is bad
+    errors: dict  # data row number (from 1) -> field -> messages
+    lines: list[int]  # each data row's line in the file, for the messages
+
+    def line(self, row: int) -> int:
+        return self.lines[row - 1]
+
+
+def decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")  # spreadsheets put a byte order mark in front
+    except UnicodeDecodeError:
+        raise CsvError("The file is not UTF-8 text. In your spreadsheet, save it as “CSV UTF-8”.") from None
+
+
+def read(text: str, network_list: NetworkList) -> ParsedFile:
+    """Parse CSV text: a first line naming the columns, then one network per line."""
+    reader = csv.DictReader(io.StringIO(text))
+    columns = network_list.columns
+    header = [name.strip().lower() for name in reader.fieldnames or []]
+    if not header:
+        raise CsvError(f"The file is empty. Its first line names the columns: {', '.join(columns)}.")
+    for name in header:
+        if name not in columns:
+            raise CsvError(f"Unknown column “{name}” in the first line; the columns are {', '.join(columns)}.")
+    if "network" not in header:
+        raise CsvError("The first line must name the columns, including “network”; see an exported file.")
+    if len(set(header)) != len(header):
+        raise CsvError("A column is named twice in the first line; name each column once.")
+    reader.fieldnames = header
+    records, lines, shape_errors = [], [], {}
+    for number, record in enumerate(reader, 1):
+        lines.append(reader.line_num)
+        if record.pop(None, None):  # DictReader files surplus cells under None
+            shape_errors[number] = {"line": ["This line has more cells than the first line has columns."]}
+        # An empty cell means "the default", as a field left out of an API request does.
+        records.append({name: value.strip() for name, value in record.items() if value and value.strip()})
+    rows, errors = parse_rows(network_list.serializer, records)
+    for number, error in shape_errors.items():
+        rows[number - 1] = None
+        errors[number] = error
+    return ParsedFile(rows, errors, lines)
+
+
+def write(network_list: NetworkList, out) -> None:
+    """Write the list as CSV in the form `read` takes back."""
+    columns = network_list.columns
+    serializer = network_list.serializer()
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    for obj in network_list.model.objects.iterator(chunk_size=2000):
+        data = serializer.to_representation(obj)
+        writer.writerow(["" if data[name] is None else data[name] for name in columns])

@@ -1,0 +1,58 @@
+"""Schemathesis drives every operation of the OpenAPI schema: no 5xx, and answers match the schema."""
+
+import hypothesis
+import pytest
+import schemathesis
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.core.signals import request_finished, request_started
+from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
+from schemathesis.checks import not_a_server_error
+
+# Valid and invalid data, eight requests per operation, about 40 operations: 15 to 40 s. The
+# coverage phase (every boundary of every field) would take minutes on two cores, so it is off.
+EXAMPLES_PER_OPERATION = 8
+
+
+class FastPBKDF2Hasher(PBKDF2PasswordHasher):
+    """The SMTP password format with few iterations: generated accounts must not cost a second each."""
+
+    iterations = 1000
+
+
+@pytest.fixture
+def test_transaction_connection():
+    """Keep the database connection across WSGI requests, as Django's test client does.
+
+    Django closes "old" connections when a request starts and ends; inside the test's
+    transaction on PostgreSQL that would close the connection that holds it.
+    """
+    for signal in (request_started, request_finished):
+        signal.disconnect(close_old_connections)
+    yield
+    for signal in (request_started, request_finished):
+        signal.connect(close_old_connections)
+
+
+# Generating the schema needs no database, so it loads while pytest collects this module.
+schema = schemathesis.openapi.from_wsgi(
+    "/api/v1/schema/",
+    get_wsgi_application(),
+    config=schemathesis.Config.from_dict({"phases": {"coverage": {"enabled": False}}}),
+)
+
+
+@schema.parametrize()
+@hypothesis.settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
+@pytest.mark.django_db
+def test_api_conforms_to_its_schema(case, rw_key, settings, test_transaction_connection):
+    settings.PASSWORD_HASHERS = ["tests.api.test_schema.FastPBKDF2Hasher"]
+    case.call_and_validate(
+        headers={"Authorization": f"Token {rw_key}"},
+        checks=[not_a_server_error, schemathesis.checks.response_schema_conformance],
+    )

@@ -1,0 +1,131 @@
+"""Token authentication, the create_api_token command and the API tokens page."""
+
+import io
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from policy.models import ApiToken, AuditEntry
+from tests.api.conftest import issue_token, token_client
+from tests.conftest import make_user
+
+pytestmark = pytest.mark.django_db
+
+TRUSTED = reverse("api:trustednetwork-list")
+TOKENS = reverse("policy:api-tokens")
+
+
+def test_only_the_digest_of_the_key_is_stored(editor):
+    key = issue_token(editor)
+    token = ApiToken.objects.get()
+    prefix, secret = key.split(".")
+    assert token.prefix == prefix
+    assert secret not in token.digest
+    assert token.digest == ApiToken.hash_secret(secret)
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("Token nope.nope", "Invalid token: it does not exist or was revoked."),
+        ("Token", "Send the header as “Authorization: Token <key>”, one key."),
+        ("Token a b", "Send the header as “Authorization: Token <key>”, one key."),
+    ],
+)
+def test_bad_tokens_get_401_with_a_reason(client, header, message):
+    response = client.get(TRUSTED, HTTP_AUTHORIZATION=header)
+    assert response.status_code == 401
+    assert response.json() == {"detail": message}
+    assert response["WWW-Authenticate"] == "Token"
+
+
+def test_a_wrong_secret_with_a_real_prefix_is_refused(editor):
+    prefix = issue_token(editor).split(".")[0]
+    assert token_client(f"{prefix}.guessed").get(TRUSTED).status_code == 401
+
+
+def test_expired_token_is_refused(editor):
+    key = issue_token(editor, expires_at=timezone.now() - timedelta(minutes=1))
+    response = token_client(key).get(TRUSTED)
+    assert response.status_code == 401
+    assert "expired" in response.json()["detail"]
+
+
+def test_deactivated_users_token_is_refused(editor):
+    key = issue_token(editor)
+    editor.is_active = False
+    editor.save()
+    assert token_client(key).get(TRUSTED).status_code == 401
+
+
+def test_use_is_recorded_without_an_audit_entry(editor):
+    key = issue_token(editor)
+    count = AuditEntry.objects.count()
+    token_client(key).get(TRUSTED)
+    assert ApiToken.objects.get().last_used_at is not None
+    assert AuditEntry.objects.count() == count
+
+
+def test_command_prints_the_key_once_and_it_works(editor):
+    out = io.StringIO()
+    call_command("create_api_token", "erin", "--read-only", "--expires", "30", "--name", "ci", stdout=out)
+    key = out.getvalue().strip().splitlines()[-1]
+    token = ApiToken.objects.get(name="ci")
+    assert token.read_only
+    assert timedelta(days=29) < token.expires_at - timezone.now() <= timedelta(days=30)
+    assert token_client(key).get(TRUSTED).status_code == 200
+    entry = AuditEntry.objects.get(object_type="API token")
+    assert (entry.action, entry.actor_name, entry.source) == ("create", "system: create_api_token", "cli")
+    assert key.split(".")[1] not in str(entry.after)
+
+
+def test_command_refuses_unknown_users_and_duplicate_names(editor):
+    with pytest.raises(CommandError, match="No user “ghost”"):
+        call_command("create_api_token", "ghost")
+    call_command("create_api_token", "erin", "--name", "ci", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="already has a token with this name"):
+        call_command("create_api_token", "erin", "--name", "ci")
+
+
+def test_page_shows_a_new_key_once_and_not_again(editor_client):
+    response = editor_client.post(TOKENS, {"name": "ansible", "expires_in_days": "7"})
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+    key = response.context["new_key"]
+    assert key in response.content.decode()
+    assert key not in editor_client.get(TOKENS).content.decode()
+    assert token_client(key).post(TRUSTED, {"network": "10.0.0.0/8"}).status_code == 201
+
+
+def test_viewers_tokens_are_read_only(viewer_client):
+    viewer_client.post(TOKENS, {"name": "monitoring"})
+    assert ApiToken.objects.get().read_only
+
+
+def test_duplicate_name_is_refused_on_the_page(editor_client, editor):
+    issue_token(editor, name="ansible")
+    response = editor_client.post(TOKENS, {"name": "ansible"})
+    assert response.status_code == 400
+    assert "already has a token with this name" in response.content.decode()
+
+
+def test_users_see_and_revoke_only_their_own_tokens(editor_client, editor, viewer, superuser, client):
+    issue_token(editor, name="mine")
+    key = issue_token(viewer, name="theirs")
+    theirs = ApiToken.objects.get(name="theirs")
+    page = editor_client.get(TOKENS).content.decode()
+    assert "mine" in page and "theirs" not in page
+    assert editor_client.post(reverse("policy:api-token-revoke", args=[theirs.pk])).status_code == 404
+    client.force_login(superuser)
+    assert "theirs" in client.get(TOKENS).content.decode()
+    client.post(reverse("policy:api-token-revoke", args=[theirs.pk]))
+    assert token_client(key).get(TRUSTED).status_code == 401
+    assert AuditEntry.objects.filter(object_type="API token", action="delete").exists()
+
+
+def test_users_without_a_role_get_403(client):
+    client.force_login(make_user("norole"))
+    assert client.get(TOKENS).status_code == 403
