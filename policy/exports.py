@@ -1,6 +1,5 @@
 """Downloads of the published policy: relayd's snapshot, and Postfix/Exim bundles. Each is audited."""
 
-import json
 from dataclasses import dataclass
 
 from policy import audit
@@ -34,7 +33,7 @@ def export(fmt: str, revision: PolicyRevision | None = None) -> Download:
             f"relayd-policy-serial{revision.serial}.json", "application/json", revision.snapshot.encode(), revision
         )
     else:
-        name, data = bundle(fmt, json.loads(revision.snapshot))
+        name, data = bundle(fmt, revision.snapshot_data)
         download = Download(name, "application/gzip", data, revision)
     record_export(fmt, revision)
     return download

@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 
@@ -11,6 +12,7 @@ from django.contrib.auth.hashers import check_password, make_password
 from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.db import models
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 from policy import addresses
 from policy.domains import normalise_domain, normalise_route
@@ -347,6 +349,10 @@ class PolicyRevision(models.Model):
 
     def __str__(self):
         return f"revision {self.serial}"
+
+    @cached_property
+    def snapshot_data(self) -> dict:
+        return json.loads(self.snapshot)
 
 
 class AuditEntryQuerySet(models.QuerySet):

@@ -24,9 +24,9 @@ class RevisionListView(ViewerRequiredMixin, ListView):
 class RevisionDetailView(ViewerRequiredMixin, View):
     def get(self, request, serial):
         revision = get_object_or_404(PolicyRevision, serial=serial)
-        snapshot = json.loads(revision.snapshot)
+        snapshot = revision.snapshot_data
         previous = PolicyRevision.objects.filter(serial__lt=serial).order_by("-serial").first()
-        changes = snapshot_diff(json.loads(previous.snapshot), snapshot) if previous else None
+        changes = snapshot_diff(previous.snapshot_data, snapshot) if previous else None
         context = {
             "revision": revision,
             "previous": previous,
@@ -45,7 +45,7 @@ class RevisionDiffView(ViewerRequiredMixin, View):
             raise Http404("Choose two revisions to compare.") from None
         old = get_object_or_404(PolicyRevision, serial=old_serial)
         new = get_object_or_404(PolicyRevision, serial=new_serial)
-        changes = snapshot_diff(json.loads(old.snapshot), json.loads(new.snapshot))
+        changes = snapshot_diff(old.snapshot_data, new.snapshot_data)
         return render(request, "policy/revision_diff.html", {"old": old, "new": new, "changes": changes})
 
 

@@ -124,7 +124,7 @@ def record_revision(rolled_back_to: int | None = None) -> PolicyRevision | None:
     """
     latest = PolicyRevision.objects.order_by("-serial").first()
     snapshot = build_snapshot(serial=latest.serial + 1 if latest else 1)
-    if latest is not None and policy_content(json.loads(latest.snapshot)) == policy_content(snapshot):
+    if latest is not None and policy_content(latest.snapshot_data) == policy_content(snapshot):
         return None
     text = dumps(snapshot)
     context = audit.current_context()
@@ -200,6 +200,6 @@ def rollback_to(serial: int) -> PolicyRevision | None:
     target = PolicyRevision.objects.get(serial=serial)
     with policy_change():
         lock_policy()
-        restore_snapshot(json.loads(target.snapshot))
+        restore_snapshot(target.snapshot_data)
         _active.get().dirty = False  # recorded here, so that the caller gets the new revision
         return record_revision(rolled_back_to=serial)

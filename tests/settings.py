@@ -16,3 +16,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "django.con
 
 # Publishing in tests must not touch the developer's var/relayd/policy.json.
 RELAYD_POLICY_PATH = Path(tempfile.mkdtemp(prefix="relayadmin-test-")) / "relayd" / "policy.json"
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not shared-cache memory: concurrent writers then wait for SQLite's lock as in production.
+    DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.mkdtemp(prefix="relayadmin-test-db-")) / "test.sqlite3")}  # noqa: F405

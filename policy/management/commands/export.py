@@ -1,6 +1,5 @@
 """Write an export of the latest policy revision to a file or a directory."""
 
-import json
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -33,7 +32,7 @@ class Command(BaseCommand):
 
     def write_files(self, fmt, directory, force):
         revision = latest_revision()
-        files = render(fmt, json.loads(revision.snapshot))
+        files = render(fmt, revision.snapshot_data)
         edited = [name for name in files if (directory / name).exists() and not verify((directory / name).read_text())]
         if edited and not force:
             raise CommandError(
