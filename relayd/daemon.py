@@ -1,0 +1,92 @@
+"""Start and stop relayd's parts in order: spool, policy, spool writer, SMTP listeners, HTTP status, queue runner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from datetime import UTC, datetime
+
+from relayd.http import start_http
+from relayd.logs import kv
+from relayd.metrics import Metrics
+from relayd.policy_source import PolicySource
+from relayd.runner import Runner
+from relayd.server import Relay, format_address
+from relayd.settings import Settings
+from relayd.spool import Spool
+from relayd.spool_writer import SpoolWriter
+
+log = logging.getLogger("relayd")
+
+
+class Daemon:
+    """One relayd node: intake in this process, the spool writer and the queue runner in processes of their own."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.policy_source = PolicySource(settings.policy, self.metrics, settings.poll_interval)
+        self.spool: Spool | None = None
+        self.writer: SpoolWriter | None = None
+        self.relay: Relay | None = None
+        self.http: asyncio.Server | None = None
+        self.runner: Runner | None = None
+        self.started_at = datetime.now(UTC)
+        self._watch: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Open the spool, load the policy, and start listening and delivering."""
+        settings = self.settings
+        self.spool = Spool(settings.spool)
+        leftovers = self.spool.remove_leftovers()
+        if leftovers:
+            log.warning(kv(event="spool_cleanup", removed=leftovers, reason="files left in tmp/ by a crash"))
+        self.metrics.gauge_from("queue_size", self.spool.queue_size)
+        # Serving starts even without a valid policy: every recipient then gets 451 (fail closed).
+        await asyncio.to_thread(self.policy_source.load)
+        self._watch = asyncio.create_task(self.policy_source.watch())
+        self.writer = SpoolWriter(str(settings.spool), settings.fsync_threads)
+        self.relay = Relay(settings, self.policy_source, self.writer, self.metrics)
+        await self.relay.start()
+        if settings.metrics_listen != "off":
+            self.http = await start_http(settings.metrics_listen, self.metrics, self.status)
+        if settings.delivery:
+            self.runner = Runner(settings, self.metrics)
+            self.runner.start()
+        log.info(
+            kv(event="started", node=settings.node_name, pid=os.getpid(), serial=self.metrics.value("policy_serial"))
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, finish the sessions and deliveries in flight (bounded), and flush the spool."""
+        started = time.monotonic()
+        log.info(kv(event="stopping", sessions=len(self.relay.sessions) if self.relay else 0))
+        if self.relay:
+            await self.relay.stop(self.settings.shutdown_grace)
+        if self.http:
+            self.http.close()
+            await self.http.wait_closed()
+        if self.writer:
+            await self.writer.close()
+        if self.runner:
+            await self.runner.stop()
+        if self._watch:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        log.info(kv(event="stopped", seconds=round(time.monotonic() - started, 3)))
+
+    def status(self) -> dict:
+        """Return the status report: node, policy in force, listeners, queue and counters."""
+        return {
+            "node": self.settings.node_name,
+            "started_at": self.started_at.isoformat(),
+            "policy": self.policy_source.status(),
+            "listen": [format_address(address) for address in self.relay.addresses] if self.relay else [],
+            "sessions": len(self.relay.sessions) if self.relay else 0,
+            "queue_size": self.spool.queue_size() if self.spool else 0,
+            "counters": self.metrics.counters(),
+        }

@@ -1,0 +1,115 @@
+"""Count relayd's events and render them in the Prometheus text format (version 0.0.4).
+
+Any part of relayd increments a counter with metrics.inc("name", label="value"); it is
+exposed as relayd_name_total. Gauges are set with metrics.set() or computed at scrape time
+from a function registered with metrics.gauge_from().
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+PREFIX = "relayd_"
+
+# HELP texts of the known series; an unknown name still works and gets a generic text.
+HELP = {
+    "connections": "SMTP connections accepted by the listeners.",
+    "connections_refused": "SMTP connections refused before the greeting, by reason.",
+    "connections_active": "SMTP sessions in progress.",
+    "rcpt": "RCPT TO verdicts by verdict and deciding rule; relaying denied is verdict=refuse.",
+    "messages_accepted": "Messages spooled durably and answered 250.",
+    "messages_refused": "Messages refused after DATA, by reason.",
+    "auth": "AUTH attempts by result.",
+    "sessions_cut": "Sessions closed by a limit, by reason.",
+    "spool_errors": "Messages answered 451 because the spool could not store them.",
+    "queue_size": "Messages in the spool queue.",
+    "deliveries": "Delivery outcomes per recipient, by result.",
+    "bounces": "Delivery status notifications, by result.",
+    "delivery_quarantined": "Spool files the queue runner could not read and set aside.",
+    "policy_serial": "Serial of the policy snapshot being enforced; 0 when none is loaded.",
+    "policy_loaded_timestamp_seconds": "When the policy being enforced was loaded (Unix time).",
+    "policy_reload_failures": "Snapshots refused as unreadable or invalid.",
+}
+
+Labels = tuple[tuple[str, str], ...]
+
+
+class Metrics:
+    """A thread-safe set of counters and gauges."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters: dict[str, dict[Labels, float]] = {}
+        self._gauges: dict[str, dict[Labels, float]] = {}
+        self._computed: dict[str, Callable[[], float]] = {}
+
+    def inc(self, name: str, **labels: str) -> None:
+        """Add one to the counter name with these labels."""
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            series = self._counters.setdefault(name, {})
+            series[key] = series.get(key, 0) + 1
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        """Set the gauge name with these labels to value."""
+        with self._lock:
+            self._gauges.setdefault(name, {})[tuple(sorted(labels.items()))] = value
+
+    def gauge_from(self, name: str, read: Callable[[], float]) -> None:
+        """Compute the gauge name by calling read at each scrape."""
+        self._computed[name] = read
+
+    def value(self, name: str, **labels: str) -> float:
+        """Return the current value of a counter or gauge (0 if never touched)."""
+        if name in self._computed:
+            return self._computed[name]()
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            for table in (self._counters, self._gauges):
+                if key in table.get(name, {}):
+                    return table[name][key]
+        return 0
+
+    def counters(self) -> dict[str, float | dict[str, float]]:
+        """Return every counter: a number when it has no labels, else a mapping of "k=v,..." to numbers."""
+        with self._lock:
+            report: dict[str, float | dict[str, float]] = {}
+            for name, series in sorted(self._counters.items()):
+                if list(series) == [()]:
+                    report[name] = series[()]
+                else:
+                    report[name] = {
+                        ",".join(f"{k}={v}" for k, v in key): value for key, value in sorted(series.items())
+                    }
+            return report
+
+    def render(self) -> str:
+        """Return all series in the Prometheus text exposition format."""
+        computed = {name: {(): read()} for name, read in self._computed.items()}
+        lines: list[str] = []
+        with self._lock:
+            families = [(f"{PREFIX}{name}_total", "counter", name, series) for name, series in self._counters.items()]
+            gauges = {**self._gauges, **computed}
+            families += [(f"{PREFIX}{name}", "gauge", name, series) for name, series in gauges.items()]
+            for metric, kind, name, series in sorted(families):
+                lines.append(f"# HELP {metric} {HELP.get(name, f'relayd {name}.')}")
+                lines.append(f"# TYPE {metric} {kind}")
+                for key, value in sorted(series.items()):
+                    lines.append(f"{metric}{_labels(key)} {_number(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def _labels(key: Labels) -> str:
+    if not key:
+        return ""
+    escaped = (f'{name}="{_escape(value)}"' for name, value in key)
+    return "{" + ",".join(escaped) + "}"
+
+
+def _escape(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

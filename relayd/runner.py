@@ -1,0 +1,126 @@
+"""Run the queue runner (relayd/delivery.py) in a process of its own, and supervise it from relayd.
+
+A process of its own because delivery runs its SMTP sessions in threads, which would contend with
+intake's event loop for the GIL. The child (python -m relayd.runner SETTINGS_JSON) watches the
+policy file itself, for the routes of bounce recipients, and reports each counter increment as a
+JSON line on stdout ({"name": ..., "labels": {...}}), which relayd adds to the metrics it serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from typing import TextIO
+
+import uvloop
+
+from relayd import logs
+from relayd.children import spawn
+from relayd.delivery import DeliveryConfig, run_queue
+from relayd.logs import kv
+from relayd.metrics import Metrics
+from relayd.policy_source import PolicySource
+from relayd.settings import Settings, settings_from_json, settings_to_json
+from relayd.spool import Spool
+
+log = logging.getLogger("relayd.runner")
+
+RESTART_DELAY = 1.0
+
+
+class Runner:
+    """relayd's side: start the queue runner process, count what it reports, restart it if it dies."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._process: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        """Start the queue runner and keep it running until stop()."""
+        self._supervisor = asyncio.create_task(self._supervise())
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            self._process = await spawn(
+                "relayd.runner", settings_to_json(self.settings), stdout=asyncio.subprocess.PIPE
+            )
+            while line := await self._process.stdout.readline():
+                increment = json.loads(line)
+                self.metrics.inc(increment["name"], **increment["labels"])
+            status = await self._process.wait()
+            if not self._stopping:
+                log.error(kv(event="runner_exited", status=status, action=f"restarting in {RESTART_DELAY:g} s"))
+                await asyncio.sleep(RESTART_DELAY)
+
+    async def stop(self) -> None:
+        """Ask the queue runner to finish the deliveries in flight (up to shutdown_grace), then wait for it."""
+        self._stopping = True
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), self.settings.shutdown_grace + 5)
+            except TimeoutError:
+                process.kill()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+
+
+class ForwardedMetrics:
+    """The child's side of the metrics: each increment goes to relayd as a JSON line."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def inc(self, name: str, **labels: str) -> None:
+        """Add one to the counter name with these labels, in relayd's metrics."""
+        self.stream.write(json.dumps({"name": name, "labels": labels}) + "\n")
+        self.stream.flush()
+
+
+def delivery_config(settings: Settings, policy_source: PolicySource) -> DeliveryConfig:
+    """Return the queue runner's settings."""
+    return DeliveryConfig(
+        smarthost=settings.smarthost,
+        route_of=policy_source.route_of,
+        helo_name=settings.hostname,
+        retry_initial=settings.retry_initial,
+        retry_factor=settings.retry_factor,
+        retry_max=settings.retry_max,
+        queue_lifetime=settings.queue_lifetime,
+        concurrency=settings.delivery_concurrency,
+        timeout=settings.delivery_timeout,
+        shutdown_grace=settings.shutdown_grace,
+    )
+
+
+async def _run(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # Ctrl-C reaches the whole process group; relayd decides when the runner stops, with SIGTERM.
+    loop.add_signal_handler(signal.SIGINT, lambda: None)
+    policy_source = PolicySource(settings.policy, Metrics(), settings.poll_interval)
+    await asyncio.to_thread(policy_source.load)
+    watch = asyncio.create_task(policy_source.watch())
+    spool = Spool(settings.spool, settings.fsync_threads)
+    try:
+        await run_queue(spool, delivery_config(settings, policy_source), ForwardedMetrics(sys.stdout), stop)
+    finally:
+        watch.cancel()
+        spool.close()
+
+
+if __name__ == "__main__":
+    settings = settings_from_json(sys.argv[1])
+    logs.configure(settings.log_level)
+    uvloop.run(_run(settings))

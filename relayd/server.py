@@ -1,0 +1,103 @@
+"""Listen for SMTP and share what every session needs: policy, spool, limits, TLS, metrics; drain on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+
+from relayd.limits import AuthThrottle, ConnectionLimiter, GreetPasses
+from relayd.logs import kv
+from relayd.metrics import Metrics
+from relayd.policy_source import PolicySource
+from relayd.session import RelaySession
+from relayd.settings import Settings, parse_listen
+from relayd.spool_writer import SpoolWriter
+
+log = logging.getLogger("relayd.server")
+
+
+class Relay:
+    """The SMTP side of relayd: its listeners and the state its sessions share."""
+
+    def __init__(self, settings: Settings, policy_source: PolicySource, spool: SpoolWriter, metrics: Metrics) -> None:
+        self.settings = settings
+        self.policy_source = policy_source
+        self.spool = spool
+        self.metrics = metrics
+        self.tls_context = _tls_context(settings)
+        self.connections = ConnectionLimiter(settings.max_connections_per_ip)
+        self.auth_throttle = AuthThrottle(
+            settings.auth_slow_after, settings.auth_refuse_after, settings.auth_delay, settings.auth_window
+        )
+        self.greet_passes = GreetPasses(settings.greet_pass_ttl)
+        self.sessions: set[RelaySession] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._servers: list[asyncio.Server] = []
+        metrics.gauge_from("connections_active", lambda: len(self.sessions))
+
+    async def start(self) -> None:
+        """Open every listen address."""
+        self.loop = asyncio.get_running_loop()
+        for address in self.settings.listen:
+            server = await self.loop.create_server(
+                lambda: RelaySession(self), sock=open_listener(address), backlog=1024
+            )
+            self._servers.append(server)
+            log.info(kv(event="listening", address=address, bound=format_address(server.sockets[0].getsockname())))
+
+    @property
+    def addresses(self) -> list[tuple]:
+        """Return the socket address of each listener (useful when a port was 0)."""
+        return [server.sockets[0].getsockname() for server in self._servers]
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, let sessions finish the transaction they are in for up to grace seconds, then close them."""
+        for server in self._servers:
+            server.close()
+        deadline = self.loop.time() + grace
+        while self.sessions:
+            late = self.loop.time() >= deadline
+            for session in list(self.sessions):
+                if late or session.idle:
+                    session.say_goodbye("421 4.3.2 Service shutting down, try again later")
+            if late:
+                break
+            await asyncio.sleep(0.05)
+        for server in self._servers:
+            await server.wait_closed()
+
+
+def open_listener(address: str) -> socket.socket:
+    """Return a listening socket for IP:PORT; an IPv6 wildcard or IPv4-mapped address also accepts IPv4."""
+    host, port = parse_listen(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # Dual-stack for [::] (and [::ffff:a.b.c.d]): IPv4 clients then appear IPv4-mapped,
+            # which the decision function normalises. A specific IPv6 address stays IPv6-only.
+            dual = host == "::" or host.lower().startswith("::ffff:")
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def format_address(sockname: tuple) -> str:
+    """Return a socket address as IP:PORT or [IPv6]:PORT."""
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context

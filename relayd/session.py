@@ -1,0 +1,648 @@
+"""Run one SMTP session: aiosmtpd's protocol with relayd's gate, limits, relay decision, DATA checks and spool.
+
+aiosmtpd provides the command loop, EHLO, MAIL, STARTTLS, AUTH framing and RSET. relayd replaces:
+- the start of the session: the per-client connection limit and the early-talker test;
+- RCPT, to hand the path exactly as the client wrote it to relayd.decision (aiosmtpd's parser
+  drops source routes and rejects user@remote@local, hiding the routing attempt), and to log
+  one line per verdict;
+- DATA, to refuse bare CR or LF (SMTP smuggling), enforce SIZE with enhanced codes, add the
+  Received header and spool durably before the 250;
+- AUTH PLAIN and LOGIN, to check the snapshot's password hashes in a thread, throttled per client;
+- the timeouts, which answer 421 instead of closing silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import functools
+import logging
+import re
+import secrets
+import time
+from base64 import b64decode
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from types import MethodType
+from typing import TYPE_CHECKING
+
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, _AuthMechAttr, login_always_fail
+
+from relayd.decision import decide, parse_recipient
+from relayd.limits import client_key
+from relayd.logs import kv
+from relayd.matcher import parse_address
+from relayd.passwords import parse_password_hash, verify_password
+from relayd.spool import new_id
+
+if TYPE_CHECKING:
+    from relayd.config import CompiledPolicy
+    from relayd.server import Relay
+
+log = logging.getLogger("relayd.session")
+
+# An angle-bracketed path, allowing ">" inside a quoted local part.
+_ANGLE_PATH = re.compile(r'<(?:"(?:[^"\\]|\\.)*"|[^">])*>')
+# Characters a Received header may carry from client-supplied text.
+_UNPRINTABLE = re.compile(r"[^!-~]")
+# Commands that move no mail; past junk_command_limit of them a session is cut (NOOP floods).
+_JUNK = ("NOOP", "RSET", "VRFY", "EXPN", "HELP", "EHLO", "HELO")
+# Compared against when the user name is unknown, so that the reply takes as long as for a known one.
+_DECOY_DIGEST = "A" * 43 + "="
+_DJANGO_DEFAULT_ITERATIONS = 1_000_000
+
+
+class RelayEnvelope(Envelope):
+    """aiosmtpd's envelope plus each accepted recipient's route, as the spool stores it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rcpts: list[dict] = []
+
+
+class RelaySession(SMTP):
+    """One SMTP connection to relayd."""
+
+    ident = "ESMTP relayd"
+
+    def __init__(self, relay: Relay) -> None:
+        """Set up the protocol the way aiosmtpd's SMTP.__init__ does, without its per-connection introspection.
+
+        SMTP.__init__ (aiosmtpd 1.4.6, pinned) rebuilds its command and AUTH tables with
+        inspect.getmembers() for every connection: about 1 ms, which alone would hold intake
+        below Postfix's rate. The tables are the same for every session, so they are built from
+        fixed names here; tests/relayd/test_session_init.py checks that nothing is missed.
+        """
+        loop = relay.loop
+        asyncio.StreamReaderProtocol.__init__(
+            self,
+            asyncio.StreamReader(limit=self.line_length_limit, loop=loop),
+            client_connected_cb=self._cb_client_connected,
+            loop=loop,
+        )
+        settings = relay.settings
+        self.__ident__ = self.ident
+        self.loop = loop
+        self.event_handler = None
+        self.data_size_limit = None  # SIZE is advertised and enforced by relayd, with enhanced codes
+        self.enable_SMTPUTF8 = False
+        self._decode_data = False
+        self.hostname = settings.hostname
+        self.tls_context = relay.tls_context
+        self.require_starttls = False
+        self._timeout_duration = settings.command_timeout
+        self._timeout_handle = None
+        self._tls_handshake_okay = True
+        self._tls_protocol = None
+        self._original_transport = None
+        self.session = None
+        self.envelope = None
+        self.transport = None
+        self._handler_coroutine = None
+        self._auth_require_tls = True
+        self._proxy_timeout = None
+        self._authenticator = None
+        self._auth_callback = login_always_fail
+        self._auth_required = False
+        self._auth_methods = {name: _AuthMechAttr(getattr(self, f"auth_{name}"), True) for name in ("LOGIN", "PLAIN")}
+        self._handle_hooks = {"EHLO": type(self).on_ehlo}
+        self._ehlo_hook_ver = "new"
+        self._smtp_methods = _Commands(self)
+        self._enforce_call_limit = False
+
+        self.relay = relay
+        self.id = secrets.token_hex(5)
+        self.client = ""  # the client's address, IPv4-mapped shown as IPv4
+        self.client_key = ""
+        self.local_ip = ""
+        self.in_transaction = False  # between DATA and its reply, when shutdown must wait
+        self._greeted = False
+        self._spoke_early = asyncio.Event()
+        self._junk_commands = 0
+        self._lifetime_handle: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+
+    def _create_envelope(self) -> RelayEnvelope:
+        return RelayEnvelope()
+
+    @property
+    def auth_user(self) -> str | None:
+        """Return the name the client authenticated as, or None."""
+        return self.session.auth_data if self.session and self.session.authenticated else None
+
+    @property
+    def idle(self) -> bool:
+        """Return whether the session is between mail transactions, so a shutdown may close it now."""
+        return not self.in_transaction and (self.envelope is None or self.envelope.mail_from is None)
+
+    # The start of the session.
+
+    def data_received(self, data: bytes) -> None:
+        if not self._greeted:
+            self._spoke_early.set()
+        super().data_received(data)
+
+    async def _handle_client(self) -> None:
+        relay = self.relay
+        address = parse_address(self.session.peer[0])
+        self.client = str(address)
+        self.client_key = client_key(address)
+        self.local_ip = self.transport.get_extra_info("sockname")[0]
+        relay.metrics.inc("connections")
+        if not relay.connections.acquire(self.client_key):
+            self._log_cut("too_many_connections", refused=True)
+            await self.push("421 4.7.0 Too many connections from your address, try again later")
+            self.transport.close()
+            return
+        relay.sessions.add(self)
+        try:
+            if await self._spoke_before_greeting():
+                self._log_cut("early_talker", refused=True)
+                await self.push("554 5.5.1 Protocol error: command sent before the greeting")
+                self.transport.close()
+                return
+            self._lifetime_handle = self.loop.call_later(relay.settings.session_timeout, self._end_lifetime)
+            await super()._handle_client()
+        finally:
+            relay.sessions.discard(self)
+            relay.connections.release(self.client_key)
+            if self._lifetime_handle:
+                self._lifetime_handle.cancel()
+
+    async def _spoke_before_greeting(self) -> bool:
+        """Wait greet_delay before the greeting and return whether the client sent anything meanwhile.
+
+        A real MTA waits for the greeting; spamware often does not. Clients in a trusted network
+        and clients that passed recently skip the wait, as with Postfix's postscreen.
+        """
+        relay = self.relay
+        delay = relay.settings.greet_delay
+        if delay > 0 and not self._spoke_early.is_set() and not self._greet_exempt():
+            try:
+                await asyncio.wait_for(self._spoke_early.wait(), delay)
+            except TimeoutError:
+                relay.greet_passes.remember(self.client_key)
+        self._greeted = True
+        return self._spoke_early.is_set()
+
+    def _greet_exempt(self) -> bool:
+        if self.relay.greet_passes.passed(self.client_key):
+            return True
+        policy = self.relay.policy_source.policy
+        return policy is not None and policy.trusted.lookup(parse_address(self.client), datetime.now(UTC)) is not None
+
+    # Limits that end the session.
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # aiosmtpd replaces a TimerHandle on every command, and relayd would on every DATA line;
+        # moving a deadline that one long-lived timer checks costs an attribute store instead.
+        self._deadline = self.loop.time() + (duration or self._timeout_duration)
+        if self._timeout_handle is None:
+            self._timeout_handle = self.loop.call_at(self._deadline, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        if self.loop.time() >= self._deadline:
+            self._timeout_cb()
+        else:
+            self._timeout_handle = self.loop.call_at(self._deadline, self._check_deadline)
+
+    def _timeout_cb(self) -> None:
+        self._log_cut("command_timeout")
+        self.say_goodbye("421 4.4.2 Timeout exceeded, closing connection")
+
+    def _end_lifetime(self) -> None:
+        self._log_cut("session_lifetime")
+        self.say_goodbye("421 4.4.2 Session time limit exceeded, closing connection")
+
+    def say_goodbye(self, reply: str) -> None:
+        """Send a final reply out of turn and close the connection."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(reply.encode() + b"\r\n")
+            self.transport.close()
+
+    async def _junk(self) -> bool:
+        """Count a command that moves no mail; past the limit, answer 421, close, and return True."""
+        self._junk_commands += 1
+        if self._junk_commands <= self.relay.settings.junk_command_limit:
+            return False
+        self._log_cut("junk_commands")
+        await self.push("421 4.7.0 Too many commands without mail, closing connection")
+        self.transport.close()
+        return True
+
+    async def smtp_NOOP(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_NOOP(arg)
+
+    async def smtp_RSET(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_RSET(arg)
+
+    async def smtp_VRFY(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_VRFY(arg)
+
+    async def smtp_EXPN(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_EXPN(arg)
+
+    async def smtp_HELP(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_HELP(arg)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if not await self._junk():
+            await super().smtp_EHLO(hostname)
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        if not await self._junk():
+            await super().smtp_HELO(hostname)
+
+    def _log_cut(self, reason: str, refused: bool = False) -> None:
+        self.relay.metrics.inc("connections_refused" if refused else "sessions_cut", reason=reason)
+        log.warning(
+            kv(
+                event="connection_refused" if refused else "session_cut",
+                session=self.id,
+                client=self.client,
+                reason=reason,
+            )
+        )
+
+    # EHLO and MAIL.
+
+    async def on_ehlo(self, session, envelope, hostname: str, responses: list[str]) -> list[str]:
+        """Add SIZE to aiosmtpd's EHLO reply (called as a handler hook: hook(protocol, session, ...))."""
+        session.host_name = hostname
+        responses.insert(1, f"250-SIZE {self.relay.settings.max_message_size}")
+        # One write for the whole multi-line reply rather than one per line.
+        return ["\r\n".join(responses)]
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        # Not aiosmtpd's: its address parser (email._header_value_parser) cost more than the
+        # rest of a transaction, and SIZE refusals need their enhanced code.
+        if await self.check_helo_needed():
+            return
+        if self.envelope.mail_from is not None:
+            await self.push("503 5.5.1 Error: nested MAIL command")
+            return
+        split = _split_path(arg, "FROM:")
+        if split is None or (split[1] and not self.session.extended_smtp):
+            await self.push("501 5.5.4 Syntax: MAIL FROM:<address>")
+            return
+        path, params = split
+        sender = _mailbox(path)
+        if sender and not _valid_sender(sender):
+            await self.push("553 5.1.7 Bad sender address syntax")
+            return
+        for param in params:
+            name, _, value = param.upper().partition("=")
+            if name == "SIZE" and value.isdigit():
+                if int(value) > self.relay.settings.max_message_size:
+                    await self.push("552 5.3.4 Message size exceeds fixed maximum message size")
+                    return
+            elif not (name == "BODY" and value in ("7BIT", "8BITMIME")):
+                await self.push("555 5.5.4 MAIL FROM parameters not recognized or not implemented")
+                return
+        # The null sender <> is stored as "", as the spool format wants.
+        self.envelope.mail_from = sender
+        self.envelope.mail_options.extend(params)
+        await self.push("250 2.1.0 Ok")
+
+    # RCPT: the relay decision.
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if await self.check_helo_needed():
+            return
+        envelope = self.envelope
+        if envelope.mail_from is None:
+            await self.push("503 5.5.1 Error: need MAIL command")
+            return
+        split = _split_path(arg, "TO:")
+        if split is None:
+            await self.push("501 5.5.4 Syntax: RCPT TO:<address>")
+            return
+        path, params = split
+        if params:
+            await self.push("555 5.5.4 RCPT TO parameters not recognized or not implemented")
+            return
+        if len(envelope.rcpts) >= self.relay.settings.max_recipients:
+            self._log_verdict(
+                path, "defer", 452, "recipient_limit", f"more than {len(envelope.rcpts)} recipients", None
+            )
+            await self.push("452 4.5.3 Error: too many recipients")
+            return
+        policy = self.relay.policy_source.policy
+        verdict = decide(policy, self.client, self.local_ip, self.auth_user, path)
+        outcome = "accept" if verdict.allowed else "defer" if verdict.code < 500 else "refuse"
+        self._log_verdict(path, outcome, verdict.code, verdict.rule, verdict.detail, policy)
+        if verdict.allowed:
+            envelope.rcpt_tos.append(path)
+            envelope.rcpts.append({"address": _mailbox(path), "route": verdict.route})
+        await self.push(verdict.reply)
+
+    def _log_verdict(
+        self, path: str, outcome: str, code: int, rule: str, detail: str, policy: CompiledPolicy | None
+    ) -> None:
+        self.relay.metrics.inc("rcpt", verdict=outcome, rule=rule)
+        log.info(
+            kv(
+                event="rcpt",
+                session=self.id,
+                client=self.client,
+                helo=self.session.host_name,
+                auth_user=self.auth_user,
+                sender=f"<{self.envelope.mail_from}>",
+                recipient=path,
+                verdict=outcome,
+                code=code,
+                rule=rule,
+                serial=policy.serial if policy else None,
+                detail=detail,
+            )
+        )
+
+    # DATA: smuggling checks, Received header, durable spool.
+
+    async def smtp_DATA(self, arg: str | None) -> None:
+        if await self.check_helo_needed():
+            return
+        if not self.envelope.rcpts:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self.in_transaction = True
+        try:
+            lines, problem = await self._read_data()
+            reply = await self._refuse_data(problem) if problem else await self._queue(lines)
+            self._set_post_data_state()
+            await self.push(reply)
+        finally:
+            self.in_transaction = False
+
+    async def _read_data(self) -> tuple[list[bytes], str | None]:
+        """Read the message up to the lone dot; return its lines (dot-stuffing removed) or the first problem."""
+        reader = self._reader
+        limit = self.relay.settings.max_message_size
+        lines: list[bytes] = [b""]  # the Received header goes first
+        size = 0
+        problem = None
+        at_line_start = True
+        while True:
+            try:
+                line = await reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as exc:
+                # More than 1000 octets without CRLF: drop what is buffered and read on to the end.
+                await reader.read(exc.consumed)
+                problem = problem or "line_too_long"
+                at_line_start = False
+                continue
+            self._reset_timeout()  # the client is making progress
+            starts_line, at_line_start = at_line_start, True
+            if starts_line and line == b".\r\n":
+                return lines, problem
+            if problem or not starts_line:
+                continue
+            size += len(line)
+            if size > limit:
+                problem = "too_big"
+            elif line.count(b"\n") > 1 or line.count(b"\r") > 1:
+                # A bare CR or LF is how end-of-data is smuggled past a lenient next hop
+                # ("\n.\n", "\r.\r", "\n.\r\n" ...): refuse the whole message rather than pass it on.
+                problem = "bare_cr_or_lf"
+            elif line[0] == 0x2E:
+                lines.append(line[1:])
+            else:
+                lines.append(line)
+            if problem:
+                lines.clear()
+
+    async def _refuse_data(self, problem: str) -> str:
+        self.relay.metrics.inc("messages_refused", reason=problem)
+        log.warning(
+            kv(
+                event="message_refused",
+                session=self.id,
+                client=self.client,
+                sender=f"<{self.envelope.mail_from}>",
+                reason=problem,
+            )
+        )
+        if problem == "too_big":
+            return "552 5.3.4 Message size exceeds fixed maximum message size"
+        if problem == "bare_cr_or_lf":
+            return "550 5.6.11 Message contains bare CR or LF, which cannot be sent via DATA"
+        return "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"
+
+    async def _queue(self, lines: list[bytes]) -> str:
+        """Spool the message with its Received header; return the reply: 250 only once it is on disk."""
+        relay = self.relay
+        envelope = self.envelope
+        policy = relay.policy_source.policy
+        message_id = new_id()
+        lines[0] = self._received_header(message_id)
+        message = b"".join(lines)
+        record = {
+            "id": message_id,
+            "client": self.client,
+            "helo": self.session.host_name,
+            "auth_user": self.auth_user,
+            "mail_from": envelope.mail_from,
+            "rcpts": envelope.rcpts,
+            "policy_serial": policy.serial if policy else None,
+        }
+        try:
+            await relay.spool.store(record, message)
+        except OSError as exc:
+            relay.metrics.inc("spool_errors")
+            log.error(kv(event="spool_error", session=self.id, id=message_id, client=self.client, error=exc))
+            return "451 4.3.0 Local problem storing the message, try again later"
+        relay.metrics.inc("messages_accepted")
+        log.info(
+            kv(
+                event="queued",
+                session=self.id,
+                id=message_id,
+                client=self.client,
+                auth_user=self.auth_user,
+                sender=f"<{envelope.mail_from}>",
+                rcpts=len(envelope.rcpts),
+                size=len(message),
+            )
+        )
+        return f"250 2.0.0 Ok: queued as {message_id}"
+
+    def _received_header(self, message_id: str) -> bytes:
+        session = self.session
+        helo = _UNPRINTABLE.sub("?", session.host_name or "unknown")[:255]
+        literal = f"[IPv6:{self.client}]" if ":" in self.client else f"[{self.client}]"
+        protocol = "ESMTP" if session.extended_smtp else "SMTP"
+        protocol += ("S" if session.ssl is not None else "") + ("A" if self.auth_user else "")
+        rcpts = self.envelope.rcpts
+        # Only a single recipient is named, as Postfix does: the header must not disclose Bcc lists.
+        for_clause = f"\r\n\tfor <{rcpts[0]['address']}>" if len(rcpts) == 1 else ""
+        date = _rfc5322_date(int(time.time()))
+        return (
+            f"Received: from {helo} ({literal})\r\n\tby {self.hostname} (relayd) with {protocol} id {message_id}"
+            f"{for_clause};\r\n\t{date}\r\n"
+        ).encode()
+
+    # AUTH PLAIN and LOGIN (aiosmtpd has already refused AUTH before STARTTLS with 538 5.7.11).
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        if self._tls_protocol and self.relay.auth_throttle.refused(self.client_key):
+            await self._refuse_auth()
+            return
+        await super().smtp_AUTH(arg)
+
+    async def auth_PLAIN(self, _, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            response = await self.challenge_auth("")
+            if response is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            response = await self._decode_base64(args[1])
+            if response is None:
+                return AuthResult(success=False, handled=True)
+        parts = response.split(b"\x00")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        return await self._check_password(parts[1], parts[2])
+
+    async def auth_LOGIN(self, _, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await self.challenge_auth("Username:")
+        else:
+            login = await self._decode_base64(args[1])
+        if login is MISSING or login is None:
+            return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth("Password:")
+        if password is MISSING:
+            return AuthResult(success=False, handled=True)
+        return await self._check_password(login, password)
+
+    async def _decode_base64(self, text: str) -> bytes | None:
+        try:
+            return b64decode(text, validate=True)
+        except binascii.Error:
+            await self.push("501 5.5.2 Can't decode base64")
+            return None
+
+    async def _check_password(self, login: bytes, password: bytes) -> AuthResult:
+        """Verify the credentials against the policy's smtp_users in a thread; tarpit and count failures."""
+        relay = self.relay
+        policy = relay.policy_source.policy
+        username = login.decode("utf-8", "replace")
+        user = policy.users.get(username) if policy else None
+        matches = False
+        if policy is not None:
+            reference = user.password_hash if user else _decoy_hash(policy)
+            # PBKDF2 with a million iterations takes most of a second: never on the event loop.
+            matches = await self.loop.run_in_executor(
+                None, verify_password, password.decode("utf-8", "replace"), reference
+            )
+        if user is not None and matches:
+            relay.metrics.inc("auth", result="success")
+            log.info(kv(event="auth", session=self.id, client=self.client, user=username, result="success"))
+            return AuthResult(success=True, auth_data=username)
+        throttle = relay.auth_throttle
+        delay = throttle.fail(self.client_key)
+        relay.metrics.inc("auth", result="failure")
+        log.warning(
+            kv(
+                event="auth",
+                session=self.id,
+                client=self.client,
+                user=username,
+                result="failure",
+                failures=throttle.failures(self.client_key),
+                delay=delay,
+            )
+        )
+        await asyncio.sleep(delay)
+        if throttle.refused(self.client_key):
+            await self._refuse_auth()
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False, handled=False, message="535 5.7.8 Authentication credentials invalid")
+
+    async def _refuse_auth(self) -> None:
+        self._log_cut("auth_failures")
+        await self.push("421 4.7.0 Too many authentication failures, try again later")
+        self.transport.close()
+
+    async def handle_exception(self, error: Exception) -> str:
+        # aiosmtpd's default reply names the exception; a client must never see internals.
+        log.error(
+            kv(event="session_error", session=self.id, client=self.client, error=type(error).__name__), exc_info=error
+        )
+        return "451 4.3.0 Local error in processing, try again later"
+
+
+_COMMANDS = {name[5:]: getattr(RelaySession, name) for name in dir(RelaySession) if name.startswith("smtp_")}
+
+
+class _Commands:
+    """The smtp_* methods of one session, bound when looked up: aiosmtpd's table, without building it per connection."""
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: RelaySession) -> None:
+        self._session = session
+
+    def get(self, name: str) -> Callable | None:
+        function = _COMMANDS.get(name)
+        return None if function is None else MethodType(function, self._session)
+
+    def items(self) -> list[tuple[str, Callable]]:
+        return [(name, MethodType(function, self._session)) for name, function in _COMMANDS.items()]
+
+
+def _valid_sender(address: str) -> bool:
+    """Return whether a reverse-path mailbox is syntactically valid (RFC 5321 4.1.2)."""
+    try:
+        return parse_recipient(address).domain is not None
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def _rfc5322_date(second: int) -> str:
+    """Return a Unix time as an RFC 5322 date; cached, as every message in the same second shares it."""
+    return format_datetime(datetime.fromtimestamp(second, UTC))
+
+
+def _split_path(arg: str | None, keyword: str) -> tuple[str, list[str]] | None:
+    """Split "TO:<path> params" into the path as written and the parameters; None if malformed."""
+    if arg is None or arg[: len(keyword)].upper() != keyword:
+        return None
+    rest = arg[len(keyword) :].lstrip()
+    match = _ANGLE_PATH.match(rest)
+    if match:
+        path, params = match[0], rest[match.end() :]
+        if params and not params[0].isspace():
+            return None
+    else:
+        # Without brackets (not RFC 5321, but common): the path ends at the first space.
+        path, _, params = rest.partition(" ")
+    return (path, params.split()) if path else None
+
+
+def _mailbox(path: str) -> str:
+    """Return the address to deliver to: the path without brackets or a source route (RFC 5321 C)."""
+    if path.startswith("<") and path.endswith(">"):
+        path = path[1:-1]
+    if path.startswith("@"):
+        path = path.partition(":")[2]
+    return path
+
+
+def _decoy_hash(policy: CompiledPolicy) -> str:
+    """Return a hash no password matches, as costly to check as the policy's real ones."""
+    first = next(iter(policy.users.values()), None)
+    iterations = parse_password_hash(first.password_hash)[0] if first else _DJANGO_DEFAULT_ITERATIONS
+    return f"pbkdf2_sha256${iterations}$relayd-decoy${_DECOY_DIGEST}"

@@ -1,0 +1,141 @@
+"""Every relayd option in one place: its name, default, type and help, for the CLI, config file and environment."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+def meta(help: str, kind: type = str, metavar: str | None = None) -> dict[str, Any]:
+    """Describe a setting for the CLI: its help text, and the type its text form converts to."""
+    return {"help": help, "kind": kind, "metavar": metavar}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """relayd's configuration; durations are in seconds and sizes in bytes."""
+
+    policy: Path | None = field(
+        default=None, metadata=meta("policy snapshot file to enforce (required)", Path, metavar="FILE")
+    )
+    spool: Path | None = field(default=None, metadata=meta("spool directory (required)", Path, metavar="DIR"))
+    listen: list[str] = field(
+        default_factory=lambda: ["127.0.0.1:2525"],
+        metadata=meta("SMTP listen address, repeatable; [::]:PORT is dual-stack", list, metavar="ADDR:PORT"),
+    )
+    smarthost: str | None = field(
+        default=None, metadata=meta("next hop for mail without a route of its own, else MX", metavar="HOST:PORT")
+    )
+    tls_cert: Path | None = field(
+        default=None, metadata=meta("certificate chain (PEM) for STARTTLS; AUTH needs TLS", Path, metavar="FILE")
+    )
+    tls_key: Path | None = field(default=None, metadata=meta("private key (PEM) for STARTTLS", Path, metavar="FILE"))
+    metrics_listen: str = field(
+        default="127.0.0.1:9025",
+        metadata=meta("HTTP address of /metrics and /status; 'off' to disable", metavar="ADDR:PORT"),
+    )
+    node_name: str = field(default=socket.gethostname(), metadata=meta("name of this node in the status report"))
+    hostname: str = field(default=socket.gethostname(), metadata=meta("name in the SMTP greeting and Received headers"))
+    max_message_size: int = field(
+        default=10_240_000, metadata=meta("largest message accepted (SIZE), as Postfix's default", int, "BYTES")
+    )
+    max_recipients: int = field(default=100, metadata=meta("recipients per message; more get 452 4.5.3", int))
+    max_connections_per_ip: int = field(
+        default=50, metadata=meta("concurrent sessions per client address (IPv6: per /64)", int)
+    )
+    command_timeout: float = field(
+        default=300.0, metadata=meta("seconds to wait for the next command or DATA line", float)
+    )
+    session_timeout: float = field(
+        default=1800.0, metadata=meta("longest a session may last, whatever it sends", float)
+    )
+    junk_command_limit: int = field(
+        default=100, metadata=meta("NOOP/RSET/VRFY/EXPN/HELP/EHLO/HELO commands per session", int)
+    )
+    greet_delay: float = field(
+        default=1.0, metadata=meta("seconds to wait before the greeting to catch early talkers; 0: off", float)
+    )
+    greet_pass_ttl: float = field(
+        default=86400.0, metadata=meta("seconds a client that waited for the greeting skips the wait", float)
+    )
+    auth_slow_after: int = field(default=3, metadata=meta("AUTH failures per client before replies are delayed", int))
+    auth_refuse_after: int = field(default=10, metadata=meta("AUTH failures per client before AUTH is refused", int))
+    auth_delay: float = field(
+        default=1.0, metadata=meta("first tarpit delay; it doubles with each further failure", float)
+    )
+    auth_window: float = field(
+        default=900.0, metadata=meta("seconds after its last failure that a client's failures are forgotten", float)
+    )
+    shutdown_grace: float = field(
+        default=30.0, metadata=meta("seconds SIGTERM waits for sessions and deliveries in flight", float)
+    )
+    fsync_threads: int = field(default=4, metadata=meta("threads fsyncing spool files concurrently", int))
+    poll_interval: float = field(
+        default=0.2, metadata=meta("seconds between checks of the policy file for a new version", float)
+    )
+    delivery: bool = field(default=True, metadata=meta("run the queue runner in this process", bool))
+    retry_initial: float = field(default=300.0, metadata=meta("first retry delay of a deferred delivery", float))
+    retry_factor: float = field(default=2.0, metadata=meta("factor by which each further retry delay grows", float))
+    retry_max: float = field(default=3600.0, metadata=meta("longest retry delay", float))
+    queue_lifetime: float = field(
+        default=432000.0, metadata=meta("seconds before undeliverable mail is bounced (5 days)", float)
+    )
+    delivery_concurrency: int = field(default=20, metadata=meta("messages delivered at once", int))
+    delivery_timeout: float = field(
+        default=60.0, metadata=meta("timeout of each step of an outbound SMTP session", float)
+    )
+    log_level: str = field(default="info", metadata=meta("debug, info, warning or error"))
+
+    def __post_init__(self) -> None:
+        if self.policy is None or self.spool is None:
+            raise ValueError("--policy and --spool are required")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if not self.listen:
+            raise ValueError("give at least one --listen address")
+        for address in [*self.listen, *([] if self.metrics_listen == "off" else [self.metrics_listen])]:
+            parse_listen(address)
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.metadata["kind"] in (int, float) and value < 0:
+                raise ValueError(f"{item.name.replace('_', '-')} must not be negative")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("log-level must be debug, info, warning or error")
+
+
+def settings_to_json(settings: Settings) -> str:
+    """Return settings as JSON, to hand them to a helper process."""
+    return json.dumps({item.name: _plain(getattr(settings, item.name)) for item in fields(Settings)})
+
+
+def settings_from_json(text: str) -> Settings:
+    """Return the Settings that settings_to_json() wrote."""
+    values = json.loads(text)
+    for item in fields(Settings):
+        if item.metadata["kind"] is Path and values[item.name] is not None:
+            values[item.name] = Path(values[item.name])
+    return Settings(**values)
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """Return (ip, port) of a listen address written IP:PORT or [IPv6]:PORT; raise ValueError naming the fix."""
+    host, colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 listen address in brackets, e.g. [::1]:2525")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r}: listen on an IP address, e.g. 127.0.0.1:2525 or [::]:2525") from None
+    if not colon or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
+        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
+    return host, int(port)

@@ -1,0 +1,141 @@
+"""Write intake's messages to the spool in a process of its own, batching them into group commits.
+
+Measured on two cores: with the fsync threads in intake's process, the event loop and the threads
+fight over one GIL and intake manages a third of its rate. In a separate process (run as
+python -m relayd.spool_writer SPOOL THREADS) the writer can use its threads freely.
+
+The protocol, over the writer's stdin and stdout:
+  intake -> writer: "<id> <envelope line length> <message length>\\n", the envelope line, the message
+  writer -> intake: "<id> 0\\n" once the message is durable in queue/, or "<id> <errno> <reason>\\n"
+The writer takes every frame already received as one batch (Spool.write_batch), so the sessions
+waiting at the same moment share their fsyncs. It exits when its stdin closes, after the batch
+in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import queue
+import sys
+import threading
+from typing import BinaryIO
+
+from relayd.children import spawn
+from relayd.logs import kv
+from relayd.spool import Spool, envelope_line
+
+log = logging.getLogger("relayd.spool")
+
+
+class SpoolWriter:
+    """Intake's side: start the writer process and store messages through it."""
+
+    def __init__(self, root: str, threads: int) -> None:
+        self.root = root
+        self.threads = threads
+        self._process: asyncio.subprocess.Process | None = None
+        self._pending: dict[str, asyncio.Future[None]] = {}
+        self._acks: asyncio.Task | None = None
+        self._starting = asyncio.Lock()
+
+    async def _ensure_running(self) -> asyncio.subprocess.Process:
+        async with self._starting:
+            if self._process is None:
+                self._process = await spawn(
+                    "relayd.spool_writer",
+                    self.root,
+                    str(self.threads),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                )
+                self._acks = asyncio.create_task(self._read_acks(self._process))
+            return self._process
+
+    async def store(self, envelope: dict, message: bytes) -> str:
+        """Write a message durably into queue/ and return its id; raise OSError if it could not be."""
+        message_id, header = envelope_line(envelope, message)
+        process = await self._ensure_running()
+        done = asyncio.get_running_loop().create_future()
+        self._pending[message_id] = done
+        try:
+            process.stdin.write(b"%s %d %d\n%s%s" % (message_id.encode(), len(header), len(message), header, message))
+            await process.stdin.drain()
+            await done
+        except ConnectionError as exc:
+            raise OSError(errno.EIO, f"spool writer unreachable: {exc}") from exc
+        finally:
+            self._pending.pop(message_id, None)
+        return message_id
+
+    async def _read_acks(self, process: asyncio.subprocess.Process) -> None:
+        while line := await process.stdout.readline():
+            message_id, code, *reason = line.decode().rstrip("\n").split(" ", 2)
+            done = self._pending.get(message_id)
+            if done is not None and not done.done():
+                if code == "0":
+                    done.set_result(None)
+                else:
+                    done.set_exception(OSError(int(code), " ".join(reason)))
+        status = await process.wait()
+        if self._process is process:
+            self._process = None
+            log.error(kv(event="spool_writer_exited", status=status, failing=len(self._pending)))
+        # Whatever was not acknowledged may or may not be on disk: the client must hear 451 and retry.
+        for done in self._pending.values():
+            if not done.done():
+                done.set_exception(OSError(errno.EIO, "spool writer exited"))
+
+    async def close(self) -> None:
+        """Let the writer finish what it received, and wait for it to exit."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.stdin.close()
+            await process.wait()
+            await self._acks
+
+
+def _read_frames(stream: BinaryIO, frames: queue.SimpleQueue) -> None:
+    """Put each frame read from stream into frames as (id, envelope line, message); then None at the end."""
+    while header := stream.readline():
+        message_id, header_length, message_length = header.decode().split()
+        header = stream.read(int(header_length))
+        message = stream.read(int(message_length))
+        if len(message) != int(message_length):
+            break  # intake went away mid-frame: nothing was promised for this message
+        frames.put((message_id, header, message))
+    frames.put(None)
+
+
+def main(argv: list[str]) -> int:
+    """Write frames from stdin into the spool at argv[0] with argv[1] fsync threads until stdin closes."""
+    root, threads = argv
+    spool = Spool(root, int(threads))
+    frames: queue.SimpleQueue = queue.SimpleQueue()
+    threading.Thread(target=_read_frames, args=(sys.stdin.buffer, frames), daemon=True).start()
+    acks = sys.stdout.buffer
+    finished = False
+    while not finished:
+        batch = [frames.get()]
+        while not frames.empty():
+            batch.append(frames.get())
+        if batch[-1] is None:
+            finished = True
+            batch.pop()
+        if not batch:
+            continue
+        results = spool.write_batch(batch)
+        for (message_id, _, _), error in zip(batch, results, strict=True):
+            if error is None:
+                acks.write(b"%s 0\n" % message_id.encode())
+            else:
+                reason = (error.strerror or str(error)).replace("\n", " ")
+                acks.write(f"{message_id} {error.errno or errno.EIO} {reason}\n".encode())
+        acks.flush()
+    spool.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
