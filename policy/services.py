@@ -206,7 +206,7 @@ def _validate_rows(model, rows, existing: dict, mode: str, result: ImportResult,
         # A row defines its entry completely: fields it leaves out take their defaults.
         obj = model(created_by=user, **data)
         try:
-            obj.clean_fields(exclude=["created_by"])
+            obj.clean_fields(exclude=["created_by", "network"])  # the network is clean_network()'s
             network = obj.clean_network()
             listed = batch.get(obj.network) or (existing.get(obj.network) if mode == "add" else None)
             if listed is not None:

@@ -27,6 +27,10 @@ TIMESTAMPS = ("created_at", "updated_at")
 class ModelCleanSerializer(serializers.ModelSerializer):
     """Validate by running the model's full_clean(), and hand back its normalised values."""
 
+    # Fields that the model's clean() parses from the raw text itself. Django's field checks
+    # would judge the text first, in other words (and GenericIPAddressField drops an IPv6 zone).
+    parsed_by_clean: tuple[str, ...] = ()
+
     def build_field(self, *args, **kwargs):
         field_class, field_kwargs = super().build_field(*args, **kwargs)
         if "validators" in field_kwargs:
@@ -42,7 +46,7 @@ class ModelCleanSerializer(serializers.ModelSerializer):
         instance = self.instance or self.Meta.model()
         names = self.apply(instance, attrs)
         try:
-            instance.full_clean()
+            instance.full_clean(exclude=self.parsed_by_clean)
         except DjangoValidationError as exc:
             errors = serializers.as_serializer_error(exc)
             if NON_FIELD_ERRORS in errors:
@@ -58,6 +62,7 @@ class ModelCleanSerializer(serializers.ModelSerializer):
 
 
 class NetworkEntrySerializer(ModelCleanSerializer):
+    parsed_by_clean = ("network",)
     network = serializers.CharField(
         max_length=100,
         help_text="CIDR (10.1.0.0/16), address/mask (10.1.0.0/255.255.0.0), a host (192.0.2.7) or IPv6 "
@@ -90,6 +95,7 @@ class DeniedNetworkSerializer(NetworkEntrySerializer):
 
 
 class InternalAddressSerializer(ModelCleanSerializer):
+    parsed_by_clean = ("address",)
     address = serializers.CharField(
         max_length=100, help_text="One address of this server, e.g. 192.168.1.10; returned normalised."
     )

@@ -3,7 +3,7 @@
 import pytest
 from django.urls import reverse
 
-from policy.forms import SmtpUserForm, TrustedNetworkForm
+from policy.forms import InternalAddressForm, SmtpUserForm, TrustedNetworkForm
 from policy.models import AuditEntry, LocalDomain, RoutingRestrictions, TrustedNetwork
 
 pytestmark = pytest.mark.django_db
@@ -28,6 +28,7 @@ def form_errors(address, listed=()):
         ("192.0.2.7", "192.0.2.7/32"),
         ("2001:DB8::/32", "2001:db8::/32"),
         ("::ffff:10.1.0.0/112", "10.1.0.0/16"),
+        ("0000:0000:0000:0000:0000:0000:0000:0001/0000000128", "::1/128"),  # longer than the stored column
     ],
 )
 def test_every_form_the_dialog_accepts_comes_back_normalised(api, given, stored):
@@ -37,13 +38,32 @@ def test_every_form_the_dialog_accepts_comes_back_normalised(api, given, stored)
 
 
 @pytest.mark.parametrize(
-    "bad", ["10.1.2.3/16", "10.0.0.0/255.0.255.0", "10.0.0.0/0.0.255.255", "300.1.1.1", "10.01.0.0/16", "garbage", ""]
+    "bad",
+    [
+        "10.1.2.3/16",
+        "10.0.0.0/255.0.255.0",
+        "10.0.0.0/0.0.255.255",
+        "300.1.1.1",
+        "10.01.0.0/16",
+        "fe80::/64%eth0",
+        "garbage",
+        "",
+    ],
 )
 def test_bad_networks_get_the_forms_message(api, bad):
     response = api.post(TRUSTED, {"network": bad})
     assert response.status_code == 400
     if bad:  # an empty field is refused by the serializer before the parser sees it
         assert response.json()["network"] == form_errors(bad)
+
+
+@pytest.mark.parametrize("bad", ["abc", "10.0.0.0/8", "300.1.1.1", "10.01.1.1", "fe80::1%eth0"])
+def test_bad_internal_addresses_get_the_forms_message(api, bad):
+    response = api.post(reverse("api:internaladdress-list"), {"address": bad})
+    form = InternalAddressForm(data={"address": bad})
+    assert not form.is_valid()
+    assert response.status_code == 400
+    assert response.json()["address"] == form.errors["address"]
 
 
 def test_duplicate_in_another_notation_gets_the_forms_message(api):
