@@ -20,9 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # Secret key, SQLite file and the published relayd policy all go to a scratch directory.
 os.environ["RELAYADMIN_VAR_DIR"] = tempfile.mkdtemp(prefix="relayadmin-bench-")
+Path(os.environ["RELAYADMIN_VAR_DIR"], "static").mkdir()  # WhiteNoise warns about a missing STATIC_ROOT
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "relayadmin.settings")
 
-import django
+import django  # noqa: E402
 
 django.setup()
 

@@ -36,6 +36,8 @@ class AuditedAPIMixin:
 
 
 class PolicyViewSet(AuditedAPIMixin, viewsets.ModelViewSet):
+    """List, read, create, update and delete one kind of policy entry; the creator is recorded."""
+
     def perform_create(self, serializer):
         serializer.save(created_by=self.request.user)
 
