@@ -13,9 +13,10 @@ LAB_EXPIRES = NOW + timedelta(days=3)
 ALICE_HASH = "pbkdf2_sha256$1000$NaClNaClNaClNaCl$nZQjQjg4q0dZ/pBo6BL7fH3xyVgqXnGIhmjBlaahFNw="
 
 
-def network(id, text, description, expires_at=None, *, denied=False):
+def network(entry_id, text, description, expires_at=None, *, denied=False):
+    """Return a snapshot network entry; denied ones carry no expires_at."""
     entry = {
-        "id": id,
+        "id": entry_id,
         "network": text,
         "description": description,
         "expires_at": expires_at,
