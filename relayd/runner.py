@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from typing import TextIO
@@ -104,6 +105,9 @@ def delivery_config(settings: Settings, policy_source: PolicySource) -> Delivery
 
 
 async def _run(settings: Settings) -> None:
+    # Clients wait on intake; delivery is background work that retries anyway. Under CPU pressure
+    # the runner yields, and catches up once the burst is over.
+    os.nice(settings.delivery_nice)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -145,8 +145,10 @@ class RelaySession(SMTP):
 
     async def _handle_client(self) -> None:
         relay = self.relay
-        address = parse_address(self.session.peer[0])
-        self.client = str(address)
+        host = self.session.peer[0]
+        address = parse_address(host)
+        # An IPv4 peer is already in normal form; formatting it again costs more than the check.
+        self.client = host if address.version == 4 and ":" not in host else str(address)
         self.client_key = client_key(address)
         self.local_ip = self.transport.get_extra_info("sockname")[0]
         relay.metrics.inc("connections")

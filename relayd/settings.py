@@ -77,7 +77,10 @@ class Settings:
     poll_interval: float = field(
         default=0.2, metadata=meta("seconds between checks of the policy file for a new version", float)
     )
-    delivery: bool = field(default=True, metadata=meta("run the queue runner in this process", bool))
+    delivery: bool = field(default=True, metadata=meta("run the queue runner (in a process of its own)", bool))
+    delivery_nice: int = field(
+        default=10, metadata=meta("CPU niceness added to the queue runner, so a backlog never slows intake", int)
+    )
     retry_initial: float = field(default=300.0, metadata=meta("first retry delay of a deferred delivery", float))
     retry_factor: float = field(default=2.0, metadata=meta("factor by which each further retry delay grows", float))
     retry_max: float = field(default=3600.0, metadata=meta("longest retry delay", float))

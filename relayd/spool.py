@@ -1,10 +1,11 @@
 """Keep accepted messages on disk until they are delivered: the spool of docs/spool.md (format 1).
 
-write_batch() writes messages durably: each to tmp/, all fsynced at once by a pool of threads (concurrent
-fsyncs on one file system share journal commits), renamed into queue/, then one fsync of queue/ for the
-whole batch (group commit). relayd's SMTP intake batches through relayd/spool_writer.py, a process of its
-own; the queue runner (relayd/delivery.py) uses store() for its DSNs, and the synchronous reader API:
-queued(), read(), read_state(), write_state(), remove() and quarantine().
+write_batch() writes messages durably: stage() writes each to tmp/, fsyncs them all at once in a pool
+of threads (concurrent fsyncs on one file system share journal commits) and renames them into queue/;
+commit() then fsyncs queue/ once for the whole batch (group commit). relayd's SMTP intake writes
+through relayd/spool_writer.py, a process of its own; the queue runner (relayd/delivery.py) uses
+store() for its DSNs, and the synchronous reader API: queued(), read(), read_state(), write_state(),
+remove() and quarantine().
 """
 
 from __future__ import annotations
@@ -80,10 +81,17 @@ class Spool:
         return removed
 
     def write_batch(self, messages: list[tuple[str, bytes, bytes]]) -> list[OSError | None]:
-        """Write each (id, envelope line, message) durably into queue/; return None for each success, else its error.
+        """Write each (id, envelope line, message) durably into queue/; return None for each success, else its error."""
+        results = self.stage(messages)
+        staged = [message_id for (message_id, _, _), error in zip(messages, results, strict=True) if error is None]
+        error = self.commit(staged)
+        return [error if result is None else result for result in results]
 
-        A message is in queue/ and its directory entry fsynced when this returns None for it; a
-        message that failed leaves nothing behind.
+    def stage(self, messages: list[tuple[str, bytes, bytes]]) -> list[OSError | None]:
+        """Write each (id, envelope line, message) to tmp/, fsync them all, and rename them into queue/.
+
+        Return None for each message staged, else its error; a failed message leaves nothing behind.
+        The messages are durable only after commit().
         """
         results: list[OSError | None] = [None] * len(messages)
         temporaries = [self.tmp / f"{message_id}.msg" for message_id, _, _ in messages]
@@ -100,26 +108,28 @@ class Spool:
             except OSError as exc:
                 results[index] = exc
             os.close(descriptors[index])
-        renamed = []
         for index, (message_id, _, _) in enumerate(messages):
             if results[index] is None:
                 try:
                     os.rename(temporaries[index], self.queue / f"{message_id}.msg")
-                    renamed.append(index)
                 except OSError as exc:
                     results[index] = exc
-        if renamed:
-            try:
-                _fsync_directory(self.queue)
-            except OSError as exc:
-                # The client hears 451 and sends the message again, so these copies must not be delivered too.
-                for index in renamed:
-                    results[index] = exc
-                    (self.queue / f"{messages[index][0]}.msg").unlink(missing_ok=True)
-        for index, error in enumerate(results):
-            if error is not None:
+            if results[index] is not None:
                 temporaries[index].unlink(missing_ok=True)
         return results
+
+    def commit(self, message_ids: list[str]) -> OSError | None:
+        """Fsync queue/, making the staged messages durable; on failure remove them and return the error."""
+        if not message_ids:
+            return None
+        try:
+            _fsync_directory(self.queue)
+        except OSError as exc:
+            # The clients hear 451 and send the messages again, so these copies must not be delivered too.
+            for message_id in message_ids:
+                (self.queue / f"{message_id}.msg").unlink(missing_ok=True)
+            return exc
+        return None
 
     async def store(self, envelope: dict, message: bytes) -> str:
         """Write one message durably into queue/ and return its id; raise OSError if it could not be."""

@@ -7,9 +7,8 @@ python -m relayd.spool_writer SPOOL THREADS) the writer can use its threads free
 The protocol, over the writer's stdin and stdout:
   intake -> writer: "<id> <envelope line length> <message length>\\n", the envelope line, the message
   writer -> intake: "<id> 0\\n" once the message is durable in queue/, or "<id> <errno> <reason>\\n"
-The writer takes every frame already received as one batch (Spool.write_batch), so the sessions
-waiting at the same moment share their fsyncs. It exits when its stdin closes, after the batch
-in progress.
+The writer takes every frame already received as one batch, so the sessions waiting at the same
+moment share their fsyncs. It exits when its stdin closes, after the batches in progress.
 """
 
 from __future__ import annotations
@@ -108,13 +107,41 @@ def _read_frames(stream: BinaryIO, frames: queue.SimpleQueue) -> None:
     frames.put(None)
 
 
+def _commit(spool: Spool, staged: queue.SimpleQueue, acks: BinaryIO) -> None:
+    """Commit each group of staged batches with one fsync of queue/ and acknowledge them, until None arrives."""
+    finished = False
+    while not finished:
+        groups = [staged.get()]
+        while not staged.empty():
+            groups.append(staged.get())
+        if groups[-1] is None:
+            finished = True
+            groups.pop()
+        outcomes = [(message_id, error) for group in groups for message_id, error in group]
+        error = spool.commit([message_id for message_id, failed in outcomes if failed is None])
+        for message_id, failed in outcomes:
+            failed = failed or error
+            if failed is None:
+                acks.write(b"%s 0\n" % message_id.encode())
+            else:
+                reason = (failed.strerror or str(failed)).replace("\n", " ")
+                acks.write(f"{message_id} {failed.errno or errno.EIO} {reason}\n".encode())
+        acks.flush()
+
+
 def main(argv: list[str]) -> int:
-    """Write frames from stdin into the spool at argv[0] with argv[1] fsync threads until stdin closes."""
+    """Write frames from stdin into the spool at argv[0] with argv[1] fsync threads until stdin closes.
+
+    Two stages overlap: while one thread fsyncs queue/ for the batches staged so far and acknowledges
+    them, the main thread writes, fsyncs and renames the next batch.
+    """
     root, threads = argv
     spool = Spool(root, int(threads))
     frames: queue.SimpleQueue = queue.SimpleQueue()
+    staged: queue.SimpleQueue = queue.SimpleQueue()
     threading.Thread(target=_read_frames, args=(sys.stdin.buffer, frames), daemon=True).start()
-    acks = sys.stdout.buffer
+    committer = threading.Thread(target=_commit, args=(spool, staged, sys.stdout.buffer))
+    committer.start()
     finished = False
     while not finished:
         batch = [frames.get()]
@@ -123,16 +150,11 @@ def main(argv: list[str]) -> int:
         if batch[-1] is None:
             finished = True
             batch.pop()
-        if not batch:
-            continue
-        results = spool.write_batch(batch)
-        for (message_id, _, _), error in zip(batch, results, strict=True):
-            if error is None:
-                acks.write(b"%s 0\n" % message_id.encode())
-            else:
-                reason = (error.strerror or str(error)).replace("\n", " ")
-                acks.write(f"{message_id} {error.errno or errno.EIO} {reason}\n".encode())
-        acks.flush()
+        if batch:
+            results = spool.stage(batch)
+            staged.put([(message_id, error) for (message_id, _, _), error in zip(batch, results, strict=True)])
+    staged.put(None)
+    committer.join()
     spool.close()
     return 0
 

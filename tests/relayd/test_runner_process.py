@@ -1,5 +1,6 @@
 """The queue runner in its own process: spooled mail reaches the route's sink, and its counters reach /metrics."""
 
+import os
 import socket
 import time
 import urllib.request
@@ -40,6 +41,8 @@ def test_accepted_mail_is_delivered_through_the_route_and_counted(start_relay):
         while not sink.messages or relay.queued():
             assert time.monotonic() < deadline, "not delivered"
             time.sleep(0.05)
+        runner = relay.daemon.runner._process.pid
+        assert os.getpriority(os.PRIO_PROCESS, runner) - os.getpriority(os.PRIO_PROCESS, 0) == 10  # intake first
         [delivered] = sink.messages
         assert delivered.rcpt_tos == ["bob@example.com"] and delivered.mail_from == "a@client.test"
         assert delivered.content.startswith(b"Received: from client.test ([127.0.0.1])")
