@@ -92,6 +92,16 @@ def test_replace_makes_the_list_exactly_the_rows_and_records_only_real_changes(a
     assert TrustedNetwork.objects.get(network="10.1.0.0/16").updated_at == keep.updated_at
     entries = AuditEntry.objects.filter(object_type="trusted network").order_by("id")[before:]
     assert sorted(entries.values_list("action", flat=True)) == ["bulk_replace", "create", "delete", "update"]
+    update = next(entry for entry in entries if entry.action == "update")
+    assert (update.object_id, update.before["description"], update.after["description"]) == (
+        str(change.pk),
+        "old",
+        "new",
+    )
+    delete = next(entry for entry in entries if entry.action == "delete")
+    assert (delete.before["network"], delete.after) == ("10.3.0.0/16", None)
+    assert change.updated_at > keep.updated_at
+    call_command("verify_audit")
 
 
 def test_dry_run_reports_without_saving(api):
