@@ -49,8 +49,12 @@ class Runner:
 
     async def _supervise(self) -> None:
         while not self._stopping:
+            # The runner's stdin stays open while relayd lives; at EOF (relayd killed) it stops too.
             self._process = await spawn(
-                "relayd.runner", settings_to_json(self.settings), stdout=asyncio.subprocess.PIPE
+                "relayd.runner",
+                settings_to_json(self.settings),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
             )
             while line := await self._process.stdout.readline():
                 increment = json.loads(line)
@@ -104,6 +108,14 @@ def delivery_config(settings: Settings, policy_source: PolicySource) -> Delivery
     )
 
 
+async def _stop_when_orphaned(stop: asyncio.Event) -> None:
+    """Set stop once stdin reaches EOF: relayd has exited, even by SIGKILL, and must not leave a runner behind."""
+    reader = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    await reader.read()
+    stop.set()
+
+
 async def _run(settings: Settings) -> None:
     # Clients wait on intake; delivery is background work that retries anyway. Under CPU pressure
     # the runner yields, and catches up once the burst is over.
@@ -113,6 +125,7 @@ async def _run(settings: Settings) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     # Ctrl-C reaches the whole process group; relayd decides when the runner stops, with SIGTERM.
     loop.add_signal_handler(signal.SIGINT, lambda: None)
+    orphaned = asyncio.create_task(_stop_when_orphaned(stop))
     policy_source = PolicySource(settings.policy, Metrics(), settings.poll_interval)
     await asyncio.to_thread(policy_source.load)
     watch = asyncio.create_task(policy_source.watch())
@@ -121,6 +134,7 @@ async def _run(settings: Settings) -> None:
         await run_queue(spool, delivery_config(settings, policy_source), ForwardedMetrics(sys.stdout), stop)
     finally:
         watch.cancel()
+        orphaned.cancel()
         spool.close()
 
 

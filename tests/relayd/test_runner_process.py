@@ -52,3 +52,14 @@ def test_accepted_mail_is_delivered_through_the_route_and_counted(start_relay):
             time.sleep(0.05)
     finally:
         controller.stop()
+
+
+def test_runner_stops_when_relayd_is_killed(start_relay):
+    relay = start_relay(policy(), delivery=True)
+    runner = relay.daemon.runner._process
+    relay.daemon.runner._stopping = True  # as if relayd died: nobody restarts the runner
+    runner.stdin.close()  # what the kernel does to the pipe when relayd is SIGKILLed
+    deadline = time.monotonic() + 10
+    while runner.returncode is None:
+        assert time.monotonic() < deadline, "the runner outlived relayd"
+        time.sleep(0.05)
