@@ -72,7 +72,8 @@ class RelaySession(SMTP):
         SMTP.__init__ (aiosmtpd 1.4.6, pinned) rebuilds its command and AUTH tables with
         inspect.getmembers() for every connection: about 1 ms, which alone would hold intake
         below Postfix's rate. The tables are the same for every session, so they are built from
-        fixed names here; tests/relayd/test_session_init.py checks that nothing is missed.
+        fixed names here; test_session_sets_up_everything_aiosmtpd_would (tests/relayd/test_cli.py)
+        checks that nothing is missed.
         """
         loop = relay.loop
         asyncio.StreamReaderProtocol.__init__(
