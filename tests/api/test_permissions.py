@@ -118,3 +118,12 @@ def test_browsable_api_works_for_logged_in_users(editor_client):
     response = editor_client.get(reverse("api:trustednetwork-list"), HTTP_ACCEPT="text/html")
     assert response.status_code == 200
     assert "Trusted networks" in response.content.decode()
+
+
+def test_swagger_ui_is_served_from_this_server(client):
+    """The docs must work on a closed network: no CDN."""
+    page = client.get(reverse("api:swagger-ui")).content.decode()
+    assert "cdn" not in page.lower()
+    bundle = "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"
+    assert bundle in page
+    assert client.get(bundle).status_code == 200
