@@ -176,7 +176,7 @@ def import_networks(model, rows, *, mode="add", dry_run=False, row_errors=None, 
         result.created, result.updated, result.deleted = len(creates), len(updates), len(stale)
         result.unchanged = len(batch) - len(creates) - len(updates)
         kept = batch.values() if mode == "replace" else [*existing.values(), *batch.values()]
-        result.warnings = covering_warnings(kept, only=set(batch))
+        result.warnings = covering_warnings(kept, involving=set(batch))
         if dry_run or not result.changed:
             return result
         _write_batch(model, stale, updates, creates, before)
@@ -245,17 +245,17 @@ def _validate_rows(model, rows, existing: dict, mode: str, result: ImportResult,
     return batch, before
 
 
-def covering_warnings(entries, only=None) -> list[str]:
-    """Warn about each entry that a broader one already covers, in one pass over the sorted ranges.
+def covering_warnings(entries, involving: set[str]) -> list[str]:
+    """Warn about each entry that a broader one covers, for pairs involving one of these networks.
 
-    With `only` (a set of networks), warn just about pairs that involve one of those.
+    One pass over the entries sorted by range, instead of comparing every pair.
     """
     warnings = []
     widest = {}  # family -> the entry reaching furthest so far
     for entry in sorted(entries, key=lambda e: (e.family, e.range_start, -int(e.range_end, 16))):
         cover = widest.get(entry.family)
         if cover is not None and cover.range_end >= entry.range_end:
-            if only is None or entry.network in only or cover.network in only:
+            if entry.network in involving or cover.network in involving:
                 warnings += addresses.overlap_warnings(entry.ip_network, [cover.as_listed()])
         else:
             widest[entry.family] = entry

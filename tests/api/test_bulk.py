@@ -123,3 +123,14 @@ def test_denied_networks_have_bulk_too(api):
     response = api.post(reverse("api:deniednetwork-bulk"), [{"network": "0.0.0.0/0"}])
     assert response.status_code == 200  # refusing everyone is never an open relay
     assert DeniedNetwork.objects.get().network == "0.0.0.0/0"
+
+
+def test_overlap_warnings_name_only_pairs_with_a_new_row(api):
+    TrustedNetwork.objects.create(network="10.0.0.0/8", description="corporate")
+    TrustedNetwork.objects.create(network="10.9.0.0/16")  # an old overlap, not this import's business
+    rows = [{"network": "10.1.0.0/16"}, {"network": "192.168.0.0/16"}, {"network": "192.168.5.0/24"}]
+    response = api.post(f"{BULK}?dry_run=true", rows)
+    assert response.json()["warnings"] == [
+        "10.1.0.0/16 is already covered by 10.0.0.0/8 (corporate).",
+        "192.168.5.0/24 is already covered by 192.168.0.0/16.",
+    ]
