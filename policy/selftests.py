@@ -25,6 +25,10 @@ class SelfTestRefused(Exception):
     """The run was not started; the message says why."""
 
 
+class SelfTestRateLimited(SelfTestRefused):
+    """The user started too many runs; try again later."""
+
+
 def default_target() -> str:
     return settings.RELAYD_SMTP_TARGET
 
@@ -78,6 +82,6 @@ def _check_rate(user) -> None:
     now = timezone.now()
     recent = SelfTestRun.objects.filter(run_by=user, started_at__gte=now - timedelta(hours=1))
     if recent.filter(started_at__gte=now - MIN_INTERVAL).exists():
-        raise SelfTestRefused(f"Please wait {MIN_INTERVAL.seconds} seconds between self-tests.")
+        raise SelfTestRateLimited(f"Please wait {MIN_INTERVAL.seconds} seconds between self-tests.")
     if recent.count() >= MAX_PER_HOUR:
-        raise SelfTestRefused(f"At most {MAX_PER_HOUR} self-tests an hour; try again later.")
+        raise SelfTestRateLimited(f"At most {MAX_PER_HOUR} self-tests an hour; try again later.")

@@ -2,7 +2,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from policy.api import views
+from policy.api import publishing, views
 
 app_name = "api"
 
@@ -13,9 +13,14 @@ router.register("internal-addresses", views.InternalAddressViewSet)
 router.register("domains", views.LocalDomainViewSet)
 router.register("smtp-users", views.SmtpUserViewSet)
 router.register("audit", views.AuditEntryViewSet)
+router.register("revisions", publishing.RevisionViewSet)
+router.register("daemons", publishing.DaemonViewSet)
+router.register("selftests", publishing.SelfTestViewSet)
 
 urlpatterns = [
     path("restrictions/", views.RoutingRestrictionsView.as_view(), name="restrictions"),
+    path("export/<slug:fmt>/", publishing.ExportView.as_view(), name="export"),
+    path("check/", publishing.CheckView.as_view(), name="check"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("schema/swagger-ui/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="swagger-ui"),
     path("schema/redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),

@@ -1,0 +1,259 @@
+"""API of what the policy turns into: revisions, exports, relayd nodes, the tester and the self-test."""
+
+from django.core.exceptions import ValidationError
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, permissions, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from policy import audit, daemons
+from policy.api.permissions import RolePermission
+from policy.api.views import AuditedAPIMixin
+from policy.exports import FORMATS, export, latest_revision
+from policy.forms import CheckForm
+from policy.models import ApiToken, PolicyRevision, RelayNode, SelfTestRun
+from policy.revisions import rollback_to
+from policy.roles import can_edit, can_view
+from policy.selftests import SelfTestRateLimited, SelfTestRefused, default_target, run_selftest
+from policy.tester import check
+
+
+class NodeOrEditor(permissions.BasePermission):
+    """relayd nodes use tokens, read-only ones included: the snapshot and status reports are theirs.
+
+    A person needs the editor role, because relayd's snapshot carries the SMTP password hashes.
+    """
+
+    message = "Use an API token (read-only is enough) or an editor account."
+
+    def has_permission(self, request, view):
+        if isinstance(request.auth, ApiToken):
+            return can_view(request.user)
+        return can_edit(request.user)
+
+
+class RevisionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PolicyRevision
+        fields = ["serial", "sha256", "created_at", "created_by_name", "source", "reason", "rolled_back_to"]
+
+
+class RevisionDetailSerializer(RevisionSerializer):
+    class Meta(RevisionSerializer.Meta):
+        fields = [*RevisionSerializer.Meta.fields, "snapshot"]
+
+
+class RollbackSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True)
+
+
+class RevisionViewSet(AuditedAPIMixin, viewsets.ReadOnlyModelViewSet):
+    """Policy revisions; rolling back to one makes a new revision."""
+
+    queryset = PolicyRevision.objects.all()
+    lookup_field = "serial"
+    permission_classes = [RolePermission]
+
+    def get_serializer_class(self):
+        return RevisionSerializer if self.action == "list" else RevisionDetailSerializer
+
+    def retrieve(self, request, *args, **kwargs):
+        # The snapshot holds password hashes: like the export, only for editors and tokens.
+        if not NodeOrEditor().has_permission(request, self):
+            self.permission_denied(request, message=NodeOrEditor.message)
+        return super().retrieve(request, *args, **kwargs)
+
+    @extend_schema(request=RollbackSerializer, responses={201: RevisionSerializer, 200: RevisionSerializer})
+    @action(detail=True, methods=["post"])
+    def rollback(self, request, serial=None):
+        target = self.get_object()
+        body = RollbackSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        audit.update_context(reason=body.validated_data.get("reason") or f"rollback to revision {target.serial}")
+        revision = rollback_to(target.serial)
+        if revision is None:
+            return Response(RevisionSerializer(latest_revision()).data, status=status.HTTP_200_OK)
+        return Response(RevisionSerializer(revision).data, status=status.HTTP_201_CREATED)
+
+
+class ExportView(AuditedAPIMixin, APIView):
+    """The latest revision as relayd's snapshot (JSON, with ETag and 304) or a Postfix/Exim bundle."""
+
+    permission_classes = [RolePermission]
+
+    def get_permissions(self):
+        if self.kwargs.get("fmt") == "relayd":
+            return [NodeOrEditor()]
+        return super().get_permissions()
+
+    @extend_schema(
+        parameters=[OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER)],
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, 304: None},
+    )
+    def get(self, request, fmt):
+        if fmt not in FORMATS:
+            raise NotFound(f"Unknown export format; choose one of {', '.join(FORMATS)}.")
+        revision = latest_revision()
+        etag = f'"{revision.sha256}"'
+        if fmt == "relayd" and etag in _etags(request.headers.get("If-None-Match", "")):
+            # Unchanged: nodes poll this, so a 304 is neither a download nor an audit entry.
+            return HttpResponse(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+        download = export(fmt, revision)
+        response = HttpResponse(download.body, content_type=download.content_type)
+        response["ETag"] = etag
+        response["Content-Disposition"] = f'attachment; filename="{download.filename}"'
+        return response
+
+
+def _etags(header: str) -> set[str]:
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
+
+
+class NodeSerializer(serializers.ModelSerializer):
+    state = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RelayNode
+        fields = ["name", "address", "serial", "state", "tls", "counters", "first_seen_at", "last_seen_at"]
+
+    def get_state(self, node) -> str:
+        return self.context["states"].get(node.pk, "unknown")
+
+
+class NodeReportSerializer(serializers.Serializer):
+    node = serializers.CharField(max_length=100)
+    serial = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+    tls = serializers.BooleanField(required=False)
+    counters = serializers.DictField(child=serializers.IntegerField(min_value=0), required=False)
+
+
+class DaemonViewSet(AuditedAPIMixin, mixins.ListModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
+    """relayd nodes: list them with their state, or (as a node) report status."""
+
+    queryset = RelayNode.objects.all()
+    serializer_class = NodeSerializer
+
+    def get_permissions(self):
+        return [NodeOrEditor()] if self.action == "create" else [RolePermission()]
+
+    def get_serializer_context(self):
+        states = {status.node.pk: status.state for status in daemons.node_statuses()}
+        return {**super().get_serializer_context(), "states": states}
+
+    @extend_schema(request=NodeReportSerializer, responses={201: NodeSerializer})
+    def create(self, request, *args, **kwargs):
+        body = NodeReportSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            node = daemons.record_report(body.validated_data, request.META.get("REMOTE_ADDR"))
+        except ValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
+        return Response(self.get_serializer(node).data, status=status.HTTP_201_CREATED)
+
+
+class CheckQuerySerializer(serializers.Serializer):
+    client = serializers.CharField()
+    local_address = serializers.CharField(required=False, allow_blank=True)
+    authenticated = serializers.BooleanField(required=False, default=False)
+    recipient = serializers.CharField()
+
+
+class CheckResultSerializer(serializers.Serializer):
+    allowed = serializers.BooleanField()
+    reply = serializers.CharField()
+    code = serializers.IntegerField()
+    enhanced = serializers.CharField()
+    rule = serializers.CharField()
+    detail = serializers.CharField()
+    route = serializers.CharField(allow_null=True)
+    notes = serializers.ListField(child=serializers.CharField())
+
+
+class CheckView(AuditedAPIMixin, APIView):
+    """Would this relay? relayd's own decision on the current policy. GET takes query parameters."""
+
+    permission_classes = [permissions.IsAuthenticated]
+
+    def check_permissions(self, request):
+        super().check_permissions(request)
+        # A question, not a change: POST is allowed to every reader, read-only tokens included.
+        if not can_view(request.user):
+            self.permission_denied(request, message="Your account has no role.")
+
+    @extend_schema(parameters=[CheckQuerySerializer], responses=CheckResultSerializer)
+    def get(self, request):
+        return self.answer(request.query_params)
+
+    @extend_schema(request=CheckQuerySerializer, responses=CheckResultSerializer)
+    def post(self, request):
+        return self.answer(request.data)
+
+    def answer(self, data):
+        form = CheckForm(data)  # the page's validation, so the messages are the same
+        if not form.is_valid():
+            return Response(form.errors, status=status.HTTP_400_BAD_REQUEST)
+        result = check(form.probe())
+        verdict = result.verdict
+        body = {
+            "allowed": verdict.allowed,
+            "reply": verdict.reply,
+            "code": verdict.code,
+            "enhanced": verdict.enhanced,
+            "rule": verdict.rule,
+            "detail": verdict.detail,
+            "route": verdict.route,
+            "notes": list(result.notes),
+        }
+        return Response(body)
+
+
+class SelfTestSerializer(serializers.ModelSerializer):
+    open_relay = serializers.BooleanField(read_only=True)
+    summary = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = SelfTestRun
+        fields = [
+            "id",
+            "target",
+            "domain",
+            "started_at",
+            "run_by_name",
+            "accepted",
+            "total",
+            "open_relay",
+            "summary",
+            "error",
+            "report",
+        ]
+        read_only_fields = [name for name in fields if name not in ("target", "domain")]
+        extra_kwargs = {"target": {"required": False}}
+
+
+class SelfTestViewSet(
+    AuditedAPIMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    """Open-relay self-tests: run one (editors; loopback or configured targets; rate-limited) or read results."""
+
+    queryset = SelfTestRun.objects.all()
+    serializer_class = SelfTestSerializer
+    permission_classes = [RolePermission]
+
+    def create(self, request, *args, **kwargs):
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            run = run_selftest(
+                body.validated_data.get("target") or default_target(),
+                user=request.user,
+                domain=body.validated_data.get("domain", ""),
+            )
+        except SelfTestRateLimited as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
+        except SelfTestRefused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(self.get_serializer(run).data, status=status.HTTP_201_CREATED)

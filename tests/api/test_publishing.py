@@ -1,0 +1,93 @@
+"""API of revisions, exports (ETag/304), relayd node reports, the tester and the self-test."""
+
+import io
+import json
+import tarfile
+
+import pytest
+
+from policy.models import AuditEntry, LocalDomain, PolicyRevision, RelayNode, TrustedNetwork
+from policy.revisions import policy_change
+from tests.api.conftest import session_client, token_client
+from tests.relayd.test_selftest import ClosedSink
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def two_revisions():
+    with policy_change():
+        TrustedNetwork.objects.create(network="10.0.0.0/8")
+    with policy_change():
+        LocalDomain.objects.create(domain="example.com")
+
+
+def test_relayd_export_sends_etag_and_answers_304(ro_key, two_revisions):
+    node = token_client(ro_key)
+    response = node.get("/api/v1/export/relayd/")
+    assert response.status_code == 200
+    etag = response["ETag"]
+    assert etag == f'"{PolicyRevision.objects.get(serial=2).sha256}"'
+    assert json.loads(response.content)["serial"] == 2
+    assert node.get("/api/v1/export/relayd/", HTTP_IF_NONE_MATCH=etag).status_code == 304
+    assert AuditEntry.objects.filter(action="export").count() == 1  # the 304 is not a download
+    with policy_change():
+        LocalDomain.objects.create(domain="example.org")
+    assert node.get("/api/v1/export/relayd/", HTTP_IF_NONE_MATCH=etag).status_code == 200
+
+
+def test_relayd_export_is_for_tokens_and_editors_not_viewer_sessions(viewer, editor, two_revisions):
+    assert session_client(viewer).get("/api/v1/export/relayd/").status_code == 403
+    assert session_client(editor).get("/api/v1/export/relayd/").status_code == 200
+
+
+def test_postfix_export_for_readers(viewer, two_revisions):
+    response = session_client(viewer).get("/api/v1/export/postfix/")
+    with tarfile.open(fileobj=io.BytesIO(response.content)) as archive:
+        assert "relayadmin/mynetworks.cidr" in archive.getnames()
+    assert session_client(viewer).get("/api/v1/export/sendmail/").status_code == 404
+
+
+def test_revisions_list_detail_and_rollback(api, viewer, two_revisions):
+    assert [r["serial"] for r in api.get("/api/v1/revisions/").json()["results"]] == [2, 1]
+    assert "snapshot" in api.get("/api/v1/revisions/1/").json()
+    assert session_client(viewer).get("/api/v1/revisions/1/").status_code == 403  # hashes inside
+    response = api.post("/api/v1/revisions/1/rollback/", {"reason": "undo"}, format="json")
+    assert (response.status_code, response.json()["serial"], response.json()["rolled_back_to"]) == (201, 3, 1)
+    assert not LocalDomain.objects.exists()
+    assert AuditEntry.objects.get(action="rollback").reason == "undo"
+
+
+def test_viewer_cannot_roll_back(viewer, two_revisions):
+    assert session_client(viewer).post("/api/v1/revisions/1/rollback/").status_code == 403
+
+
+def test_node_report_with_a_read_only_token(ro_key, viewer, two_revisions):
+    node = token_client(ro_key)
+    report = {"node": "mx1", "serial": 2, "tls": True, "counters": {"accepted": 4, "relay_denied": 1}}
+    response = node.post("/api/v1/daemons/", report, format="json")
+    assert (response.status_code, response.json()["state"]) == (201, "current")
+    assert RelayNode.objects.get().counters["accepted"] == 4
+    assert node.post("/api/v1/daemons/", {"node": ""}, format="json").status_code == 400
+    assert session_client(viewer).post("/api/v1/daemons/", report, format="json").status_code == 403
+    assert [n["name"] for n in session_client(viewer).get("/api/v1/daemons/").json()["results"]] == ["mx1"]
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_check(ro_key, two_revisions, method):
+    client = token_client(ro_key)
+    query = {"client": "10.1.2.3", "recipient": "a@example.net", "authenticated": False}
+    response = getattr(client, method)("/api/v1/check/", query, **({"format": "json"} if method == "post" else {}))
+    body = response.json()
+    assert (body["allowed"], body["rule"], body["reply"][:9]) == (True, "trusted_network", "250 2.1.5")
+    bad = getattr(client, method)("/api/v1/check/", {**query, "client": "10.1.2.300"})
+    assert "octet 300 is out of range" in bad.json()["client"][0]
+
+
+def test_selftest_api(api, ro_key, serve_smtp):
+    port = serve_smtp(ClosedSink())
+    response = api.post("/api/v1/selftests/", {"target": f"127.0.0.1:{port}"}, format="json")
+    assert (response.status_code, response.json()["open_relay"], response.json()["total"]) == (201, False, 20)
+    assert api.post("/api/v1/selftests/", {"target": f"127.0.0.1:{port}"}, format="json").status_code == 429
+    assert api.post("/api/v1/selftests/", {"target": "192.0.2.1:25"}, format="json").status_code == 400
+    assert token_client(ro_key).post("/api/v1/selftests/", {}, format="json").status_code == 403
