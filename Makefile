@@ -1,5 +1,5 @@
 # relayadmin: two commands for a newcomer.
-#   make run   set up .venv, migrate, create the first admin (prints its password once), start the web UI
+#   make run   set up .venv, migrate, create the first admin (prints its password once), start the web UI and relayd
 #   make test  install what the tests need (Debian's chromium and postfix included) and run the whole suite
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
@@ -9,12 +9,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+SMTP_LISTEN ?= 127.0.0.1:2525
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: help run test lint format test-tools
 
 help:
-	@echo "make run    start the web UI on http://$(HOST):$(PORT) (data under var/)"
+	@echo "make run    start the web UI on http://$(HOST):$(PORT) and relayd on $(SMTP_LISTEN) (data under var/)"
 	@echo "make test   run the whole test suite"
 
 $(BIN)/python:
@@ -47,8 +48,7 @@ run: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py ensure_admin
-	@echo "relayadmin web UI: http://$(HOST):$(PORT)/  (Ctrl-C stops it)"
-	exec $(BIN)/gunicorn relayadmin.wsgi --bind $(HOST):$(PORT) --workers 2 --access-logfile - --error-logfile -
+	HOST=$(HOST) PORT=$(PORT) SMTP_LISTEN=$(SMTP_LISTEN) bash tools/run.sh
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .

@@ -1,0 +1,79 @@
+"""Run relayd against the dashboard's current policy: publish it, then start `python -m relayd`."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from policy.audit import audit_context
+from policy.revisions import commit_revision, publish_latest
+
+
+class Command(BaseCommand):
+    help = (
+        "Publish the current policy and run relayd on it. Any relayd option may follow "
+        "(python -m relayd --help); --policy, --spool and a self-signed STARTTLS pair under var/ are defaults."
+    )
+
+    relayd_args: list[str] = []
+
+    def run_from_argv(self, argv):
+        # Every argument after the command name is relayd's: Django's parser would refuse them.
+        self.relayd_args = argv[2:]
+        super().run_from_argv(argv[:2])
+
+    def handle(self, *args, **options):
+        relayd_args = self.relayd_args
+        with audit_context(source="cli", command="runrelay"):
+            commit_revision()
+        revision = publish_latest()
+        argv = [sys.executable, "-m", "relayd", *self.defaults(relayd_args), *relayd_args]
+        self.stdout.write(f"relayd enforces revision {revision.serial} from {settings.RELAYD_POLICY_PATH}")
+        self.stdout.flush()
+        os.execv(sys.executable, argv)  # noqa: S606 (relayd replaces this process, so signals reach it directly)
+
+    def defaults(self, given: list[str]) -> list[str]:
+        relayd_dir = settings.RELAYD_POLICY_PATH.parent
+        defaults = {"--policy": str(settings.RELAYD_POLICY_PATH), "--spool": str(settings.VAR_DIR / "spool")}
+        if "--tls-cert" not in given:
+            cert, key = self.self_signed_pair(relayd_dir / "tls")
+            defaults.update({"--tls-cert": str(cert), "--tls-key": str(key)})
+        return [part for option, value in defaults.items() if option not in given for part in (option, value)]
+
+    def self_signed_pair(self, directory):
+        """Return a self-signed certificate and key for STARTTLS on loopback, made once with openssl."""
+        cert, key = directory / "cert.pem", directory / "key.pem"
+        if cert.exists() and key.exists():
+            return cert, key
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise CommandError("openssl is needed to make a STARTTLS certificate; or pass --tls-cert and --tls-key.")
+        directory.mkdir(parents=True, exist_ok=True)
+        subprocess.run(  # noqa: S603 (fixed arguments, no shell)
+            [
+                openssl,
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "825",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        os.chmod(key, 0o600)
+        self.stdout.write(f"Made a self-signed STARTTLS certificate in {directory}")
+        return cert, key
