@@ -26,8 +26,13 @@ PHONE = {"width": 375, "height": 740}
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
+    """Start Chromium once for the browser tests, and stop it after them.
+
+    Package scope, not session: Playwright's sync API keeps an event loop running in this
+    thread while it lives, and later tests (relayd's) call asyncio.run().
+    """
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser
