@@ -23,10 +23,11 @@ class Risk:
     message: str
 
 
-def analyse(snapshot: dict, *, tls_ready: bool | None = None) -> list[Risk]:
+def analyse(snapshot: dict, *, tls_ready: bool | None = None, selftest=None) -> list[Risk]:
     """Return the risks of a snapshot, the most severe first.
 
-    `tls_ready` is whether the relayd nodes can offer STARTTLS (None: unknown, no node reported).
+    `tls_ready` is whether the relayd nodes can offer STARTTLS (None: unknown, no node reported);
+    `selftest` is the latest open-relay self-test, whose relayed attempts are evidence, not theory.
     """
     flags = snapshot["restrictions"]
     trusted = (
@@ -64,6 +65,16 @@ def analyse(snapshot: dict, *, tls_ready: bool | None = None) -> list[Risk]:
                 "auth_without_tls",
                 "Authentication is allowed, but relayd has no TLS certificate: AUTH is only offered after STARTTLS, "
                 "so nobody can authenticate. Configure a certificate.",
+            )
+        )
+    if selftest is not None and selftest.open_relay:
+        risks.append(
+            Risk(
+                DANGER,
+                "selftest_relayed",
+                f"The last self-test of {selftest.target} relayed {selftest.accepted} of {selftest.total} attempts "
+                f"({selftest.started_at:%Y-%m-%d %H:%M}). If the tester's own address is trusted, that is expected; "
+                "otherwise the server is an open relay.",
             )
         )
     risks.extend(_shadowed(trusted, denied))

@@ -36,12 +36,13 @@ class DashboardView(ViewerRequiredMixin, TemplateView):
     template_name = "policy/dashboard.html"
 
     def get_context_data(self, **kwargs):
+        last_selftest = SelfTestRun.objects.first()
         return super().get_context_data(
             summary=services.policy_summary(),
-            risks=analyse(current_snapshot(), tls_ready=daemons.tls_ready()),
+            risks=analyse(current_snapshot(), tls_ready=daemons.tls_ready(), selftest=last_selftest),
             nodes=daemons.node_statuses(),
             chart=daemons.activity_chart(),
-            last_selftest=SelfTestRun.objects.first(),
+            last_selftest=last_selftest,
             selftest_target=default_target(),
             **kwargs,
         )

@@ -83,3 +83,9 @@ def test_relaytest_command_exit_codes(serve_smtp, capsys):
     with pytest.raises(CommandError, match="could not run"):
         call_command("relaytest", "127.0.0.1:1")
     assert SelfTestRun.objects.filter(run_by_name="system: relaytest").count() == 3
+
+
+def test_a_relaying_self_test_shows_in_the_risk_panel(editor_client, serve_smtp):
+    editor_client.post(reverse("policy:selftest-start"), {"target": f"127.0.0.1:{serve_smtp(OpenSink())}"})
+    risks = {risk.code: risk for risk in editor_client.get(reverse("policy:dashboard")).context["risks"]}
+    assert risks["selftest_relayed"].level == "danger"
