@@ -38,7 +38,7 @@ def main(changes: int) -> None:
     commit_revision()
     publish_latest()
     port = _free_port()
-    relayd = subprocess.Popen(  # noqa: S603 (fixed arguments)
+    relayd = subprocess.Popen(
         [
             sys.executable,
             "-m",
