@@ -126,7 +126,8 @@ class NodeSerializer(serializers.ModelSerializer):
 
 class NodeReportSerializer(serializers.Serializer):
     node = serializers.CharField(max_length=100)
-    serial = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+    # RelayNode.serial is a PositiveIntegerField: PostgreSQL refuses anything above 2**31 - 1 (a 500).
+    serial = serializers.IntegerField(min_value=0, max_value=2**31 - 1, allow_null=True, required=False)
     tls = serializers.BooleanField(required=False)
     counters = serializers.DictField(child=serializers.IntegerField(min_value=0), required=False)
 
