@@ -48,7 +48,7 @@ class Daemon:
         # Serving starts even without a valid policy: every recipient then gets 451 (fail closed).
         await asyncio.to_thread(self.policy_source.load)
         self._watch = asyncio.create_task(self.policy_source.watch())
-        self.writer = SpoolWriter(str(settings.spool), settings.fsync_threads)
+        self.writer = SpoolWriter(str(settings.spool), settings.fsync_threads, self._queued)
         self.relay = Relay(settings, self.policy_source, self.writer, self.metrics)
         await self.relay.start()
         if settings.metrics_listen != "off":
@@ -78,6 +78,10 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
         log.info(kv(event="stopped", seconds=round(time.monotonic() - started, 3)))
+
+    def _queued(self, message_id: str) -> None:
+        if self.runner is not None:
+            self.runner.notify(message_id)
 
     def status(self) -> dict:
         """Return the status report: node, policy in force, listeners, queue and counters."""

@@ -4,6 +4,8 @@ A process of its own because delivery runs its SMTP sessions in threads, which w
 intake's event loop for the GIL. The child (python -m relayd.runner SETTINGS_JSON) watches the
 policy file itself, for the routes of bounce recipients, and reports each counter increment as a
 JSON line on stdout ({"name": ..., "labels": {...}}), which relayd adds to the metrics it serves.
+relayd writes the id of each message it spools to the child's stdin, one a line, so that new mail
+is delivered at once without the child rescanning the queue directory for it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import uvloop
 
 from relayd import logs
 from relayd.children import spawn
-from relayd.delivery import DeliveryConfig, run_queue
+from relayd.delivery import DeliveryConfig, QueueRunner
 from relayd.logs import kv
 from relayd.metrics import Metrics
 from relayd.policy_source import PolicySource
@@ -63,6 +65,13 @@ class Runner:
             if not self._stopping:
                 log.error(kv(event="runner_exited", status=status, action=f"restarting in {RESTART_DELAY:g} s"))
                 await asyncio.sleep(RESTART_DELAY)
+
+    def notify(self, message_id: str) -> None:
+        """Tell the queue runner that message_id was just spooled."""
+        process = self._process
+        # A runner that is gone or restarting finds the message on its first scan of the queue.
+        if process is not None and process.returncode is None and not process.stdin.is_closing():
+            process.stdin.write(f"{message_id}\n".encode())
 
     async def stop(self) -> None:
         """Ask the queue runner to finish the deliveries in flight (up to shutdown_grace), then wait for it."""
@@ -108,11 +117,15 @@ def delivery_config(settings: Settings, policy_source: PolicySource) -> Delivery
     )
 
 
-async def _stop_when_orphaned(stop: asyncio.Event) -> None:
-    """Set stop once stdin reaches EOF: relayd has exited, even by SIGKILL, and must not leave a runner behind."""
+async def _read_intake(queue_runner: QueueRunner, stop: asyncio.Event) -> None:
+    """Hand each message id relayd sends to the queue runner; at EOF set stop.
+
+    EOF means relayd has exited, even by SIGKILL, and must not leave a runner behind.
+    """
     reader = asyncio.StreamReader()
     await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    await reader.read()
+    while line := await reader.readline():
+        queue_runner.add(line.decode().strip())
     stop.set()
 
 
@@ -125,16 +138,17 @@ async def _run(settings: Settings) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     # Ctrl-C reaches the whole process group; relayd decides when the runner stops, with SIGTERM.
     loop.add_signal_handler(signal.SIGINT, lambda: None)
-    orphaned = asyncio.create_task(_stop_when_orphaned(stop))
     policy_source = PolicySource(settings.policy, Metrics(), settings.poll_interval)
     await asyncio.to_thread(policy_source.load)
     watch = asyncio.create_task(policy_source.watch())
     spool = Spool(settings.spool, settings.fsync_threads)
+    queue_runner = QueueRunner(spool, delivery_config(settings, policy_source), ForwardedMetrics(sys.stdout))
+    intake = asyncio.create_task(_read_intake(queue_runner, stop))
     try:
-        await run_queue(spool, delivery_config(settings, policy_source), ForwardedMetrics(sys.stdout), stop)
+        await queue_runner.run(stop)
     finally:
         watch.cancel()
-        orphaned.cancel()
+        intake.cancel()
         spool.close()
 
 

@@ -19,6 +19,7 @@ import logging
 import queue
 import sys
 import threading
+from collections.abc import Callable
 from typing import BinaryIO
 
 from relayd.children import spawn
@@ -29,11 +30,12 @@ log = logging.getLogger("relayd.spool")
 
 
 class SpoolWriter:
-    """Intake's side: start the writer process and store messages through it."""
+    """Intake's side: start the writer process and store messages through it; on_stored(id) follows each success."""
 
-    def __init__(self, root: str, threads: int) -> None:
+    def __init__(self, root: str, threads: int, on_stored: Callable[[str], None] | None = None) -> None:
         self.root = root
         self.threads = threads
+        self.on_stored = on_stored
         self._process: asyncio.subprocess.Process | None = None
         self._pending: dict[str, asyncio.Future[None]] = {}
         self._acks: asyncio.Task | None = None
@@ -75,6 +77,8 @@ class SpoolWriter:
             if done is not None and not done.done():
                 if code == "0":
                     done.set_result(None)
+                    if self.on_stored is not None:
+                        self.on_stored(message_id)
                 else:
                     done.set_exception(OSError(int(code), " ".join(reason)))
         status = await process.wait()
