@@ -129,7 +129,8 @@ class NodeReportSerializer(serializers.Serializer):
     # RelayNode.serial is a PositiveIntegerField: PostgreSQL refuses anything above 2**31 - 1 (a 500).
     serial = serializers.IntegerField(min_value=0, max_value=2**31 - 1, allow_null=True, required=False)
     tls = serializers.BooleanField(required=False)
-    counters = serializers.DictField(child=serializers.IntegerField(min_value=0), required=False)
+    # Counters land in 64-bit columns (the chart samples).
+    counters = serializers.DictField(child=serializers.IntegerField(min_value=0, max_value=2**63 - 1), required=False)
 
 
 class DaemonViewSet(AuditedAPIMixin, mixins.ListModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
