@@ -26,6 +26,7 @@ import uvloop
 
 from relayd import logs
 from relayd.daemon import Daemon
+from relayd.dashboard import DashboardError
 from relayd.logs import kv
 from relayd.settings import Settings
 
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level)
     try:
         uvloop.run(_serve(settings))
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, ssl.SSLError, DashboardError) as exc:
         log.error(kv(event="start_failed", error=exc))
         return 1
     return 0

@@ -1,4 +1,4 @@
-"""Start and stop relayd's parts in order: spool, policy, spool writer, SMTP listeners, HTTP status, queue runner."""
+"""Start and stop relayd's parts in order: spool, policy, fetcher, spool writer, SMTP, HTTP, queue runner, reporter."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import os
 import time
 from datetime import UTC, datetime
 
+from relayd.dashboard import Client, PolicyFetcher, Reporter, node_report, read_token
 from relayd.http import start_http
 from relayd.logs import kv
 from relayd.metrics import Metrics
 from relayd.policy_source import PolicySource
 from relayd.runner import Runner
 from relayd.server import Relay, format_address
-from relayd.settings import Settings
+from relayd.settings import Settings, report_url
 from relayd.spool import Spool
 from relayd.spool_writer import SpoolWriter
 
@@ -34,12 +35,17 @@ class Daemon:
         self.relay: Relay | None = None
         self.http: asyncio.Server | None = None
         self.runner: Runner | None = None
+        self.fetcher: PolicyFetcher | None = None
+        self.reporter: Reporter | None = None
         self.started_at = datetime.now(UTC)
-        self._watch: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
         """Open the spool, load the policy, and start listening and delivering."""
         settings = self.settings
+        reports_to = report_url(settings)
+        needs_token = settings.policy_url is not None or reports_to is not None
+        client = Client(read_token(settings.token_file), settings.ca_file) if needs_token else None
         self.spool = Spool(settings.spool)
         leftovers = self.spool.remove_leftovers()
         if leftovers:
@@ -47,7 +53,12 @@ class Daemon:
         self.metrics.gauge_from("queue_size", self.spool.queue_size)
         # Serving starts even without a valid policy: every recipient then gets 451 (fail closed).
         await asyncio.to_thread(self.policy_source.load)
-        self._watch = asyncio.create_task(self.policy_source.watch())
+        self._tasks.append(asyncio.create_task(self.policy_source.watch()))
+        if settings.policy_url is not None:
+            self.fetcher = PolicyFetcher(
+                settings.policy_url, client, self.policy_source, self.metrics, settings.fetch_interval
+            )
+            self._tasks.append(asyncio.create_task(self.fetcher.run()))
         self.writer = SpoolWriter(str(settings.spool), settings.fsync_threads, self._queued)
         self.relay = Relay(settings, self.policy_source, self.writer, self.metrics)
         await self.relay.start()
@@ -56,6 +67,11 @@ class Daemon:
         if settings.delivery:
             self.runner = Runner(settings, self.metrics)
             self.runner.start()
+        if reports_to is not None:
+            self.reporter = Reporter(
+                reports_to, client, self.policy_source, self.metrics, settings.report_interval, self._node_report
+            )
+            self._tasks.append(asyncio.create_task(self.reporter.run()))
         log.info(
             kv(event="started", node=settings.node_name, pid=os.getpid(), serial=self.metrics.value("policy_serial"))
         )
@@ -73,22 +89,29 @@ class Daemon:
             await self.writer.close()
         if self.runner:
             await self.runner.stop()
-        if self._watch:
-            self._watch.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+                await task
         log.info(kv(event="stopped", seconds=round(time.monotonic() - started, 3)))
 
     def _queued(self, message_id: str) -> None:
         if self.runner is not None:
             self.runner.notify(message_id)
 
+    def _node_report(self) -> dict:
+        policy = self.policy_source.policy
+        tls = self.settings.tls_cert is not None
+        return node_report(self.settings.node_name, policy.serial if policy else None, tls, self.metrics)
+
     def status(self) -> dict:
-        """Return the status report: node, policy in force, listeners, queue and counters."""
+        """Return the status report: node, policy in force, dashboard links, listeners, queue and counters."""
         return {
             "node": self.settings.node_name,
             "started_at": self.started_at.isoformat(),
             "policy": self.policy_source.status(),
+            "policy_fetch": self.fetcher.health.status() if self.fetcher else None,
+            "status_report": self.reporter.health.status() if self.reporter else None,
             "listen": [format_address(address) for address in self.relay.addresses] if self.relay else [],
             "sessions": len(self.relay.sessions) if self.relay else 0,
             "queue_size": self.spool.queue_size() if self.spool else 0,

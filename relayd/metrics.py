@@ -30,6 +30,8 @@ HELP = {
     "policy_serial": "Serial of the policy snapshot being enforced; 0 when none is loaded.",
     "policy_loaded_timestamp_seconds": "When the policy being enforced was loaded (Unix time).",
     "policy_reload_failures": "Snapshots refused as unreadable or invalid.",
+    "policy_fetches": "Requests to --policy-url, by result: updated, unchanged, refused or failed.",
+    "status_reports": "Status reports to --report-url, by result: sent or failed.",
 }
 
 Labels = tuple[tuple[str, str], ...]
@@ -70,6 +72,11 @@ class Metrics:
                 if key in table.get(name, {}):
                     return table[name][key]
         return 0
+
+    def series(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """Return the labels and value of each series of the counter name."""
+        with self._lock:
+            return [(dict(key), value) for key, value in self._counters.get(name, {}).items()]
 
     def counters(self) -> dict[str, float | dict[str, float]]:
         """Return every counter: a number when it has no labels, else a mapping of "k=v,..." to numbers."""

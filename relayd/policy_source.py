@@ -39,6 +39,8 @@ class PolicySource:
         # The stat of the file last read, good or bad, so an unchanged bad file is not re-read and re-logged.
         self._seen: tuple | None = None
         self._forced = asyncio.Event()
+        # Set when a new policy comes into force, so the status reporter can tell the dashboard at once.
+        self.changed = asyncio.Event()
         metrics.set("policy_serial", 0)
 
     def load(self, force: bool = False) -> bool:
@@ -56,7 +58,7 @@ class PolicySource:
                 self._seen = _signature(os.fstat(snapshot_file.fileno()))
                 data = snapshot_file.read()
         except OSError as exc:
-            self._refuse(f"cannot read {self.path}: {exc.strerror}")
+            self.refuse(f"cannot read {self.path}: {exc.strerror}")
             return False
         try:
             snapshot = parse_snapshot(data)
@@ -67,7 +69,7 @@ class PolicySource:
                 )
             policy = compile_policy(snapshot)
         except SnapshotError as exc:
-            self._refuse(str(exc))
+            self.refuse(str(exc))
             return False
         self.policy = policy
         self.loaded_at = datetime.now(UTC)
@@ -88,12 +90,14 @@ class PolicySource:
         )
         return True
 
-    def _refuse(self, error: str) -> None:
+    def refuse(self, error: str, source: object = None) -> None:
+        """Record and log a snapshot refused from source (default: the file); the policy in force stays."""
         self.last_error = error
         self.metrics.inc("policy_reload_failures")
         serial = self.policy.serial if self.policy else None
         consequence = "keeping the last good policy" if self.policy else "no policy: answering 451 4.3.0 to all"
-        log.error(kv(event="policy_refused", path=self.path, error=error, serial_in_force=serial, action=consequence))
+        source = self.path if source is None else source
+        log.error(kv(event="policy_refused", source=source, error=error, serial_in_force=serial, action=consequence))
 
     def request_reload(self) -> None:
         """Re-read the snapshot at once, even if it looks unchanged (SIGHUP)."""
@@ -107,7 +111,8 @@ class PolicySource:
             force = self._forced.is_set()
             self._forced.clear()
             # In a thread: a 100,000-network snapshot takes a few hundred ms to compile.
-            await asyncio.to_thread(self.load, force)
+            if await asyncio.to_thread(self.load, force):
+                self.changed.set()
 
     def route_of(self, address: str) -> str | None:
         """Return the route of the local domain of address under the policy in force, or None."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import urllib.parse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,34 @@ class Settings:
     """relayd's configuration; durations are in seconds and sizes in bytes."""
 
     policy: Path | None = field(
-        default=None, metadata=meta("policy snapshot file to enforce (required)", Path, metavar="FILE")
+        default=None,
+        metadata=meta(
+            "policy snapshot file to enforce (required); with --policy-url, the cache of the last good one",
+            Path,
+            metavar="FILE",
+        ),
     )
+    policy_url: str | None = field(
+        default=None,
+        metadata=meta("dashboard export to poll for snapshots, e.g. https://HOST/api/v1/export/relayd/", metavar="URL"),
+    )
+    token_file: Path | None = field(
+        default=None,
+        metadata=meta("file holding the dashboard API token, for --policy-url and --report-url", Path, metavar="FILE"),
+    )
+    ca_file: Path | None = field(
+        default=None,
+        metadata=meta("CA certificates (PEM) to verify the dashboard's HTTPS with; else the system's", Path, "FILE"),
+    )
+    fetch_interval: float = field(default=1.0, metadata=meta("seconds between requests to --policy-url", float))
+    report_url: str | None = field(
+        default=None,
+        metadata=meta(
+            "where to POST this node's status; default: the daemons API beside --policy-url; 'off' to disable",
+            metavar="URL",
+        ),
+    )
+    report_interval: float = field(default=10.0, metadata=meta("seconds between status reports", float))
     spool: Path | None = field(default=None, metadata=meta("spool directory (required)", Path, metavar="DIR"))
     listen: list[str] = field(
         default_factory=lambda: ["127.0.0.1:2525"],
@@ -96,6 +123,13 @@ class Settings:
     def __post_init__(self) -> None:
         if self.policy is None or self.spool is None:
             raise ValueError("--policy and --spool are required")
+        for option, url in (("policy-url", self.policy_url), ("report-url", report_url(self))):
+            if url is not None and urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+                raise ValueError(f"--{option} must be an http:// or https:// URL")
+        if (self.policy_url is not None or report_url(self) is not None) and self.token_file is None:
+            raise ValueError("--policy-url and --report-url need --token-file: the dashboard wants an API token")
+        if self.fetch_interval <= 0 or self.report_interval <= 0:
+            raise ValueError("fetch-interval and report-interval must be positive")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         if not self.listen:
@@ -108,6 +142,23 @@ class Settings:
                 raise ValueError(f"{item.name.replace('_', '-')} must not be negative")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("log-level must be debug, info, warning or error")
+
+
+# The node report goes to the dashboard the snapshot comes from, so this suffix of --policy-url
+# is swapped for the daemons API, keeping any path prefix the dashboard is served under.
+_EXPORT_PATH = "/api/v1/export/relayd/"
+_DAEMONS_PATH = "/api/v1/daemons/"
+
+
+def report_url(settings: Settings) -> str | None:
+    """Return the URL status reports go to, or None when reporting is off."""
+    if settings.report_url == "off":
+        return None
+    if settings.report_url is not None or settings.policy_url is None:
+        return settings.report_url
+    parts = urllib.parse.urlsplit(settings.policy_url)
+    prefix = parts.path.removesuffix(_EXPORT_PATH) if parts.path.endswith(_EXPORT_PATH) else ""
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, prefix + _DAEMONS_PATH, "", ""))
 
 
 def settings_to_json(settings: Settings) -> str:

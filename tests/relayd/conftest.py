@@ -18,6 +18,7 @@ import uvloop
 
 from relayd.daemon import Daemon
 from relayd.settings import Settings
+from tests.relayd.fake_dashboard import TOKEN, FakeDashboard
 
 # Django 5.2's pbkdf2_sha256 of "correct horse" (1000 iterations keeps the suite fast).
 ALICE_HASH = "pbkdf2_sha256$1000$NaClNaClNaClNaCl$nZQjQjg4q0dZ/pBo6BL7fH3xyVgqXnGIhmjBlaahFNw="
@@ -134,6 +135,22 @@ def start_relay(tmp_path):
     yield start
     for relay in relays:
         relay.stop()
+
+
+@pytest.fixture
+def dashboard():
+    """Return a fake dashboard on 127.0.0.1 (tests/relayd/fake_dashboard.py); stop it after."""
+    server = FakeDashboard()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def token_file(tmp_path) -> Path:
+    """Return a token file holding the fake dashboard's token."""
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")
+    return path
 
 
 @pytest.fixture(scope="session")
