@@ -16,7 +16,7 @@ from relayd.config import (
     parse_snapshot,
     validate_snapshot,
 )
-from relayd.matcher import Address, parse_address
+from relayd.matcher import Address, NetworkSet, parse_address
 from relayd.passwords import verify_password
 
 # Made by Django 5.2's PBKDF2PasswordHasher, so the reader is checked against the real writer.
@@ -155,7 +155,11 @@ def test_load_snapshot_refuses_a_missing_file(tmp_path):
         (b"", "snapshot: not valid JSON"),
         (b"{", "snapshot: not valid JSON"),
         (b"\xff\xfe{}", "snapshot: not valid JSON"),
-        (json.dumps(VALID).replace('"serial": 7', '"serial": NaN'), "snapshot: not valid JSON: NaN is not allowed"),
+        (json.dumps(VALID).replace('"serial": 7', '"serial": NaN'), "snapshot: not valid JSON: unexpected character"),
+        (json.dumps(VALID).replace('"serial": 7', '"serial": Infinity'), "snapshot: not valid JSON: unexpected char"),
+        (json.dumps(VALID) + " {}", "snapshot: not valid JSON: unexpected content after document"),
+        # orjson reads integers beyond 64 bits as floats, which are refused like any non-integer.
+        (json.dumps(VALID).replace('"serial": 7', f'"serial": {2**64}'), "serial: must be a positive integer"),
         (b"[]", "snapshot: must be a JSON object"),
         (b"null", "snapshot: must be a JSON object"),
     ],
@@ -203,6 +207,11 @@ ERRORS = [
     (("trusted_networks", 1, "expires_at"), DELETE, "trusted_networks[1].expires_at", "missing"),
     (("trusted_networks", 0, "id"), 0, "trusted_networks[0].id", "must be a positive integer"),
     (("trusted_networks", 0, "id"), "3", "trusted_networks[0].id", "must be a positive integer"),
+    # Equal to the valid id 3 and 1, so a reload must not take the previous snapshot's entry for them.
+    (("trusted_networks", 0, "id"), 3.0, "trusted_networks[0].id", "must be a positive integer"),
+    (("denied_networks", 0, "id"), True, "denied_networks[0].id", "must be a positive integer"),
+    (("trusted_networks", 0, "id"), None, "trusted_networks[0].id", "must be a positive integer"),
+    (("trusted_networks", 1, "description"), ["LAN"], "trusted_networks[1].description", "must be a string"),
     (("trusted_networks", 1, "network"), 10, "trusted_networks[1].network", "must be a string"),
     (("trusted_networks", 1, "network"), "2001:db8:10::1/48", "trusted_networks[1].network", "host bits set"),
     (("trusted_networks", 0, "network"), "10.0.0.0/255.0.0.0", "trusted_networks[0].network", "prefix length"),
@@ -296,12 +305,16 @@ ERRORS = [
 ]
 
 
+@pytest.mark.parametrize("reload", [False, True], ids=["cold", "reload"])
 @pytest.mark.parametrize(
     ("path", "value", "error_path", "problem"), ERRORS, ids=[f"{error[2]}:{error[3]}" for error in ERRORS]
 )
-def test_validation_errors_name_the_json_path(path, value, error_path, problem):
+def test_validation_errors_name_the_json_path(path, value, error_path, problem, reload):
+    # A reload given the valid snapshot as previous reuses its entries for unchanged rows, and
+    # must still refuse each of these changes alike.
+    previous = validate_snapshot(copy.deepcopy(VALID)) if reload else None
     with pytest.raises(SnapshotError) as caught:
-        validate_snapshot(mutated(path, value))
+        validate_snapshot(mutated(path, value), previous)
     assert caught.value.path == error_path
     assert problem in caught.value.problem
     assert str(caught.value) == f"{error_path}: {caught.value.problem}"
@@ -351,3 +364,100 @@ def test_compile_policy_indexes_the_snapshot():
 )
 def test_verify_password(password, encoded, expected):
     assert verify_password(password, encoded) is expected
+
+
+def next_revision():
+    """Return VALID changed the ways a revision changes it: an entry edited, one added, one deleted."""
+    document = copy.deepcopy(VALID)
+    document["serial"] = 8
+    document["trusted_networks"][0]["description"] = "LAN, all floors"
+    document["trusted_networks"].insert(1, {**VALID["trusted_networks"][0], "id": 9, "network": "172.16.0.0/12"})
+    del document["denied_networks"][0]
+    return document
+
+
+def test_reload_gives_what_a_cold_load_gives():
+    previous = validate_snapshot(copy.deepcopy(VALID))
+    reloaded = validate_snapshot(next_revision(), previous)
+    assert reloaded == validate_snapshot(next_revision())
+    assert reloaded.trusted_networks[0].description == "LAN, all floors"
+    assert [entry.id for entry in reloaded.trusted_networks] == [3, 9, 4]
+    assert reloaded.denied_networks == ()
+    # The unchanged entry is the previous snapshot's own, which compile_policy relies on.
+    assert reloaded.trusted_networks[2] is previous.trusted_networks[1]
+
+
+def test_reload_from_text_and_file(tmp_path):
+    previous = parse_snapshot(json.dumps(VALID).encode())
+    assert parse_snapshot(json.dumps(next_revision()), previous=previous) == validate_snapshot(next_revision())
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(next_revision()))
+    assert load_snapshot(path, previous=previous) == validate_snapshot(next_revision())
+
+
+def test_reload_refuses_a_changed_entry_and_leaves_previous_usable():
+    previous = validate_snapshot(copy.deepcopy(VALID))
+    document = next_revision()
+    document["trusted_networks"][1]["network"] = "172.16.0.1/12"
+    with pytest.raises(SnapshotError, match=r"^trusted_networks\[1\]\.network: host bits set"):
+        validate_snapshot(document, previous)
+    assert validate_snapshot(next_revision(), previous) == validate_snapshot(next_revision())
+
+
+def test_reload_cache_forgets_rows_no_longer_listed():
+    snapshot = None
+    for network_id in range(1, 1500):
+        document = copy.deepcopy(VALID)
+        document["trusted_networks"] = [{**VALID["trusted_networks"][0], "id": network_id}]
+        snapshot = validate_snapshot(document, snapshot)
+    assert len(snapshot.row_cache["trusted_networks"]) <= 1002
+    assert snapshot.trusted_networks[0].id == 1499
+
+
+def addresses_around(snapshot):
+    """Return the addresses at, inside and just outside each network of snapshot."""
+    addresses = []
+    for entry in snapshot.trusted_networks + snapshot.denied_networks:
+        network = entry.network
+        for value in (network.first - 1, network.first, network.last, network.last + 1):
+            if 0 <= value < 1 << (32 if network.version == 4 else 128):
+                addresses.append(Address(network.version, value))
+    return addresses
+
+
+def test_compile_with_previous_gives_what_a_cold_compile_gives(monkeypatch):
+    # Enough entries for the incremental update to be worth it, in the exporter's address order.
+    document = copy.deepcopy(VALID)
+    template = VALID["trusted_networks"][0]
+    document["trusted_networks"] = [
+        {**template, "id": index + 10, "network": f"10.{index // 256}.{index % 256}.0/24", "description": str(index)}
+        for index in range(400)
+    ] + VALID["trusted_networks"]
+    previous = compile_policy(validate_snapshot(copy.deepcopy(document)))
+    trusted = document["trusted_networks"]
+    trusted[5]["description"] = "edited"
+    del trusted[100]
+    trusted.insert(200, {**template, "id": 900, "network": "10.0.199.128/25", "description": "new subnet"})
+    trusted.insert(300, {**template, "id": 901, "network": "10.1.0.0/16", "description": "new block"})
+    trusted.append(trusted.pop(0))  # moved
+    updates = []
+    updated = NetworkSet.updated
+
+    def record_update(*args):
+        updates.append(updated(*args))
+        return updates[-1]
+
+    monkeypatch.setattr(NetworkSet, "updated", record_update)
+
+    snapshot = validate_snapshot(copy.deepcopy(document), previous.snapshot)
+    policy = compile_policy(snapshot, previous)
+    cold = compile_policy(validate_snapshot(copy.deepcopy(document)))
+    assert updates and None not in updates
+    assert policy.denied is previous.denied  # unchanged
+    now = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    later = datetime(2026, 12, 2, tzinfo=UTC)
+    for address in addresses_around(cold.snapshot) + addresses_around(previous.snapshot):
+        for moment in (now, later):
+            assert policy.trusted.lookup(address, moment) == cold.trusted.lookup(address, moment)
+            assert policy.denied.lookup(address, moment) == cold.denied.lookup(address, moment)
+    assert len(policy.trusted) == len(cold.trusted)

@@ -303,3 +303,82 @@ def test_empty_set_matches_nothing():
 
 def test_len_counts_entries():
     assert len(build(NESTED)) == len(NESTED)
+
+
+def random_entries(rng, space, lengths, count, expiring, taken):
+    """Return up to count (network, payload, expires_at) triples in space, none of a network in taken."""
+    entries = []
+    for _ in range(count):
+        value = int(space.network_address) + rng.randrange(space.num_addresses)
+        network = ipaddress.ip_network((value, rng.randint(*lengths)), strict=False)
+        if str(network) in taken or (
+            network.version == 6 and network.prefixlen >= 96 and network.network_address.ipv4_mapped
+        ):
+            continue
+        taken.add(str(network))
+        expires_at = NOW + timedelta(hours=rng.randint(-2, 2)) if rng.random() < expiring else None
+        entries.append((parse_network(str(network)), object(), expires_at))
+    return entries
+
+
+def probes(networks, rng, space, count):
+    """Return addresses at and around each segment boundary of networks, and count random ones in space."""
+    found = set()
+    for version, (starts, *_) in networks._tables.items():
+        for start in starts:
+            found.update(
+                Address(version, value) for value in (start - 1, start) if 0 <= value < 1 << space.max_prefixlen
+            )
+    found.update(
+        Address(space.version, int(space.network_address) + rng.randrange(space.num_addresses)) for _ in range(count)
+    )
+    return found
+
+
+@pytest.mark.parametrize(
+    ("seed", "prefix", "lengths", "count"),
+    [
+        *[(seed, "10.0.0.0/16", (16, 32), 300) for seed in range(4)],
+        *[(seed, "2001:db8::/112", (112, 128), 300) for seed in range(4, 7)],
+        (7, "0.0.0.0/0", (1, 32), 3000),  # a 1,024-bucket index over all of IPv4
+        (8, "10.0.0.0/8", (8, 32), 3000),  # changes of the one block enclosing all
+        (9, "192.0.2.0/24", (24, 32), 3),
+    ],
+)
+def test_updated_matches_a_fresh_build(seed, prefix, lengths, count):
+    rng = random.Random(seed)
+    space = ipaddress.ip_network(prefix)
+    taken = set()
+    entries = random_entries(rng, space, lengths, count, 0.3, taken)
+    networks = NetworkSet(entries)
+    for _ in range(4):
+        rng.shuffle(entries)
+        removed = entries[: rng.randint(0, min(8, len(entries)))]
+        added = random_entries(rng, space, lengths, rng.randint(0, 8), 0.3, taken)
+        entries = entries[len(removed) :] + added
+        before = networks
+        networks = before.updated(removed, added)
+        fresh = NetworkSet(entries)
+        assert len(networks) == len(fresh)
+        for address in probes(fresh, rng, space, 300) | probes(before, rng, space, 0):
+            for now in (NOW - timedelta(hours=3), NOW, NOW + timedelta(hours=3)):
+                assert networks.lookup(address, now) is fresh.lookup(address, now), (address, now)
+
+
+def test_updated_leaves_the_set_it_came_from_alone():
+    lan, site = parse_network("10.0.0.0/8"), parse_network("10.1.0.0/16")
+    original = NetworkSet([(lan, "lan", None)])
+    updated = original.updated([(lan, "lan", None)], [(site, "site", None)])
+    assert (original.lookup(v4("10.1.0.1"), NOW), original.lookup(v4("10.2.0.1"), NOW)) == ("lan", "lan")
+    assert (updated.lookup(v4("10.1.0.1"), NOW), updated.lookup(v4("10.2.0.1"), NOW)) == ("site", None)
+    assert (len(original), len(updated)) == (1, 1)
+
+
+def test_updated_leaves_duplicate_networks_to_a_full_build():
+    # Duplicates nest in snapshot order, which only the full list tells.
+    lan, site = parse_network("10.0.0.0/8"), parse_network("10.1.0.0/16")
+    networks = NetworkSet([(lan, "lan", None)])
+    assert networks.updated([], [(lan, "again", None)]) is None
+    assert NetworkSet([(lan, "lan", None), (lan, "again", None)]).updated([], [(site, "site", None)]) is None
+    assert networks.updated([(lan, "not this payload", None)], []) is None
+    assert networks.updated([(site, "site", None)], []) is None
