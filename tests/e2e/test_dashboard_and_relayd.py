@@ -1,0 +1,113 @@
+"""The dashboard and relayd together: a change made through the API is enforced by relayd within a
+second over real SMTP, relayd reports the serial back, and a rollback brings the old behaviour back."""
+
+import os
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from policy.models import PolicyRevision, RelayNode
+from tests.api.conftest import issue_token, token_client
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def rcpt_code(port: int, recipient: str) -> int:
+    with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
+        smtp.ehlo("e2e.example.org")
+        smtp.mail("e2e@example.org")
+        return smtp.rcpt(recipient)[0]
+
+
+def wait_for(condition, timeout: float, interval: float = 0.02):
+    """Return how long condition() took to become true; fail after timeout seconds."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not true within {timeout} s")
+        time.sleep(interval)
+    return time.monotonic() - start
+
+
+@pytest.fixture
+def relayd(live_server, editor, tmp_path):
+    key = issue_token(editor, name="relayd", read_only=True)
+    token_file = tmp_path / "token"
+    token_file.write_text(key + "\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "relayd",
+            "--policy",
+            str(tmp_path / "policy.json"),
+            "--spool",
+            str(tmp_path / "spool"),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--metrics-listen",
+            "off",
+            "--greet-delay",
+            "0",
+            "--no-delivery",
+            "--node-name",
+            "e2e",
+            "--policy-url",
+            f"{live_server.url}/api/v1/export/relayd/",
+            "--token-file",
+            str(token_file),
+            "--fetch-interval",
+            "0.2",
+            "--report-interval",
+            "0.5",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: _listening(port), timeout=20, interval=0.1)
+    yield port
+    process.terminate()
+    _, log = process.communicate(timeout=30)
+    assert key not in log, "the token must never be logged"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_change_enforced_reported_and_rolled_back(relayd, editor):
+    api = token_client(issue_token(editor, name="automation"))
+    remote = "someone@example.org"
+    wait_for(lambda: rcpt_code(relayd, remote) == 550, timeout=5)  # first snapshot fetched: fail closed no more
+
+    # 1. Trust the tester's own address through the API.
+    response = api.post("/api/v1/trusted-networks/", {"network": "127.0.0.1", "description": "e2e"}, format="json")
+    assert response.status_code == 201
+    serial = PolicyRevision.objects.order_by("-serial").first().serial
+
+    # 2. relayd enforces it within a second, and reports the serial back to the dashboard.
+    assert wait_for(lambda: rcpt_code(relayd, remote) == 250, timeout=1.0) <= 1.0
+    wait_for(lambda: RelayNode.objects.filter(name="e2e", serial=serial).exists(), timeout=5)
+    assert api.get("/api/v1/daemons/").json()["results"][0]["state"] == "current"
+
+    # 3. Roll back to the revision before: relaying is refused again, as before.
+    response = api.post(f"/api/v1/revisions/{serial - 1}/rollback/", {"reason": "e2e"}, format="json")
+    assert response.status_code == 201
+    assert wait_for(lambda: rcpt_code(relayd, remote) == 550, timeout=1.0) <= 1.0
+    wait_for(lambda: RelayNode.objects.filter(name="e2e", serial=serial + 1).exists(), timeout=5)
