@@ -8,28 +8,12 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views import View
 
+from policy.api.serializers import AuditEntrySerializer
 from policy.diffs import field_changes
 from policy.filtersets import AuditEntryFilterSet
 from policy.models import AuditEntry
 from policy.roles import ViewerRequiredMixin
 
-EXPORT_FIELDS = (
-    "id",
-    "timestamp",
-    "actor_name",
-    "source",
-    "remote_addr",
-    "request_id",
-    "action",
-    "object_type",
-    "object_id",
-    "object_repr",
-    "reason",
-    "before",
-    "after",
-    "prev_hash",
-    "entry_hash",
-)
 ROWS_PER_PAGE = 50
 
 
@@ -41,7 +25,7 @@ class AuditLogView(ViewerRequiredMixin, View):
         if export == "csv":
             return _as_csv(entries)
         if export == "json":
-            return JsonResponse({"entries": [_as_dict(entry) for entry in entries]}, json_dumps_params={"indent": 2})
+            return JsonResponse({"entries": _as_dicts(entries)}, json_dumps_params={"indent": 2})
         page = Paginator(entries, ROWS_PER_PAGE).get_page(request.GET.get("page"))
         rows = [(entry, field_changes(entry.before, entry.after)) for entry in page]
         query = request.GET.copy()
@@ -57,19 +41,18 @@ def history_for(obj):
     return [(entry, field_changes(entry.before, entry.after)) for entry in entries[:100]]
 
 
-def _as_dict(entry) -> dict:
-    data = {name: getattr(entry, name) for name in EXPORT_FIELDS}
-    data["timestamp"] = entry.timestamp.isoformat()
-    return data
+def _as_dicts(entries) -> list[dict]:
+    # The API's representation, so the page's export and GET /api/v1/audit/ agree field for field.
+    return AuditEntrySerializer(entries.iterator(chunk_size=2000), many=True).data
 
 
 def _as_csv(entries) -> HttpResponse:
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="relayadmin-audit.csv"'
     writer = csv.writer(response)
-    writer.writerow(EXPORT_FIELDS)
-    for entry in entries.iterator(chunk_size=2000):
-        row = _as_dict(entry)
+    fields = AuditEntrySerializer.Meta.fields
+    writer.writerow(fields)
+    for row in _as_dicts(entries):
         row["before"], row["after"] = (json.dumps(row[name], sort_keys=True) for name in ("before", "after"))
-        writer.writerow([row[name] for name in EXPORT_FIELDS])
+        writer.writerow([row[name] for name in fields])
     return response
