@@ -6,7 +6,8 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from policy.models import AuditEntry, RoutingRestrictions
+from policy.models import AuditEntry, LocalDomain, RoutingRestrictions
+from policy.revisions import policy_change
 from tests.api import test_endpoints
 from tests.api.base import APITestBase
 from tests.api.conftest import issue_token, token_client
@@ -16,6 +17,9 @@ pytestmark = pytest.mark.django_db
 WRITERS = {"editor", "read-write token"}
 READERS = {"viewer", "read-only token"} | WRITERS
 PUBLIC = {"anonymous"} | READERS
+# What carries password hashes, or is a node's job: tokens of any kind, and editors (not viewer sessions).
+NODES_AND_EDITORS = frozenset({"editor", "read-only token", "read-write token"})
+NODE_REPORT = {"node": "mx1", "serial": 1, "tls": True, "counters": {"accepted": 1}}
 
 
 @dataclass(frozen=True)
@@ -26,13 +30,15 @@ class Call:
     body: object = None
     detail: bool = False
     public: bool = False
+    callers: frozenset | None = None  # who succeeds, where it is not the usual readers or writers
+    kwargs: tuple = ()
 
     @property
     def writes(self) -> bool:
         return self.method not in ("get", "head", "options")
 
     def expected(self, caller: str) -> int:
-        allowed = PUBLIC if self.public else WRITERS if self.writes else READERS
+        allowed = self.callers or (PUBLIC if self.public else WRITERS if self.writes else READERS)
         if caller in allowed:
             return self.success
         return 401 if caller == "anonymous" else 403
@@ -66,6 +72,18 @@ CALLS = [
     Call("restrictions", "patch", 200, {"allow_listed_ips": True}),
     Call("auditentry", "get", 200),
     Call("auditentry", "get", 200, detail=True),
+    Call("policyrevision", "get", 200),
+    Call("policyrevision", "get", 200, detail=True, callers=NODES_AND_EDITORS),
+    Call("policyrevision-rollback", "post", 201, {"reason": "matrix"}),
+    Call("export", "get", 200, kwargs=(("fmt", "relayd"),), callers=NODES_AND_EDITORS),
+    Call("export", "get", 200, kwargs=(("fmt", "postfix"),)),
+    Call("export", "get", 200, kwargs=(("fmt", "exim"),)),
+    Call("relaynode", "get", 200),
+    Call("relaynode", "post", 201, NODE_REPORT, callers=NODES_AND_EDITORS),
+    Call("check", "get", 200, {"client": "10.1.2.3", "recipient": "a@example.org"}),
+    Call("check", "post", 200, {"client": "10.1.2.3", "recipient": "a@example.org"}, callers=frozenset(READERS)),
+    Call("selftestrun", "get", 200),
+    Call("selftestrun", "post", 201, {"target": "127.0.0.1:1"}),  # nothing listens: a stored error
     Call("schema", "get", 200, public=True),
     Call("swagger-ui", "get", 200, public=True),
     Call("redoc", "get", 200, public=True),
@@ -79,17 +97,30 @@ def url_for(call: Call) -> str:
         if call.detail:
             return reverse(f"api:{call.endpoint}-{suffix}", args=[RESOURCES[call.endpoint]().make().pk])
         return reverse(f"api:{call.endpoint}-{suffix}")
+    if call.endpoint.startswith("policyrevision"):
+        for domain in ("a.example", "b.example"):  # two revisions, so that rolling back to 1 changes something
+            with policy_change():
+                LocalDomain.objects.create(domain=domain)
+        if call.endpoint == "policyrevision":
+            return reverse("api:policyrevision-detail", args=[1]) if call.detail else reverse("api:policyrevision-list")
+        return reverse("api:policyrevision-rollback", args=[1])
+    if call.endpoint in ("relaynode", "selftestrun"):
+        return reverse(f"api:{call.endpoint}-list")
     if call.endpoint == "auditentry":
         RoutingRestrictions.objects.create()  # makes an entry to read
         entry = AuditEntry.objects.first()
         return reverse("api:auditentry-detail", args=[entry.pk]) if call.detail else reverse("api:auditentry-list")
-    return reverse(f"api:{call.endpoint}")
+    return reverse(f"api:{call.endpoint}", kwargs=dict(call.kwargs))
 
 
 @pytest.mark.parametrize("caller", CALLERS)
-@pytest.mark.parametrize("call", CALLS, ids=[f"{c.method}-{c.endpoint}{'-detail' if c.detail else ''}" for c in CALLS])
+@pytest.mark.parametrize(
+    "call",
+    CALLS,
+    ids=[f"{c.method}-{c.endpoint}{'-detail' if c.detail else ''}{''.join(v for _, v in c.kwargs)}" for c in CALLS],
+)
 def test_matrix(caller_client, caller, call):
-    response = getattr(caller_client(caller), call.method)(url_for(call), call.body)
+    response = getattr(caller_client(caller), call.method)(url_for(call), call.body, format="json")
     assert response.status_code == call.expected(caller), getattr(response, "data", response)
 
 
