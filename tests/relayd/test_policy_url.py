@@ -149,7 +149,9 @@ def test_starts_from_the_cache_while_the_dashboard_is_down_and_catches_up(tmp_pa
         assert json.loads(cache.read_text())["serial"] == 2
     finally:
         process.send_signal(signal.SIGTERM)
-        _, rest = process.communicate(timeout=15)
+        # Not communicate(): it reads the pipe itself and would miss lines the loop above has buffered.
+        rest = process.stderr.read()
+        process.wait(15)
         if dashboard is not None:
             dashboard.stop()
     log = "".join(lines) + rest
