@@ -1,5 +1,7 @@
 """API of what the policy turns into: revisions, exports, relayd nodes, the tester and the self-test."""
 
+from collections.abc import Mapping
+
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -195,6 +197,11 @@ class CheckView(AuditedAPIMixin, APIView):
         return self.answer(request.data)
 
     def answer(self, data):
+        if not isinstance(data, Mapping):
+            return Response(
+                {"detail": "Send an object with client, recipient and optionally local_address, authenticated."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         form = CheckForm(data)  # the page's validation, so the messages are the same
         if not form.is_valid():
             return Response(form.errors, status=status.HTTP_400_BAD_REQUEST)

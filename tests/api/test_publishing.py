@@ -91,3 +91,9 @@ def test_selftest_api(api, ro_key, serve_smtp):
     assert api.post("/api/v1/selftests/", {"target": f"127.0.0.1:{port}"}, format="json").status_code == 429
     assert api.post("/api/v1/selftests/", {"target": "192.0.2.1:25"}, format="json").status_code == 400
     assert token_client(ro_key).post("/api/v1/selftests/", {}, format="json").status_code == 403
+
+
+def test_check_refuses_a_body_that_is_not_an_object(api):
+    response = api.post("/api/v1/check/", -38912, format="json")
+    assert response.status_code == 400
+    assert "Send an object" in response.json()["detail"]

@@ -56,6 +56,10 @@ def test_accepted_mail_is_delivered_through_the_route_and_counted(start_relay):
 
 def test_runner_stops_when_relayd_is_killed(start_relay):
     relay = start_relay(policy(), delivery=True)
+    deadline = time.monotonic() + 10
+    while relay.daemon.runner._process is None:  # spawned in the background; slow on a busy machine
+        assert time.monotonic() < deadline, "the runner never started"
+        time.sleep(0.05)
     runner = relay.daemon.runner._process
     relay.daemon.runner._stopping = True  # as if relayd died: nobody restarts the runner
     runner.stdin.close()  # what the kernel does to the pipe when relayd is SIGKILLed
