@@ -135,6 +135,8 @@ RELAYD_POLICY_PATH = Path(os.environ.get("RELAYD_POLICY_PATH", VAR_DIR / "relayd
 
 # The bundled relayd's SMTP address, which the open-relay self-test checks by default; other
 # non-loopback targets must be listed here (comma-separated host:port) before anyone may test them.
+# Where relayd nodes on this host reach the dashboard (the bundled relayd reports its status there).
+RELAYADMIN_URL = os.environ.get("RELAYADMIN_URL", "http://127.0.0.1:8000").rstrip("/")
 RELAYD_SMTP_TARGET = os.environ.get("RELAYD_SMTP_TARGET", "127.0.0.1:2525")
 SELFTEST_ALLOWED_TARGETS = [t.strip() for t in os.environ.get("SELFTEST_ALLOWED_TARGETS", "").split(",") if t.strip()]
 

@@ -8,7 +8,7 @@ PORT=${PORT:-8000}
 SMTP_LISTEN=${SMTP_LISTEN:-127.0.0.1:2525}
 
 mkdir -p var/log
-"$BIN/python" manage.py runrelay --listen "$SMTP_LISTEN" >>var/log/relayd.log 2>&1 &
+RELAYADMIN_URL="http://$HOST:$PORT" "$BIN/python" manage.py runrelay --listen "$SMTP_LISTEN" >>var/log/relayd.log 2>&1 &
 relayd=$!
 # Stop relayd by its PID however this script ends; SIGTERM lets it finish sessions in flight.
 trap 'kill -TERM "$relayd" 2>/dev/null; wait "$relayd" 2>/dev/null || true' EXIT

@@ -6,10 +6,14 @@ import subprocess
 import sys
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from policy.audit import audit_context
+from policy.models import ApiToken
 from policy.revisions import commit_revision, publish_latest
+
+BUNDLED_RELAYD_TOKEN = "bundled relayd (status reports)"  # noqa: S105 (the token's name, not a secret)
 
 
 class Command(BaseCommand):
@@ -41,7 +45,34 @@ class Command(BaseCommand):
         if "--tls-cert" not in given:
             cert, key = self.self_signed_pair(relayd_dir / "tls")
             defaults.update({"--tls-cert": str(cert), "--tls-key": str(key)})
+        if "--report-url" not in given and "--token-file" not in given and "--policy-url" not in given:
+            token_file = self.report_token(relayd_dir / "report.token")
+            if token_file:
+                defaults.update(
+                    {"--report-url": f"{settings.RELAYADMIN_URL}/api/v1/daemons/", "--token-file": str(token_file)}
+                )
         return [part for option, value in defaults.items() if option not in given for part in (option, value)]
+
+    def report_token(self, token_file):
+        """Return a file holding a read-only token for the bundled relayd's status reports, made once.
+
+        The token belongs to the first superuser; without one, relayd runs without reporting.
+        """
+        if token_file.exists() and ApiToken.find(token_file.read_text().strip()) is not None:
+            return token_file
+        owner = get_user_model().objects.filter(is_superuser=True, is_active=True).order_by("pk").first()
+        if owner is None:
+            return None
+        with audit_context(source="cli", command="runrelay"):
+            ApiToken.objects.filter(user=owner, name=BUNDLED_RELAYD_TOKEN).delete()
+            token = ApiToken(user=owner, name=BUNDLED_RELAYD_TOKEN, read_only=True)
+            key = token.generate_key()
+            token.save()
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+        return token_file
 
     def self_signed_pair(self, directory):
         """Return a self-signed certificate and key for STARTTLS on loopback, made once with openssl."""

@@ -1,0 +1,40 @@
+"""manage.py runrelay's defaults for the bundled relayd (the exec itself is exercised by `make run`)."""
+
+import pytest
+
+from policy.management.commands.runrelay import BUNDLED_RELAYD_TOKEN, Command
+from policy.models import ApiToken
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def command(settings, tmp_path):
+    settings.RELAYD_POLICY_PATH = tmp_path / "relayd" / "policy.json"
+    settings.RELAYADMIN_URL = "http://127.0.0.1:8000"
+    return Command()
+
+
+def test_reports_with_a_read_only_token_of_the_first_superuser(command, superuser, tmp_path):
+    args = command.defaults(["--tls-cert", "c.pem", "--tls-key", "k.pem"])
+    options = dict(zip(args[::2], args[1::2], strict=True))
+    assert options["--report-url"] == "http://127.0.0.1:8000/api/v1/daemons/"
+    token_file = tmp_path / "relayd" / "report.token"
+    assert options["--token-file"] == str(token_file)
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    token = ApiToken.find(token_file.read_text().strip())
+    assert (token.user, token.read_only, token.name) == (superuser, True, BUNDLED_RELAYD_TOKEN)
+    command.defaults(["--tls-cert", "c.pem", "--tls-key", "k.pem"])
+    assert ApiToken.objects.count() == 1  # reused, not multiplied
+
+
+def test_no_superuser_means_no_reporting(command):
+    args = command.defaults(["--tls-cert", "c.pem", "--tls-key", "k.pem"])
+    assert "--report-url" not in args
+
+
+def test_given_options_win(command, superuser):
+    args = command.defaults(["--policy-url", "https://x/api/v1/export/relayd/", "--tls-cert", "c", "--tls-key", "k"])
+    assert "--report-url" not in args
+    assert "--token-file" not in args
+    assert args[args.index("--policy") + 1].endswith("relayd/policy.json")
