@@ -2,23 +2,11 @@
 
 from datetime import UTC, datetime, timedelta
 
+from tests.snapshots import network
+
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LAB_EXPIRES = NOW + timedelta(days=3)
 OLD_EXPIRED = NOW - timedelta(days=1)
-
-
-def network(id, text, description, expires_at=None, *, denied=False):
-    entry = {
-        "id": id,
-        "network": text,
-        "description": description,
-        "expires_at": expires_at.isoformat() if expires_at else None,
-        "added_by": "alice",
-        "added_at": "2026-11-28T00:00:00+00:00",
-    }
-    if denied:
-        del entry["expires_at"]
-    return entry
 
 
 def make_snapshot(listed_ips=True, authenticated=True, internal=True, **lists):

@@ -7,25 +7,11 @@ import pytest
 
 from relayd.config import compile_policy, validate_snapshot
 from relayd.decision import Recipient, decide, parse_recipient
+from tests.snapshots import network
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LAB_EXPIRES = NOW + timedelta(days=3)
 ALICE_HASH = "pbkdf2_sha256$1000$NaClNaClNaClNaCl$nZQjQjg4q0dZ/pBo6BL7fH3xyVgqXnGIhmjBlaahFNw="
-
-
-def network(entry_id, text, description, expires_at=None, *, denied=False):
-    """Return a snapshot network entry; denied ones carry no expires_at."""
-    entry = {
-        "id": entry_id,
-        "network": text,
-        "description": description,
-        "expires_at": expires_at,
-        "added_by": "alice",
-        "added_at": "2026-11-28T00:00:00+00:00",
-    }
-    if denied:
-        del entry["expires_at"]
-    return entry
 
 
 def make_policy(listed_ips=True, authenticated=True, internal=True, **lists):
