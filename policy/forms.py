@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 
 from policy import addresses
 from policy.models import LocalDomain, RoutingRestrictions, SmtpUser
+from policy.tester import Probe
 
 
 class RestrictionsForm(forms.ModelForm):
@@ -249,9 +250,7 @@ class CheckForm(forms.Form):
         value = self.cleaned_data["local_address"]
         return _address_field(value) if value.strip() else None
 
-    def probe(self):
-        from policy.tester import Probe
-
+    def probe(self) -> Probe:
         return Probe(**self.cleaned_data)
 
 

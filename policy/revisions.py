@@ -23,6 +23,7 @@ from django.db.models.signals import post_delete, post_save, pre_delete, pre_sav
 
 from policy import audit
 from policy.models import PolicyRevision
+from policy.restore import restore_snapshot
 from policy.snapshot import build_snapshot, dumps, policy_content
 
 
@@ -195,8 +196,6 @@ def rollback_to(serial: int) -> PolicyRevision | None:
 
     Return None when the policy already equals that revision.
     """
-    from policy.restore import restore_snapshot
-
     target = PolicyRevision.objects.get(serial=serial)
     with policy_change():
         lock_policy()
