@@ -47,6 +47,7 @@ def relayd(live_server, editor, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text(key + "\n")
     port = free_port()
+    log_file = tmp_path / "relayd.log"
     process = subprocess.Popen(
         [
             sys.executable,
@@ -76,14 +77,13 @@ def relayd(live_server, editor, tmp_path):
         ],
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=log_file.open("w"),  # a file, not a pipe nobody drains: a full pipe would stall relayd
     )
     wait_for(lambda: _listening(port), timeout=20, interval=0.1)
     yield port
     process.terminate()
-    _, log = process.communicate(timeout=30)
-    assert key not in log, "the token must never be logged"
+    process.wait(timeout=30)
+    assert key not in log_file.read_text(), "the token must never be logged"
 
 
 def _listening(port: int) -> bool:

@@ -6,6 +6,7 @@ import signal
 import smtplib
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -129,7 +130,7 @@ def test_starts_from_the_cache_while_the_dashboard_is_down_and_catches_up(tmp_pa
         stderr=subprocess.PIPE,
         text=True,
     )
-    dashboard, lines, smtp_port = None, [], None
+    dashboard, lines, smtp_port, reader = None, [], None, None
     try:
         for line in process.stderr:
             lines.append(line)
@@ -138,6 +139,9 @@ def test_starts_from_the_cache_while_the_dashboard_is_down_and_catches_up(tmp_pa
             if "event=started" in line:
                 break
         assert "serial=1" in lines[-1]
+        # Keep draining the log: a full stderr pipe would block relayd's event loop mid-test.
+        reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+        reader.start()
         with smtp_client(smtp_port) as client:
             assert send(client, "a@client.test", REMOTE)[0][0] == 250  # the cached policy
         time.sleep(2.5)  # several failed polls
@@ -149,12 +153,12 @@ def test_starts_from_the_cache_while_the_dashboard_is_down_and_catches_up(tmp_pa
         assert json.loads(cache.read_text())["serial"] == 2
     finally:
         process.send_signal(signal.SIGTERM)
-        # Not communicate(): it reads the pipe itself and would miss lines the loop above has buffered.
-        rest = process.stderr.read()
         process.wait(15)
+        if reader is not None:
+            reader.join(5)
         if dashboard is not None:
             dashboard.stop()
-    log = "".join(lines) + rest
+    log = "".join(lines)
     assert log.count("event=policy_fetch_failing") == 1, log
     assert "event=policy_fetch_recovered" in log and "event=policy_fetched" in log
     assert TOKEN not in log
