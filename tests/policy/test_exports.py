@@ -59,3 +59,8 @@ def test_export_command_writes_files_and_protects_hand_edits(tmp_path, policy, c
     call_command("export", "--format", "postfix", "--output", str(tmp_path), "--force")
     assert verify(transport.read_text())
     assert AuditEntry.objects.filter(action="export", actor_name="system: export").count() == 4
+
+
+def test_relayd_export_into_a_directory_says_which_file_to_give(tmp_path, policy):
+    with pytest.raises(CommandError, match="is a directory"):
+        call_command("export", "--format", "relayd", "--output", str(tmp_path))

@@ -23,6 +23,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, format, output, force, **options):
         target = Path(output)
+        if format == "relayd" and target.is_dir():
+            raise CommandError(f"{target} is a directory: give the file to write, e.g. {target / 'policy.json'}.")
         with audit_context(source="cli", command="export"):
             if format != "relayd" and target.is_dir():
                 return self.write_files(format, target, force)
