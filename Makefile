@@ -14,9 +14,8 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: help run test lint format test-tools
 
-help:
-	@echo "make run    start the web UI on http://$(HOST):$(PORT) and relayd on $(SMTP_LISTEN) (data under var/)"
-	@echo "make test   run the whole test suite"
+help: ## list every target
+	@awk -F':.*## ' '/^[a-z-]+:.*## / { printf "make %-11s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +32,7 @@ $(VENV)/.test: requirements.txt requirements-test.txt | $(BIN)/python
 
 # Test tools from Debian: chromium for the browser tests, postfix for postmap/postconf checks of the
 # Postfix export, and Exim unpacked into .cache/exim (it conflicts with postfix as a package).
-test-tools:
+test-tools: ## install chromium, postfix and exim for the tests when missing
 	@missing=""; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -x /usr/sbin/postmap ] || missing="$$missing postfix"; \
@@ -44,20 +43,20 @@ test-tools:
 	fi
 	@bash tools/exim-for-tests.sh
 
-run: $(VENV)/.runtime
+run: $(VENV)/.runtime ## start the web UI (HOST, PORT; default 127.0.0.1:8000) and relayd (SMTP_LISTEN; default 127.0.0.1:2525), data under var/
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py ensure_admin
 	HOST=$(HOST) PORT=$(PORT) SMTP_LISTEN=$(SMTP_LISTEN) bash tools/run.sh
 
-lint: $(VENV)/.test
+lint: $(VENV)/.test ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: $(VENV)/.test
+format: $(VENV)/.test ## reformat and autofix with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: $(VENV)/.test test-tools lint
+test: $(VENV)/.test test-tools lint ## lint, check migrations and run the whole test suite
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/pytest

@@ -1,4 +1,4 @@
-"""Decide whether to accept one recipient from one client: the single, pure relay decision (DESIGN.md).
+"""Decide whether to accept one recipient from one client: the single, pure relay decision (docs/design.md).
 
 The daemon calls decide() at RCPT time and the dashboard's "would this relay?" tester calls the
 same function, so the two can never disagree.

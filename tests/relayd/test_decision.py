@@ -1,4 +1,4 @@
-"""The relay decision, table by table (DESIGN.md "Policy semantics"); plain pytest, no Django."""
+"""The relay decision, table by table (docs/design.md "Policy semantics"); plain pytest, no Django."""
 
 from datetime import UTC, datetime, timedelta
 from itertools import product
