@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from relayadmin.health import healthz
+
 
 def superusers_only(request):
     """User and role management in the Django admin is for superusers, not for every staff user."""
@@ -12,6 +14,7 @@ admin.site.has_permission = superusers_only
 admin.site.site_header = "relayadmin: users and roles"
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
     path(
         "login/",
         auth_views.LoginView.as_view(redirect_authenticated_user=True),
