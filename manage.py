@@ -1,29 +1,7 @@
 #!/usr/bin/env python
-"""Django's command-line utility for administrative tasks."""
+"""Django's command-line utility for administrative tasks (installed as the `relayadmin` command)."""
 
-import os
-import sys
-
-
-def main():
-    """Run administrative tasks."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "relayadmin.settings")
-    try:
-        from django.core.management import execute_from_command_line
-    except ImportError as exc:
-        raise ImportError(
-            "Couldn't import Django. Are you sure it's installed and "
-            "available on your PYTHONPATH environment variable? Did you "
-            "forget to activate a virtual environment?"
-        ) from exc
-    from policy.audit import audit_context
-
-    # Any command run from a shell acts as "system: COMMAND" in the audit log
-    # (createsuperuser, changepassword, shell, ... as well as our own).
-    command = sys.argv[1] if len(sys.argv) > 1 else ""
-    with audit_context(source="cli", command=command):
-        execute_from_command_line(sys.argv)
-
+from relayadmin.commandline import main
 
 if __name__ == "__main__":
     main()

@@ -1,3 +1,4 @@
+import relayd
 from policy.roles import can_edit, can_view
 
 
@@ -7,3 +8,8 @@ def roles(request):
     if user is None:
         return {}
     return {"can_view": can_view(user), "can_edit": can_edit(user)}
+
+
+def version(request):
+    """Tell templates the release, shown in every page's footer."""
+    return {"relayadmin_version": relayd.__version__}

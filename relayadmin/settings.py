@@ -4,17 +4,22 @@ DATABASE_URL  database (default: SQLite at var/relayadmin.sqlite3; postgres://..
 SECRET_KEY    signing key (default: generated once into var/secret_key, never committed)
 ALLOWED_HOSTS comma-separated host names (default: loopback names only)
 DEBUG         "1"/"true" turns debug mode on; it is off otherwise
-RELAYADMIN_VAR_DIR  where all data lives (default: ./var)
+RELAYADMIN_VAR_DIR  where all data lives (default: var/ in a checkout, ./var where installed with pip)
 """
 
 import os
 import secrets
+import sys
 from pathlib import Path
 
 import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("RELAYADMIN_VAR_DIR", BASE_DIR / "var"))
+# In a checkout, templates/ and static/ sit beside the packages; `pip install .` puts them under
+# share/relayadmin/ of the environment (pyproject.toml's data-files), and data must not go to site-packages.
+IN_CHECKOUT = (BASE_DIR / "manage.py").exists()
+ASSETS_DIR = BASE_DIR if IN_CHECKOUT else Path(sys.prefix) / "share" / "relayadmin"
+VAR_DIR = Path(os.environ.get("RELAYADMIN_VAR_DIR", BASE_DIR / "var" if IN_CHECKOUT else Path.cwd() / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
@@ -78,7 +83,7 @@ ROOT_URLCONF = "relayadmin.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [ASSETS_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -86,6 +91,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "policy.context_processors.roles",
+                "policy.context_processors.version",
             ],
         },
     },
@@ -123,7 +129,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [ASSETS_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

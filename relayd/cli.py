@@ -24,7 +24,7 @@ from typing import Any
 
 import uvloop
 
-from relayd import logs
+from relayd import __version__, logs
 from relayd.daemon import Daemon
 from relayd.dashboard import DashboardError
 from relayd.logs import kv
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
+    parser.add_argument("--version", action="version", version=f"relayd {__version__}")
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file of options (keys as below)")
     for item in fields(Settings):
         kind, flag = item.metadata["kind"], f"--{item.name.replace('_', '-')}"
