@@ -8,6 +8,7 @@ from policy import (
     selftest_views,
     tester_views,
     token_views,
+    user_views,
     views,
 )
 
@@ -62,6 +63,10 @@ urlpatterns = [
     path("revisions/<int:serial>/rollback/", revision_views.RevisionRollbackView.as_view(), name="revision-rollback"),
     path("api-tokens/", token_views.ApiTokenView.as_view(), name="api-tokens"),
     path("api-tokens/<int:pk>/revoke/", token_views.ApiTokenRevokeView.as_view(), name="api-token-revoke"),
+    path("users/", user_views.UserListView.as_view(), name="users"),
+    path("users/add/", user_views.UserCreateView.as_view(), name="user-add"),
+    path("users/<int:pk>/edit/", user_views.UserEditView.as_view(), name="user-edit"),
+    path("users/<int:pk>/password-reset/", user_views.UserPasswordResetView.as_view(), name="user-password-reset"),
     path("networks/import/", import_views.NetworkImportView.as_view(), name="network-import"),
     path("networks/import/preview/", import_views.NetworkImportPreviewView.as_view(), name="network-import-preview"),
     path("networks/export/<slug:name>.csv", import_views.NetworkExportView.as_view(), name="network-export"),
