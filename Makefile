@@ -46,7 +46,6 @@ test-tools: ## install chromium, postfix and exim for the tests when missing
 run: $(VENV)/.runtime ## start the web UI (HOST, PORT; default 127.0.0.1:8000) and relayd (SMTP_LISTEN; default 127.0.0.1:2525), data under var/
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	$(BIN)/python manage.py ensure_admin
 	HOST=$(HOST) PORT=$(PORT) SMTP_LISTEN=$(SMTP_LISTEN) bash tools/run.sh
 
 lint: $(VENV)/.test ## ruff check and ruff format --check

@@ -6,15 +6,31 @@ BIN=.venv/bin
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 SMTP_LISTEN=${SMTP_LISTEN:-127.0.0.1:2525}
+URL="http://$HOST:$PORT"
+[[ $HOST == *:* ]] && URL="http://[$HOST]:$PORT"
+
+# Made before the servers start, shown after their start-up lines so that it is the last thing on screen.
+# It stays in this shell's memory only: the password is never written to a file.
+first_run_notice=$("$BIN/python" manage.py ensure_admin)
 
 mkdir -p var/log
 # The log rotates at 10 MB (three old files kept). Process substitution keeps $! the PID of relayd itself.
-RELAYADMIN_URL="http://$HOST:$PORT" "$BIN/python" manage.py runrelay --listen "$SMTP_LISTEN" \
+RELAYADMIN_URL="$URL" "$BIN/python" manage.py runrelay --listen "$SMTP_LISTEN" \
   > >("$BIN/python" tools/rotating_log.py var/log/relayd.log) 2>&1 &
 relayd=$!
-# Stop relayd by its PID however this script ends; SIGTERM lets it finish sessions in flight.
-trap 'kill -TERM "$relayd" 2>/dev/null; wait "$relayd" 2>/dev/null || true' EXIT
+"$BIN/gunicorn" relayadmin.wsgi --bind "$HOST:$PORT" --workers 2 --access-logfile - --error-logfile - &
+web=$!
+# Stop both by their PIDs however this script ends; SIGTERM lets relayd finish sessions in flight.
+trap 'kill -TERM "$relayd" "$web" 2>/dev/null; wait "$relayd" "$web" 2>/dev/null || true' EXIT
 trap 'exit 130' INT TERM
 
-echo "relayadmin web UI: http://$HOST:$PORT/   relayd SMTP: $SMTP_LISTEN (log: var/log/relayd.log)   Ctrl-C stops both"
-"$BIN/gunicorn" relayadmin.wsgi --bind "$HOST:$PORT" --workers 2 --access-logfile - --error-logfile -
+for _ in $(seq 100); do
+  "$BIN/python" -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=1)" "$URL/healthz" \
+    2>/dev/null && break
+  kill -0 "$web" 2>/dev/null || exit 1
+  sleep 0.2
+done
+echo
+echo "relayadmin web UI: $URL/   relayd SMTP: $SMTP_LISTEN (log: var/log/relayd.log)   Ctrl-C stops both"
+[[ -n $first_run_notice ]] && echo "$first_run_notice"
+wait "$web"

@@ -20,9 +20,13 @@ class Command(BaseCommand):
         password = secrets.token_urlsafe(12)
         User.objects.create_superuser(username=username, email="", password=password)
         # Written to the terminal only, never to a log file: this is the one time it is shown.
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"\nCreated administrator account\n  username: {username}\n  password: {password}\n"
-                "Write the password down: it is not shown again.\n"
-            )
-        )
+        lines = [
+            "Created the administrator account",
+            f"  username: {username}",
+            f"  password: {password}",
+            "Write the password down: it is not shown again.",
+            f"Forgot it? .venv/bin/python manage.py changepassword {username}",
+        ]
+        width = max(len(line) for line in lines) + 2
+        framed = ["╔" + "═" * width + "╗", *(f"║ {line.ljust(width - 1)}║" for line in lines), "╚" + "═" * width + "╝"]
+        self.stdout.write(self.style.SUCCESS("\n".join(["", *framed, ""])))
