@@ -1,4 +1,4 @@
-"""relayd nodes: their status reports, who is behind or silent, and the accepted-versus-denied chart."""
+"""relayd nodes: their status reports, and who is behind or silent."""
 
 from dataclasses import dataclass
 from datetime import timedelta
@@ -77,59 +77,3 @@ def tls_ready() -> bool | None:
     """Return whether every reporting node offers STARTTLS; None when no node has reported."""
     flags = list(RelayNode.objects.values_list("tls", flat=True))
     return all(flags) if flags else None
-
-
-@dataclass(frozen=True)
-class Chart:
-    """Accepted and relay-denied attempts per bucket, summed over all nodes, as SVG polylines."""
-
-    buckets: list[tuple[int, int]]
-    width: int = 600
-    height: int = 120
-
-    @property
-    def peak(self) -> int:
-        return max((max(pair) for pair in self.buckets), default=0)
-
-    def points(self, index: int) -> str:
-        if not self.buckets:
-            return ""
-        step = self.width / max(len(self.buckets) - 1, 1)
-        scale = (self.height - 10) / (self.peak or 1)
-        return " ".join(
-            f"{i * step:.1f},{self.height - pair[index] * scale:.1f}" for i, pair in enumerate(self.buckets)
-        )
-
-    @property
-    def accepted_points(self) -> str:
-        return self.points(0)
-
-    @property
-    def denied_points(self) -> str:
-        return self.points(1)
-
-    @property
-    def totals(self) -> tuple[int, int]:
-        return sum(a for a, _ in self.buckets), sum(d for _, d in self.buckets)
-
-
-def activity_chart(hours: int = 6, bucket_minutes: int = 10) -> Chart:
-    """Return the chart of the last hours: counter increases per bucket, restarts counted from zero."""
-    now = timezone.now()
-    start = now - timedelta(hours=hours)
-    bucket = timedelta(minutes=bucket_minutes)
-    count = int(timedelta(hours=hours) / bucket)
-    totals = [[0, 0] for _ in range(count)]
-    previous = {}
-    samples = RelayNodeSample.objects.filter(at__gte=start - bucket).order_by("node_id", "at")
-    for sample in samples.values_list("node_id", "at", "accepted", "relay_denied"):
-        node_id, at, accepted, denied = sample
-        before = previous.get(node_id)
-        previous[node_id] = (accepted, denied)
-        if before is None or at < start:
-            continue
-        index = min(int((at - start) / bucket), count - 1)
-        # A counter that went down means relayd restarted: everything since then is new.
-        totals[index][0] += accepted - before[0] if accepted >= before[0] else accepted
-        totals[index][1] += denied - before[1] if denied >= before[1] else denied
-    return Chart([tuple(pair) for pair in totals])

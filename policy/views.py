@@ -17,7 +17,7 @@ from django.views.generic import (
     UpdateView,
 )
 
-from policy import daemons, services
+from policy import daemons, services, traffic
 from policy.audit import update_context
 from policy.audit_views import history_for
 from policy.draft import FLAGS, LIST_KINDS, Draft
@@ -41,7 +41,7 @@ class DashboardView(ViewerRequiredMixin, TemplateView):
             summary=services.policy_summary(),
             risks=analyse(current_snapshot(), tls_ready=daemons.tls_ready(), selftest=last_selftest),
             nodes=daemons.node_statuses(),
-            chart=daemons.activity_chart(),
+            chart=traffic.traffic_chart(),
             last_selftest=last_selftest,
             selftest_target=default_target(),
             **kwargs,

@@ -6,7 +6,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from policy import daemons
-from policy.models import LocalDomain, PolicyRevision, RelayNode, RelayNodeSample
+from policy.models import LocalDomain, PolicyRevision, RelayNode
 from policy.revisions import policy_change
 
 pytestmark = pytest.mark.django_db
@@ -60,20 +60,6 @@ def test_states_current_updating_behind_silent():
     assert {s.node.name: s.state for s in daemons.node_statuses()}["old"] == "behind"
 
 
-def test_chart_counts_increases_and_survives_restarts():
-    now = timezone.now()
-    node = report(accepted=0, denied=0)
-    RelayNodeSample.objects.all().delete()
-    for minutes_ago, accepted, denied in [(50, 10, 1), (30, 25, 4), (20, 3, 0), (5, 8, 2)]:
-        RelayNodeSample.objects.create(
-            node=node, at=now - timedelta(minutes=minutes_ago), accepted=accepted, relay_denied=denied
-        )
-    chart = daemons.activity_chart()
-    # 10→25 (+15), restart to 3 (+3), 3→8 (+5); the first sample is the baseline.
-    assert chart.totals == (23, 5)
-    assert chart.accepted_points.count(",") == len(chart.buckets) == 36
-
-
 def test_tls_ready():
     assert daemons.tls_ready() is None
     report("a", tls=True)
@@ -88,4 +74,4 @@ def test_dashboard_shows_nodes_and_chart(viewer_client):
     body = viewer_client.get(reverse("policy:dashboard")).content.decode()
     assert "mx1" in body
     assert "state-current" in body
-    assert "<polyline" in body
+    assert "No traffic yet" in body  # one report is only the baseline of the counters
