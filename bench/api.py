@@ -9,30 +9,18 @@ Run: .venv/bin/python bench/api.py [--networks N] [--requests N]
 
 import argparse
 import ipaddress
-import os
 import random
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-# Secret key, SQLite file and the published relayd policy all go to a scratch directory.
-os.environ["RELAYADMIN_VAR_DIR"] = tempfile.mkdtemp(prefix="relayadmin-bench-")
-Path(os.environ["RELAYADMIN_VAR_DIR"], "static").mkdir()  # WhiteNoise warns about a missing STATIC_ROOT
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "relayadmin.settings")
+from scratch import scratch_database  # sets up Django, so it comes before any Django import
 
-import django  # noqa: E402
+# isort: split
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import Client
 
-django.setup()
-
-from django.conf import settings  # noqa: E402
-from django.contrib.auth.models import User  # noqa: E402
-from django.db import connection  # noqa: E402
-from django.test import Client  # noqa: E402
-
-from policy.models import ApiToken  # noqa: E402
+from policy.models import ApiToken
 
 BULK_TARGET_S = 10.0
 LIST_P95_TARGET_MS = 100.0
@@ -65,12 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(5)
 
-    if connection.vendor == "sqlite":
-        settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = os.path.join(
-            os.environ["RELAYADMIN_VAR_DIR"], "bench.sqlite3"
-        )
-    old_name = connection.creation.create_test_db(verbosity=0)
-    try:
+    with scratch_database():
         user = User.objects.create_superuser("bench", password=None)
         token = ApiToken(user=user, name="bench")
         key = token.generate_key()
@@ -100,8 +83,6 @@ def main() -> None:
             timings.append((time.perf_counter() - started) * 1000)
             if response.status_code != 200:
                 raise SystemExit(f"GET {url} failed: {response.status_code}")
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
 
     print(f"database: {connection.vendor}, {args.networks} networks, {args.requests} list requests")
     print(f"bulk import of {args.networks} networks: {bulk_s:.2f} s (target <= {BULK_TARGET_S:.0f} s)")
