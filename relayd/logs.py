@@ -8,6 +8,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 
 # A value made only of these characters is written bare; anything else is quoted, so that
 # client-controlled text (HELO names, addresses) can neither split a line nor forge a key.
@@ -27,6 +28,41 @@ def quote(value: object) -> str:
 def kv(**fields: object) -> str:
     """Return the fields as key=value pairs, in the order given."""
     return " ".join(f"{key}={quote(value)}" for key, value in fields.items())
+
+
+class Repeats:
+    """Log an expected failure once per window, and count the repeats in between instead of logging each.
+
+    A full disk or a flood of broken TLS handshakes must not fill the log: the first event of a key
+    is logged, the next ones in the following window are only counted, and the first event after
+    the window carries the count (repeats="312 more in the last minute").
+    """
+
+    def __init__(self, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self.clock = clock
+        self._seen: dict[str, tuple[float, int]] = {}  # key -> (when it was last logged, repeats since)
+
+    def log(self, logger: logging.Logger, level: int, key: str, **fields: object) -> bool:
+        """Log the fields as one line unless key was logged less than window seconds ago; return whether logged."""
+        now = self.clock()
+        logged_at, repeats = self._seen.get(key, (None, 0))
+        if logged_at is not None and now - logged_at < self.window:
+            self._seen[key] = (logged_at, repeats + 1)
+            return False
+        if repeats:
+            span = "minute" if self.window == 60 else f"{self.window:g} s"
+            fields["repeats"] = f"{repeats} more in the last {span}"
+        self._seen[key] = (now, 0)
+        if len(self._seen) > 10_000:
+            # Keys are event names plus at most an error kind; this only guards against a bug.
+            self._seen.clear()
+        logger.log(level, kv(**fields))
+        return True
+
+
+# One per process: the rate limit is about what reaches the log, whoever writes it.
+repeats = Repeats()
 
 
 class LogfmtFormatter(logging.Formatter):

@@ -5,8 +5,12 @@ aiosmtpd provides the command loop, EHLO, MAIL, STARTTLS, AUTH framing and RSET.
 - RCPT, to hand the path exactly as the client wrote it to relayd.decision (aiosmtpd's parser
   drops source routes and rejects user@remote@local, hiding the routing attempt), and to log
   one line per verdict;
-- DATA, to refuse bare CR or LF (SMTP smuggling), enforce SIZE with enhanced codes, add the
-  Received header and spool durably before the 250;
+- MAIL, to refuse early (452 4.3.1) when the spool's file system is nearly full, and to take
+  RFC 4954's AUTH= parameter;
+- RCPT, also to send <postmaster> and postmaster@ this host to the postmaster address;
+- DATA, to refuse bare CR or LF (SMTP smuggling) and NUL, enforce SIZE with enhanced codes, add
+  the Received header and spool durably before the 250;
+- STARTTLS inside TLS (503), HELP (the real command list) and unknown commands (never echoed);
 - AUTH PLAIN and LOGIN, to check the snapshot's password hashes in a thread, throttled per client;
 - the timeouts, which answer 421 instead of closing silently.
 """
@@ -17,6 +21,7 @@ import asyncio
 import binascii
 import functools
 import logging
+import os
 import re
 import secrets
 import time
@@ -27,11 +32,11 @@ from email.utils import format_datetime
 from types import MethodType
 from typing import TYPE_CHECKING
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, _AuthMechAttr, login_always_fail
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, TLSSetupException, _AuthMechAttr, login_always_fail
 
-from relayd.decision import decide, parse_recipient
+from relayd.decision import Verdict, decide, parse_recipient
 from relayd.limits import client_key
-from relayd.logs import kv
+from relayd.logs import kv, repeats
 from relayd.matcher import parse_address
 from relayd.passwords import parse_password_hash, verify_password
 from relayd.spool import new_id
@@ -48,6 +53,10 @@ _ANGLE_PATH = re.compile(r'<(?:"(?:[^"\\]|\\.)*"|[^">])*>')
 _UNPRINTABLE = re.compile(r"[^!-~]")
 # Commands that move no mail; past junk_command_limit of them a session is cut (NOOP floods).
 _JUNK = ("NOOP", "RSET", "VRFY", "EXPN", "HELP", "EHLO", "HELO")
+# What HELP lists: every command relayd answers.
+_HELP = "AUTH DATA EHLO EXPN HELO HELP MAIL NOOP QUIT RCPT RSET STARTTLS VRFY"
+# RFC 4954 5: the AUTH= parameter of MAIL is "<>" or an xtext (RFC 3461 4).
+_AUTH_PARAMETER = re.compile(r"<>|(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
 # Compared against when the user name is unknown, so that the reply takes as long as for a known one.
 _DECOY_DIGEST = "A" * 43 + "="
 _DJANGO_DEFAULT_ITERATIONS = 1_000_000
@@ -153,6 +162,12 @@ class RelaySession(SMTP):
         self.client_key = client_key(address)
         self.local_ip = self.transport.get_extra_info("sockname")[0]
         relay.metrics.inc("connections")
+        if len(relay.sessions) >= relay.settings.max_connections:
+            # All clients together: one host with many addresses must not exhaust memory or descriptors.
+            self._log_cut("max_connections", refused=True)
+            await self.push("421 4.7.0 Too many connections, try again later")
+            self.transport.close()
+            return
         if not relay.connections.acquire(self.client_key):
             self._log_cut("too_many_connections", refused=True)
             await self.push("421 4.7.0 Too many connections from your address, try again later")
@@ -251,8 +266,21 @@ class RelaySession(SMTP):
             await super().smtp_EXPN(arg)
 
     async def smtp_HELP(self, arg: str) -> None:
+        # aiosmtpd lists only the commands it decorates itself, which relayd mostly replaces.
         if not await self._junk():
-            await super().smtp_HELP(arg)
+            await self.push(f"214 2.0.0 Commands: {_HELP}")
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self._tls_protocol is not None:
+            # aiosmtpd would start a second handshake inside the first (RFC 3207 4.2: only once).
+            await self.push("503 5.5.1 Error: TLS already active")
+            return
+        await super().smtp_STARTTLS(arg)
+
+    async def unknown_command(self, arg: str | None) -> None:
+        """Answer a command relayd does not know, without echoing it (it may hold NUL or control bytes)."""
+        if not await self._junk():
+            await self.push("502 5.5.2 Error: command not recognized")
 
     async def smtp_EHLO(self, hostname: str) -> None:
         if not await self._junk():
@@ -299,19 +327,54 @@ class RelaySession(SMTP):
         if sender and not _valid_sender(sender):
             await self.push("553 5.1.7 Bad sender address syntax")
             return
+        declared = 0
         for param in params:
-            name, _, value = param.upper().partition("=")
+            name, _, value = param.partition("=")
+            name, upper = name.upper(), value.upper()
             if name == "SIZE" and value.isdigit():
-                if int(value) > self.relay.settings.max_message_size:
+                declared = int(value)
+                if declared > self.relay.settings.max_message_size:
                     await self.push("552 5.3.4 Message size exceeds fixed maximum message size")
                     return
-            elif not (name == "BODY" and value in ("7BIT", "8BITMIME")):
+            elif name == "AUTH" and _AUTH_PARAMETER.fullmatch(value):
+                # RFC 4954 5: accepted from anyone; relayd vouches for no submitter, so it is as if "<>".
+                pass
+            elif not (name == "BODY" and upper in ("7BIT", "8BITMIME")):
                 await self.push("555 5.5.4 MAIL FROM parameters not recognized or not implemented")
                 return
+        if not self._room_for(declared):
+            await self.push("452 4.3.1 Insufficient system storage")
+            return
         # The null sender <> is stored as "", as the spool format wants.
         self.envelope.mail_from = sender
         self.envelope.mail_options.extend(params)
         await self.push("250 2.1.0 Ok")
+
+    def _room_for(self, declared: int) -> bool:
+        """Return whether the spool's file system keeps min_free_space free after a message of declared bytes."""
+        settings = self.relay.settings
+        if not settings.min_free_space:
+            return True
+        try:
+            usage = os.statvfs(settings.spool)
+        except OSError as exc:
+            repeats.log(log, logging.ERROR, "statvfs", event="spool_error", error=exc)
+            return False
+        free = usage.f_bavail * usage.f_frsize
+        if free - declared >= settings.min_free_space:
+            return True
+        self.relay.metrics.inc("storage_refusals")
+        repeats.log(
+            log,
+            logging.WARNING,
+            "low_storage",
+            event="low_storage",
+            free=free,
+            declared=declared,
+            min_free_space=settings.min_free_space,
+            action="MAIL answered 452 4.3.1",
+        )
+        return False
 
     # RCPT: the relay decision.
 
@@ -338,12 +401,49 @@ class RelaySession(SMTP):
             return
         policy = self.relay.policy_source.policy
         verdict = decide(policy, self.client, self.local_ip, self.auth_user, path)
+        address = _mailbox(path)
+        if policy is not None and (verdict.rule == "postmaster" or self._is_own_postmaster(address, verdict)):
+            verdict, address = self._postmaster(policy)
         outcome = "accept" if verdict.allowed else "defer" if verdict.code < 500 else "refuse"
         self._log_verdict(path, outcome, verdict.code, verdict.rule, verdict.detail, policy)
         if verdict.allowed:
             envelope.rcpt_tos.append(path)
-            envelope.rcpts.append({"address": _mailbox(path), "route": verdict.route})
+            envelope.rcpts.append({"address": address, "route": verdict.route})
         await self.push(verdict.reply)
+
+    def _is_own_postmaster(self, address: str, verdict: Verdict) -> bool:
+        """Return whether address is postmaster@ this host's name (any case), unless that name is a local domain."""
+        local, at, domain = address.rpartition("@")
+        hostname = self.relay.settings.hostname.lower().rstrip(".")
+        own = bool(at) and local.lower() == "postmaster" and domain.lower().rstrip(".") == hostname
+        return own and verdict.rule != "local_domain"
+
+    def _postmaster(self, policy: CompiledPolicy) -> tuple[Verdict, str]:
+        """Return the verdict on a recipient that means this host's postmaster, and the address it goes to.
+
+        RFC 5321 4.5.1 wants <postmaster> accepted from anyone. It goes to --postmaster-address,
+        else to postmaster@ the policy's first local domain. With neither there is nowhere to
+        deliver it, and accepting it would end in a bounce to a sender anyone can forge
+        (backscatter), so it is refused here instead.
+        """
+        address = self.relay.settings.postmaster_address
+        if address is None and policy.local_domains:
+            address = f"postmaster@{next(iter(policy.local_domains))}"
+        if address is None:
+            return (
+                Verdict(
+                    False,
+                    550,
+                    "5.1.1",
+                    "550 5.1.1 No postmaster mailbox here: this relay has no local domain",
+                    "postmaster",
+                    "no --postmaster-address and no local domain to send postmaster mail to",
+                ),
+                "",
+            )
+        route = decide(policy, "::", None, None, address).route
+        detail = f"postmaster mail goes to {address}" + (f" via {route}" if route else "")
+        return Verdict(True, 250, "2.1.5", "250 2.1.5 Recipient OK", "postmaster", detail, route), address
 
     def _log_verdict(
         self, path: str, outcome: str, code: int, rule: str, detail: str, policy: CompiledPolicy | None
@@ -417,6 +517,10 @@ class RelaySession(SMTP):
                 # A bare CR or LF is how end-of-data is smuggled past a lenient next hop
                 # ("\n.\n", "\r.\r", "\n.\r\n" ...): refuse the whole message rather than pass it on.
                 problem = "bare_cr_or_lf"
+            elif b"\x00" in line:
+                # A next hop that drops NUL would read "\x00.\r\n" as the end of data. NUL is no
+                # text (RFC 5322 2.3); Exim refuses such messages too, rather than guess what was meant.
+                problem = "nul"
             elif line[0] == 0x2E:
                 lines.append(line[1:])
             else:
@@ -439,7 +543,10 @@ class RelaySession(SMTP):
             return "552 5.3.4 Message size exceeds fixed maximum message size"
         if problem == "bare_cr_or_lf":
             return "550 5.6.11 Message contains bare CR or LF, which cannot be sent via DATA"
-        return "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"
+        if problem == "nul":
+            return "554 5.6.0 Message contains NUL characters, which cannot be sent via DATA"
+        # RFC 5321 4.2.5 lists 552 and 554, not 500, as replies to the end of data.
+        return "554 5.6.0 Message has a line over 1000 octets (RFC 5321 4.5.3.1.6)"
 
     async def _queue(self, lines: list[bytes]) -> str:
         """Spool the message with its Received header; return the reply: 250 only once it is on disk."""
@@ -462,7 +569,8 @@ class RelaySession(SMTP):
             await relay.spool.store(record, message)
         except OSError as exc:
             relay.metrics.inc("spool_errors")
-            log.error(kv(event="spool_error", session=self.id, id=message_id, client=self.client, error=exc))
+            key = f"spool_error:{exc.errno}"
+            repeats.log(log, logging.ERROR, key, event="spool_error", session=self.id, id=message_id, error=exc)
             return "451 4.3.0 Local problem storing the message, try again later"
         relay.metrics.inc("messages_accepted")
         log.info(
@@ -579,6 +687,21 @@ class RelaySession(SMTP):
         self.transport.close()
 
     async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # A client that breaks off or botches the handshake: its doing, not a fault of relayd.
+            # aiosmtpd closes the connection after this.
+            cause = error.__cause__ or error
+            self.relay.metrics.inc("tls_failures")
+            repeats.log(
+                log,
+                logging.WARNING,
+                "tls_failed",
+                event="tls_failed",
+                session=self.id,
+                client=self.client,
+                error=f"{type(cause).__name__}: {cause}",
+            )
+            return "454 4.7.0 TLS not available due to temporary reason"
         # aiosmtpd's default reply names the exception; a client must never see internals.
         log.error(
             kv(event="session_error", session=self.id, client=self.client, error=type(error).__name__), exc_info=error
@@ -597,9 +720,10 @@ class _Commands:
     def __init__(self, session: RelaySession) -> None:
         self._session = session
 
-    def get(self, name: str) -> Callable | None:
-        function = _COMMANDS.get(name)
-        return None if function is None else MethodType(function, self._session)
+    def get(self, name: str) -> Callable:
+        # Never None: aiosmtpd would then answer by echoing the command, control bytes and all.
+        function = _COMMANDS.get(name, RelaySession.unknown_command)
+        return MethodType(function, self._session)
 
     def items(self) -> list[tuple[str, Callable]]:
         return [(name, MethodType(function, self._session)) for name, function in _COMMANDS.items()]

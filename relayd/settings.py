@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from relayd.decision import parse_recipient
+
 
 def meta(help: str, kind: type = str, metavar: str | None = None) -> dict[str, Any]:
     """Describe a setting for the CLI: its help text, and the type its text form converts to."""
@@ -66,11 +68,33 @@ class Settings:
         metadata=meta("HTTP address of /metrics and /status; 'off' to disable", metavar="ADDR:PORT"),
     )
     node_name: str = field(default=socket.gethostname(), metadata=meta("name of this node in the status report"))
-    hostname: str = field(default=socket.gethostname(), metadata=meta("name in the SMTP greeting and Received headers"))
+    hostname: str = field(
+        default=socket.getfqdn(),
+        metadata=meta("this host's name (greeting, Received headers); postmaster@ it is accepted", metavar="FQDN"),
+    )
+    postmaster_address: str | None = field(
+        default=None,
+        metadata=meta(
+            "where mail to <postmaster> and postmaster@HOSTNAME goes; default: postmaster@ the policy's first"
+            " local domain (refused with 550 when it has none)",
+            metavar="ADDRESS",
+        ),
+    )
     max_message_size: int = field(
         default=10_240_000, metadata=meta("largest message accepted (SIZE), as Postfix's default", int, "BYTES")
     )
     max_recipients: int = field(default=100, metadata=meta("recipients per message; more get 452 4.5.3", int))
+    max_connections: int = field(
+        default=1000, metadata=meta("concurrent sessions from all clients together; more get 421 4.7.0", int)
+    )
+    min_free_space: int = field(
+        default=100_000_000,
+        metadata=meta(
+            "free bytes the spool's file system must keep; below it (or below a declared SIZE) MAIL gets 452 4.3.1",
+            int,
+            "BYTES",
+        ),
+    )
     max_connections_per_ip: int = field(
         default=50, metadata=meta("concurrent sessions per client address (IPv6: per /64)", int)
     )
@@ -140,6 +164,8 @@ class Settings:
             value = getattr(self, item.name)
             if item.metadata["kind"] in (int, float) and value < 0:
                 raise ValueError(f"{item.name.replace('_', '-')} must not be negative")
+        if self.postmaster_address is not None and not _is_mailbox(self.postmaster_address):
+            raise ValueError("postmaster-address must be a plain address, e.g. admin@example.com (no <>, no routing)")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("log-level must be debug, info, warning or error")
 
@@ -177,6 +203,14 @@ def settings_from_json(text: str) -> Settings:
 
 def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
+
+
+def _is_mailbox(text: str) -> bool:
+    try:
+        recipient = parse_recipient(text)
+    except ValueError:
+        return False
+    return not text.startswith("<") and recipient.domain is not None and recipient.routing is None
 
 
 def parse_listen(text: str) -> tuple[str, int]:
