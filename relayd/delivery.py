@@ -52,7 +52,7 @@ import dns.exception
 import dns.name
 import dns.resolver
 
-from relayd.logs import kv
+from relayd.logs import kv, repeats
 from relayd.metrics import Metrics
 from relayd.spool import Spool
 
@@ -171,6 +171,9 @@ class QueueRunner:
         self.waiting: dict[str, float] = {}
         self.heap: list[tuple[float, str]] = []
         self.tasks: dict[str, asyncio.Task] = {}
+        # The state of each message whose .state file could not be written (a full disk): kept
+        # here, so that a recipient already delivered is not delivered again while the runner lives.
+        self.unsaved: dict[str, dict] = {}
         self.wake = asyncio.Event()
         # SMTP sessions and DNS lookups block, so they run in threads; a pool of their own keeps
         # slow next hops from starving the spool's file operations in the default executor.
@@ -239,6 +242,12 @@ class QueueRunner:
     async def _process(self, message_id: str) -> None:
         try:
             due = await self._attempt(message_id)
+        except OSError as exc:
+            # Expected trouble with the spool (a full disk, say): one line, not a traceback per message.
+            repeats.log(
+                log, logging.ERROR, f"spool:{exc.errno}", event="spool_error", id=message_id, error=exc, action="retry"
+            )
+            due = time.time() + self.config.retry_initial
         except Exception:
             # One message whose spool files cannot be handled must not stop the others.
             log.exception(kv(event="delivery", id=message_id, result="error"))
@@ -264,36 +273,65 @@ class QueueRunner:
             self.metrics.inc("delivery_quarantined")
             await asyncio.to_thread(self.spool.quarantine, message_id, str(exc))
             return None
-        state = await asyncio.to_thread(self.spool.read_state, message_id) or {
-            "attempts": 0,
-            "next_attempt_at": _iso(time.time()),
-            "first_attempt_at": None,
-            "done": [],
-            "failed": [],
-            "last_error": "",
-        }
+        unsaved = self.unsaved.pop(message_id, None)
+        state = (
+            unsaved
+            or await asyncio.to_thread(self.spool.read_state, message_id)
+            or {
+                "attempts": 0,
+                "next_attempt_at": _iso(time.time()),
+                "first_attempt_at": None,
+                "done": [],
+                "failed": [],
+                "last_error": "",
+            }
+        )
         due = datetime.fromisoformat(state["next_attempt_at"]).timestamp()
         if due > time.time():
+            if unsaved is not None:
+                self.unsaved[message_id] = unsaved
             return due
         final = set(state["done"]) | {failure["address"] for failure in state["failed"]}
         pending = [rcpt for rcpt in envelope["rcpts"] if rcpt["address"] not in final]
+        results: list[str] = []
         if pending:
             replies = await self._deliver(message_id, envelope, message, pending, state["attempts"] + 1)
-            due = self._record(message_id, envelope, state, replies)
+            due = self._record(message_id, envelope, state, replies, results)
             if due is not None:
-                await asyncio.to_thread(self.spool.write_state, message_id, state)
+                # The record first: anything that can fail after the next hop's reply (counting to
+                # intake, say) must not make the delivery look undone and happen again.
+                await self._save_state(message_id, state)
+                self._count(results)
                 return due
-        await self._finish(message_id, envelope, message, state)
+        try:
+            await self._finish(message_id, envelope, message, state)
+        except OSError:
+            self.unsaved[message_id] = state
+            raise
+        self._count(results)
         return None
 
-    def _record(self, message_id: str, envelope: dict, state: dict, replies: dict[str, Reply]) -> float | None:
-        """Record this attempt's replies in state; return when to retry, or None if no recipient is left to try."""
+    async def _save_state(self, message_id: str, state: dict) -> None:
+        try:
+            await asyncio.to_thread(self.spool.write_state, message_id, state)
+        except OSError:
+            self.unsaved[message_id] = state
+            raise
+
+    def _count(self, results: list[str]) -> None:
+        for result in results:
+            self.metrics.inc("deliveries", result=result)
+
+    def _record(
+        self, message_id: str, envelope: dict, state: dict, replies: dict[str, Reply], results: list[str]
+    ) -> float | None:
+        """Record this attempt's replies in state, and their results in results; return when to retry, or None."""
         now = time.time()
         expires = datetime.fromisoformat(envelope["received_at"]).timestamp() + self.config.queue_lifetime
         deferred = {}
         for address, reply in replies.items():
             result = reply.result
-            self.metrics.inc("deliveries", result=result)
+            results.append(result)
             if result == "sent":
                 state["done"].append(address)
             elif result == "failed":
@@ -305,7 +343,7 @@ class QueueRunner:
             for address, reply in deferred.items():
                 text = f"4.4.7 Delivery time expired: not delivered within {lifetime}; last error: {reply}"
                 state["failed"].append({"address": address, "code": 0, "reply": text})
-                self.metrics.inc("deliveries", result="expired")
+                results.append("expired")
             log.info(kv(event="delivery", id=message_id, to=",".join(deferred), result="expired", lifetime=lifetime))
             deferred = {}
         state["attempts"] += 1
@@ -330,7 +368,7 @@ class QueueRunner:
             self.metrics.inc("bounces", result="dropped")
         elif state["failed"]:
             # Saved first, so a crash before the removal repeats the bounce, never the deliveries.
-            await asyncio.to_thread(self.spool.write_state, message_id, state)
+            await self._save_state(message_id, state)
             dsn = build_dsn(envelope, message, state["failed"], self.config.helo_name, datetime.now(UTC))
             bounce = {"mail_from": "", "rcpts": [{"address": sender, "route": self.config.route_of(sender)}]}
             bounce_id = await self.spool.store(bounce, dsn)

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 import uvloop
@@ -90,15 +91,31 @@ class Runner:
 
 
 class ForwardedMetrics:
-    """The child's side of the metrics: each increment goes to relayd as a JSON line."""
+    """The child's side of the metrics: each increment goes to relayd as a JSON line.
 
-    def __init__(self, stream: TextIO) -> None:
+    Counting must never fail a delivery: once relayd is gone (the pipe is broken), increments are
+    dropped and on_lost is called, so the runner finishes its deliveries in flight and exits.
+    """
+
+    def __init__(self, stream: TextIO, on_lost: Callable[[], None] = lambda: None) -> None:
         self.stream = stream
+        self.on_lost = on_lost
+        self.lost = False
 
     def inc(self, name: str, **labels: str) -> None:
         """Add one to the counter name with these labels, in relayd's metrics."""
-        self.stream.write(json.dumps({"name": name, "labels": labels}) + "\n")
-        self.stream.flush()
+        if self.lost:
+            return
+        try:
+            self.stream.write(json.dumps({"name": name, "labels": labels}) + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.lost = True
+            # Python flushes stdout again at exit; pointing it at /dev/null keeps that quiet too.
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            log.warning(kv(event="intake_gone", action="finishing the deliveries in flight, then exiting"))
+            self.on_lost()
 
 
 def delivery_config(settings: Settings, policy_source: PolicySource) -> DeliveryConfig:
@@ -142,7 +159,8 @@ async def _run(settings: Settings) -> None:
     await asyncio.to_thread(policy_source.load)
     watch = asyncio.create_task(policy_source.watch())
     spool = Spool(settings.spool, settings.fsync_threads)
-    queue_runner = QueueRunner(spool, delivery_config(settings, policy_source), ForwardedMetrics(sys.stdout))
+    metrics = ForwardedMetrics(sys.stdout, stop.set)
+    queue_runner = QueueRunner(spool, delivery_config(settings, policy_source), metrics)
     intake = asyncio.create_task(_read_intake(queue_runner, stop))
     try:
         await queue_runner.run(stop)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from relayd.children import spawn
-from relayd.logs import kv
+from relayd.logs import repeats
 from relayd.spool import Spool, envelope_line
 
 log = logging.getLogger("relayd.spool")
@@ -64,8 +64,9 @@ class SpoolWriter:
             process.stdin.write(b"%s %d %d\n%s%s" % (message_id.encode(), len(header), len(message), header, message))
             await process.stdin.drain()
             await done
-        except ConnectionError as exc:
-            raise OSError(errno.EIO, f"spool writer unreachable: {exc}") from exc
+        except (ConnectionError, RuntimeError) as exc:
+            # A writer that just died: asyncio raises ConnectionError, uvloop RuntimeError ("handler is closed").
+            raise OSError(errno.EIO, f"spool writer unreachable: {exc}") from None
         finally:
             self._pending.pop(message_id, None)
         return message_id
@@ -84,7 +85,15 @@ class SpoolWriter:
         status = await process.wait()
         if self._process is process:
             self._process = None
-            log.error(kv(event="spool_writer_exited", status=status, failing=len(self._pending)))
+            repeats.log(
+                log,
+                logging.ERROR,
+                "spool_writer_exited",
+                event="spool_writer_exited",
+                status=status,
+                failing=len(self._pending),
+                action="restarted for the next message",
+            )
         # Whatever was not acknowledged may or may not be on disk: the client must hear 451 and retry.
         for done in self._pending.values():
             if not done.done():
