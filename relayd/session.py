@@ -721,12 +721,21 @@ class _Commands:
         self._session = session
 
     def get(self, name: str) -> Callable:
+        session = self._session
+        if session.transport is None or session.transport.is_closing():
+            # Cut off already: aiosmtpd still reads what the client pipelined, which must neither
+            # run nor repeat the cut (and its log line) once per command.
+            return _ignore
         # Never None: aiosmtpd would then answer by echoing the command, control bytes and all.
         function = _COMMANDS.get(name, RelaySession.unknown_command)
-        return MethodType(function, self._session)
+        return MethodType(function, session)
 
     def items(self) -> list[tuple[str, Callable]]:
         return [(name, MethodType(function, self._session)) for name, function in _COMMANDS.items()]
+
+
+async def _ignore(arg: str | None) -> None:
+    """Do nothing: the command of a session that is being closed."""
 
 
 def _valid_sender(address: str) -> bool:

@@ -22,8 +22,9 @@ import threading
 from collections.abc import Callable
 from typing import BinaryIO
 
+from relayd import logs
 from relayd.children import spawn
-from relayd.logs import repeats
+from relayd.logs import kv, repeats
 from relayd.spool import Spool, envelope_line
 
 log = logging.getLogger("relayd.spool")
@@ -149,7 +150,13 @@ def main(argv: list[str]) -> int:
     them, the main thread writes, fsyncs and renames the next batch.
     """
     root, threads = argv
-    spool = Spool(root, int(threads))
+    try:
+        spool = Spool(root, int(threads))
+    except OSError as exc:
+        # An unusable spool (a file where a directory belongs, no permission): intake answers 451
+        # to the messages in flight and starts a new writer for the next one, which may find it fixed.
+        log.error(kv(event="spool_error", root=root, error=exc, action="spool writer exiting"))
+        return 1
     frames: queue.SimpleQueue = queue.SimpleQueue()
     staged: queue.SimpleQueue = queue.SimpleQueue()
     threading.Thread(target=_read_frames, args=(sys.stdin.buffer, frames), daemon=True).start()
@@ -173,4 +180,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    logs.configure()
     sys.exit(main(sys.argv[1:]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import os
 import smtplib
 import ssl
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from relayd.children import spawn
 from relayd.daemon import Daemon
 from relayd.settings import Settings
 from tests.relayd.fake_dashboard import TOKEN, FakeDashboard
@@ -184,3 +186,49 @@ def send(client: smtplib.SMTP, sender: str, recipient: str, body: bytes = b"Subj
         client.rset()
         return rcpt, None
     return rcpt, client.data(body)
+
+
+class _TracebackCollector(logging.Handler):
+    """Keep every log record of relayd (and of asyncio, aiosmtpd under it) that carries a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.found: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.split(".")[0] in ("relayd", "asyncio", "mail") and (
+            record.exc_info or "Traceback" in record.getMessage()
+        ):
+            self.found.append(f"{record.name}: {record.getMessage()[:300]}")
+
+
+@pytest.fixture(scope="session")
+def relayd_stderr(tmp_path_factory) -> Path:
+    """Return the file that relayd's helper processes, and relayds run as processes, write their stderr to."""
+    return tmp_path_factory.mktemp("relayd-logs") / "stderr.log"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_tracebacks(relayd_stderr):
+    """Fail the run if relayd logged a traceback anywhere in the relayd tests (issue 12, finding 4).
+
+    Every test here plays a client, a next hop or a crash, and relayd must meet each with one log
+    line, never a traceback. In-process records are collected by a handler; the spool writer's and
+    queue runner's stderr goes to a file, as does that of every relayd the tests run as a process.
+    """
+    collector = _TracebackCollector()
+    logging.getLogger().addHandler(collector)
+    # Appending from several processes at once is safe: each write goes to the end.
+    stderr = relayd_stderr.open("ab")
+
+    def spawn_logged(module, *args, **options):
+        return spawn(module, *args, **{"stderr": stderr, **options})
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("relayd.runner.spawn", spawn_logged)
+        patch.setattr("relayd.spool_writer.spawn", spawn_logged)
+        yield collector
+    logging.getLogger().removeHandler(collector)
+    stderr.close()
+    children = [line for line in relayd_stderr.read_text(errors="replace").splitlines() if "Traceback" in line]
+    assert not collector.found and not children, "relayd logged tracebacks:\n" + "\n".join(collector.found + children)

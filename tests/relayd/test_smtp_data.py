@@ -98,3 +98,41 @@ def test_spool_writer_that_dies_is_restarted(start_relay):
             time.sleep(0.02)
         assert send(client, "a@client.test", "<bob@example.com>")[1][0] == 250
     assert len(relay.queued()) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"Subject: hello\r\n\r\nlegit\r\n\x00.\r\n" + SMUGGLED,  # a next hop that drops NUL sees "\r\n.\r\n"
+        b"Subject: hello\r\n\r\nlegit\r\n.\x00\r\n" + SMUGGLED,
+        b"Subject: hello\r\n\r\nnul \x00 in the middle\r\n",
+    ],
+)
+def test_nul_in_data_is_refused(start_relay, body):
+    relay = start_relay(policy())
+    with relay.smtp() as client:
+        client.docmd("MAIL FROM:<a@client.test>")
+        client.docmd("RCPT TO:<bob@example.com>")
+        assert client.docmd("DATA")[0] == 354
+        client.send(body + b".\r\n")
+        assert client.getreply() == (554, b"5.6.0 Message contains NUL characters, which cannot be sent via DATA")
+        assert client.noop()[0] == 250
+    assert relay.queued() == []
+
+
+def test_dead_spool_writer_is_451_without_a_traceback(start_relay, caplog):
+    relay = start_relay(policy())
+    with relay.smtp() as client:
+        assert send(client, "a@client.test", "<bob@example.com>")[1][0] == 250
+        # The writer's pipe closed under intake, before intake noticed the writer was gone.
+        relay.run(_close_pipe(relay.daemon.writer._process))
+        assert send(client, "a@client.test", "<bob@example.com>")[1] == (
+            451,
+            b"4.3.0 Local problem storing the message, try again later",
+        )
+        assert client.noop()[0] == 250
+    assert not [record for record in caplog.records if record.exc_info]
+
+
+async def _close_pipe(process) -> None:
+    process.stdin.close()

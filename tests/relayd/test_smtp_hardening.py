@@ -1,0 +1,244 @@
+"""What a stress campaign found (issue 12), each over real SMTP on loopback: postmaster routing,
+STARTTLS inside TLS, TLS failures, AUTH=<>, storage and connection caps, and the smaller points."""
+
+import logging
+import smtplib
+import socket
+import ssl
+
+import pytest
+
+from tests.relayd.conftest import ALICE_PASSWORD, policy, send
+
+
+def envelope_rcpts(path) -> list[dict]:
+    import json
+
+    return json.loads(path.read_bytes().partition(b"\n")[0])["rcpts"]
+
+
+def session_log(caplog, event: str) -> list[str]:
+    return [record.getMessage() for record in caplog.records if f"event={event} " in record.getMessage()]
+
+
+# Finding 2: <postmaster> goes where it can be delivered, or is refused; never accepted and bounced.
+
+ROUTED = [{"domain": "example.com", "include_subdomains": True, "route": "127.0.0.1:2"}]
+
+
+@pytest.mark.parametrize(
+    "recipient", ["<postmaster>", "<POSTMASTER>", "<postmaster@relay.test>", "<PostMaster@Relay.Test.>"]
+)
+def test_postmaster_goes_to_the_first_local_domains_postmaster_by_default(start_relay, recipient):
+    relay = start_relay(policy(local_domains=ROUTED))
+    with relay.smtp() as client:
+        rcpt, data = send(client, "anyone@forged.test", recipient)
+        assert rcpt == (250, b"2.1.5 Recipient OK") and data[0] == 250
+    [path] = relay.queued()
+    assert envelope_rcpts(path) == [{"address": "postmaster@example.com", "route": "127.0.0.1:2"}]
+
+
+def test_postmaster_goes_to_the_postmaster_address(start_relay):
+    relay = start_relay(policy(local_domains=ROUTED), postmaster_address="hostmaster@example.com")
+    with relay.smtp() as client:
+        assert send(client, "anyone@forged.test", "<postmaster>")[1][0] == 250
+    assert envelope_rcpts(relay.queued()[0]) == [{"address": "hostmaster@example.com", "route": "127.0.0.1:2"}]
+
+
+def test_postmaster_is_refused_at_rcpt_when_there_is_nowhere_to_deliver_it(start_relay):
+    relay = start_relay(policy(local_domains=[]))
+    with relay.smtp() as client:
+        for recipient in ("<postmaster>", "<postmaster@relay.test>"):
+            rcpt, _ = send(client, "anyone@forged.test", recipient)
+            assert rcpt == (550, b"5.1.1 No postmaster mailbox here: this relay has no local domain")
+    assert relay.queued() == []
+
+
+def test_postmaster_of_another_host_is_still_relaying(start_relay):
+    relay = start_relay(policy(local_domains=ROUTED))
+    with relay.smtp() as client:
+        rcpt, _ = send(client, "anyone@forged.test", "<postmaster@elsewhere.test>")
+        assert rcpt[0] == 550 and rcpt[1].startswith(b"5.7.1")
+
+
+def test_postmaster_mail_is_delivered_to_the_route(start_relay, serve_smtp):
+    received = []
+
+    class Sink:
+        async def handle_DATA(self, server, session, envelope):
+            received.append(envelope.rcpt_tos)
+            return "250 2.0.0 Ok"
+
+    port = serve_smtp(Sink())
+    domains = [{"domain": "example.com", "include_subdomains": False, "route": f"127.0.0.1:{port}"}]
+    relay = start_relay(policy(local_domains=domains), delivery=True)
+    with relay.smtp() as client:
+        assert send(client, "anyone@forged.test", "<postmaster>")[1][0] == 250
+    import time
+
+    deadline = time.monotonic() + 15
+    while not received:
+        assert time.monotonic() < deadline, "postmaster mail not delivered"
+        time.sleep(0.05)
+    assert received == [["postmaster@example.com"]]
+
+
+def test_hostname_defaults_to_the_fqdn():
+    from relayd.settings import Settings
+
+    assert Settings(policy="p", spool="s").hostname == socket.getfqdn()
+    with pytest.raises(ValueError, match="postmaster-address"):
+        Settings(policy="p", spool="s", postmaster_address="<a@b.test>")
+
+
+# Finding 3 and 4: STARTTLS inside TLS, and TLS handshakes that fail.
+
+
+def tls_relay(start_relay, tls_files):
+    cert, key = tls_files
+    return start_relay(policy(), tls_cert=cert, tls_key=key)
+
+
+def test_starttls_inside_tls_is_503(start_relay, tls_files, tls_client):
+    relay = tls_relay(start_relay, tls_files)
+    with relay.smtp() as client:
+        client.starttls(context=tls_client)
+        client.ehlo("client.test")
+        assert "starttls" not in client.esmtp_features
+        assert client.docmd("STARTTLS") == (503, b"5.5.1 Error: TLS already active")
+        assert client.noop()[0] == 250
+        assert send(client, "a@client.test", "<bob@example.com>")[1][0] == 250
+
+
+@pytest.mark.parametrize("after_220", [b"", b"GARBAGE NOT TLS\r\n", b"\x16\x03\x01\x00\x05hello"])
+def test_failed_or_aborted_tls_handshake_is_one_line_without_traceback(start_relay, tls_files, caplog, after_220):
+    relay = tls_relay(start_relay, tls_files)
+    caplog.set_level(logging.INFO, logger="relayd")
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as raw:
+        stream = raw.makefile("rb")
+        stream.readline()
+        raw.sendall(b"EHLO client.test\r\n")
+        while not stream.readline().startswith(b"250 "):
+            pass
+        raw.sendall(b"STARTTLS\r\n")
+        assert stream.readline().startswith(b"220 ")
+        if after_220:
+            raw.sendall(after_220)
+        raw.shutdown(socket.SHUT_WR)
+        stream.read()  # relayd closes its side
+    # Another client is served as usual.
+    with relay.smtp() as client:
+        assert client.noop()[0] == 250
+    assert not [record for record in caplog.records if record.exc_info]
+    if after_220:
+        assert len(session_log(caplog, "tls_failed")) <= 1
+
+
+def test_client_that_rejects_our_certificate_is_one_line(start_relay, tls_files, caplog):
+    relay = tls_relay(start_relay, tls_files)
+    caplog.set_level(logging.INFO, logger="relayd")
+    with relay.smtp() as client, pytest.raises(ssl.SSLError):
+        client.starttls(context=ssl.create_default_context())  # does not trust the self-signed certificate
+    assert not [record for record in caplog.records if record.exc_info]
+
+
+# Finding 5: MAIL FROM:<x> AUTH=<> (RFC 4954 5).
+
+
+def test_auth_parameter_of_mail_is_accepted(start_relay, tls_files, tls_client):
+    relay = tls_relay(start_relay, tls_files)
+    with relay.smtp() as client:
+        client.starttls(context=tls_client)
+        client.ehlo("client.test")
+        client.login("alice", ALICE_PASSWORD)
+        assert client.docmd("MAIL FROM:<alice@example.com> AUTH=<>") == (250, b"2.1.0 Ok")
+        assert client.docmd("RCPT TO:<x@remote.test>")[0] == 250
+        assert client.data(b"Subject: hi\r\n\r\nhi\r\n")[0] == 250
+        assert client.docmd("MAIL FROM:<alice@example.com> AUTH=alice+40example.com SIZE=10")[0] == 250
+        client.rset()
+        assert client.docmd("MAIL FROM:<alice@example.com> AUTH=bad+zz")[0] == 555
+
+
+# Finding 7: --min-free-space (the real full disk is in test_disk_full.py).
+
+
+def test_mail_gets_452_when_free_space_is_below_min_free_space(start_relay):
+    relay = start_relay(policy(), min_free_space=10**18)
+    with relay.smtp() as client:
+        assert client.docmd("MAIL FROM:<a@client.test>") == (452, b"4.3.1 Insufficient system storage")
+
+
+def test_mail_gets_452_when_the_declared_size_does_not_fit(start_relay):
+    import os
+
+    relay = start_relay(policy(), max_message_size=10**18, min_free_space=1)
+    usage = os.statvfs(relay.spool)
+    free = usage.f_bavail * usage.f_frsize
+    with relay.smtp() as client:
+        assert client.docmd(f"MAIL FROM:<a@client.test> SIZE={free * 2}") == (452, b"4.3.1 Insufficient system storage")
+        assert client.docmd("MAIL FROM:<a@client.test> SIZE=1000")[0] == 250
+
+
+# Finding 8: --max-connections.
+
+
+def test_connections_from_all_clients_are_capped(start_relay):
+    relay = start_relay(policy(), max_connections=2)
+
+    def connect(source: str) -> smtplib.SMTP:
+        client = smtplib.SMTP("127.0.0.1", relay.port, timeout=10, source_address=(source, 0))
+        client.ehlo("client.test")
+        return client
+
+    first, second = connect("127.0.0.1"), connect("127.0.0.2")
+    with pytest.raises(smtplib.SMTPConnectError) as refused:
+        connect("127.0.0.3")
+    assert refused.value.smtp_code == 421 and refused.value.smtp_error == b"4.7.0 Too many connections, try again later"
+    first.quit()
+    with connect("127.0.0.3") as third:
+        assert third.noop()[0] == 250
+    second.quit()
+
+
+# Finding 9: the smaller points.
+
+
+def test_overlong_data_line_is_554_not_500(start_relay):
+    relay = start_relay(policy())
+    with relay.smtp() as client:
+        _, data = send(client, "a@client.test", "<bob@example.com>", b"x" * 1200 + b"\r\n")
+        assert data == (554, b"5.6.0 Message has a line over 1000 octets (RFC 5321 4.5.3.1.6)")
+    assert relay.queued() == []
+
+
+def test_junk_command_cut_is_logged_once(start_relay, caplog):
+    relay = start_relay(policy(), junk_command_limit=3)
+    caplog.set_level(logging.INFO, logger="relayd")
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as raw:
+        raw.makefile("rb").readline()
+        raw.sendall(b"NOOP\r\n" * 10)  # pipelined past the limit, as a flood is
+        replies = raw.makefile("rb").read()
+    assert replies.count(b"421 4.7.0") == 1 and replies.endswith(
+        b"421 4.7.0 Too many commands without mail, closing connection\r\n"
+    )
+    assert len(session_log(caplog, "session_cut")) == 1
+
+
+def test_help_lists_the_commands(start_relay):
+    relay = start_relay(policy())
+    with relay.smtp() as client:
+        code, text = client.docmd("HELP")
+    assert code == 214
+    assert text.split(b": ")[1].split() == sorted(
+        b"AUTH DATA EHLO EXPN HELO HELP MAIL NOOP QUIT RCPT RSET STARTTLS VRFY".split()
+    )
+
+
+@pytest.mark.parametrize("command", [b"FOO\x00BAR", b"\x00", b"X\x1b[31m", b"BOGUS arg\x00"])
+def test_unknown_command_is_not_echoed(start_relay, command):
+    relay = start_relay(policy())
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as raw:
+        stream = raw.makefile("rb")
+        stream.readline()
+        raw.sendall(command + b"\r\n")
+        assert stream.readline() == b"502 5.5.2 Error: command not recognized\r\n"
