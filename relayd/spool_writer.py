@@ -121,7 +121,7 @@ def _read_frames(stream: BinaryIO, frames: queue.SimpleQueue) -> None:
     frames.put(None)
 
 
-def _commit(spool: Spool, staged: queue.SimpleQueue, acks: BinaryIO) -> None:
+def _commit(spool: Spool, staged: queue.SimpleQueue, acks: BinaryIO | None) -> None:
     """Commit each group of staged batches with one fsync of queue/ and acknowledge them, until None arrives."""
     finished = False
     while not finished:
@@ -133,14 +133,23 @@ def _commit(spool: Spool, staged: queue.SimpleQueue, acks: BinaryIO) -> None:
             groups.pop()
         outcomes = [(message_id, error) for group in groups for message_id, error in group]
         error = spool.commit([message_id for message_id, failed in outcomes if failed is None])
+        lines = []
         for message_id, failed in outcomes:
             failed = failed or error
             if failed is None:
-                acks.write(b"%s 0\n" % message_id.encode())
+                lines.append(b"%s 0\n" % message_id.encode())
             else:
                 reason = (failed.strerror or str(failed)).replace("\n", " ")
-                acks.write(f"{message_id} {failed.errno or errno.EIO} {reason}\n".encode())
-        acks.flush()
+                lines.append(f"{message_id} {failed.errno or errno.EIO} {reason}\n".encode())
+        if acks is not None:
+            try:
+                acks.write(b"".join(lines))
+                acks.flush()
+            except OSError:
+                # Intake is gone (killed): the messages committed stay queued and are delivered,
+                # though no client heard 250 for them; the rest is finished without acknowledgement.
+                log.warning(kv(event="intake_gone", action="committing what was received, then exiting"))
+                acks = None
 
 
 def main(argv: list[str]) -> int:
