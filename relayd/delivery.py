@@ -300,15 +300,18 @@ class QueueRunner:
             if due is not None:
                 # The record first: anything that can fail after the next hop's reply (counting to
                 # intake, say) must not make the delivery look undone and happen again.
-                await self._save_state(message_id, state)
-                self._count(results)
+                try:
+                    await self._save_state(message_id, state)
+                finally:
+                    self._count(results)
                 return due
         try:
             await self._finish(message_id, envelope, message, state)
         except OSError:
             self.unsaved[message_id] = state
             raise
-        self._count(results)
+        finally:
+            self._count(results)
         return None
 
     async def _save_state(self, message_id: str, state: dict) -> None:
