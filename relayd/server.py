@@ -14,6 +14,7 @@ from relayd.policy_source import PolicySource
 from relayd.session import RelaySession
 from relayd.settings import Settings, parse_listen
 from relayd.spool_writer import SpoolWriter
+from relayd.verify import RecipientVerifier
 
 log = logging.getLogger("relayd.server")
 
@@ -32,6 +33,13 @@ class Relay:
             settings.auth_slow_after, settings.auth_refuse_after, settings.auth_delay, settings.auth_window
         )
         self.greet_passes = GreetPasses(settings.greet_pass_ttl)
+        self.verifier = (
+            RecipientVerifier(
+                settings.hostname, settings.verify_timeout, settings.verify_positive_ttl, settings.verify_negative_ttl
+            )
+            if settings.verify_recipients
+            else None
+        )
         self.sessions: set[RelaySession] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[asyncio.Server] = []

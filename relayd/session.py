@@ -404,12 +404,30 @@ class RelaySession(SMTP):
         address = _mailbox(path)
         if policy is not None and (verdict.rule == "postmaster" or self._is_own_postmaster(address, verdict)):
             verdict, address = self._postmaster(policy)
+        elif verdict.allowed and verdict.rule == "local_domain" and self.relay.verifier is not None:
+            verdict = await self._verify(verdict, address)
         outcome = "accept" if verdict.allowed else "defer" if verdict.code < 500 else "refuse"
         self._log_verdict(path, outcome, verdict.code, verdict.rule, verdict.detail, policy)
         if verdict.allowed:
             envelope.rcpt_tos.append(path)
             envelope.rcpts.append({"address": address, "route": verdict.route})
         await self.push(verdict.reply)
+
+    async def _verify(self, verdict: Verdict, address: str) -> Verdict:
+        """Return the verdict once the local domain's route has confirmed (or denied) that address exists."""
+        hop = verdict.route or self.relay.settings.smarthost
+        if hop is None:
+            # Without a route of its own the domain's MX is used, which may well be this relay.
+            return verdict
+        probe = await self.relay.verifier.verify(address, hop)
+        detail = f"{verdict.detail}; {hop} said {probe.reply}"
+        if probe.kind == 2:
+            return Verdict(True, verdict.code, verdict.enhanced, verdict.reply, verdict.rule, detail, verdict.route)
+        if probe.kind == 5:
+            text = "550 5.1.1 Recipient address rejected: undeliverable address"
+            return Verdict(False, 550, "5.1.1", text, "unverified_recipient", detail)
+        text = "450 4.1.1 Recipient address rejected: unverified address, try again later"
+        return Verdict(False, 450, "4.1.1", text, "unverified_recipient", detail)
 
     def _is_own_postmaster(self, address: str, verdict: Verdict) -> bool:
         """Return whether address is postmaster@ this host's name (any case), unless that name is a local domain."""

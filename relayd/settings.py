@@ -80,6 +80,17 @@ class Settings:
             metavar="ADDRESS",
         ),
     )
+    verify_recipients: bool = field(
+        default=False,
+        metadata=meta("ask a local domain's route whether a recipient exists before accepting it (call-ahead)", bool),
+    )
+    verify_positive_ttl: float = field(
+        default=86400.0, metadata=meta("seconds a recipient the route accepted is remembered", float)
+    )
+    verify_negative_ttl: float = field(
+        default=3600.0, metadata=meta("seconds a recipient the route refused is remembered", float)
+    )
+    verify_timeout: float = field(default=10.0, metadata=meta("timeout of each step of a verification probe", float))
     max_message_size: int = field(
         default=10_240_000, metadata=meta("largest message accepted (SIZE), as Postfix's default", int, "BYTES")
     )

@@ -242,3 +242,62 @@ def test_unknown_command_is_not_echoed(start_relay, command):
         stream.readline()
         raw.sendall(command + b"\r\n")
         assert stream.readline() == b"502 5.5.2 Error: command not recognized\r\n"
+
+
+# Finding 2, further: recipient verification by call-ahead to the route (--verify-recipients).
+
+
+class Directory:
+    """A route that knows its users: known@ exists, later@ is temporarily unknown, the rest do not exist."""
+
+    def __init__(self) -> None:
+        self.probes: list[str] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        self.probes.append(address)
+        if address.startswith("known@"):
+            envelope.rcpt_tos.append(address)
+            return "250 2.1.5 Ok"
+        if address.startswith("later@"):
+            return "450 4.2.1 Mailbox busy"
+        return "550 5.1.1 User unknown"
+
+
+def test_unknown_recipients_of_a_local_domain_are_refused_at_rcpt(start_relay, serve_smtp):
+    directory = Directory()
+    port = serve_smtp(directory)
+    domains = [{"domain": "example.com", "include_subdomains": False, "route": f"127.0.0.1:{port}"}]
+    relay = start_relay(policy(local_domains=domains), verify_recipients=True)
+    with relay.smtp() as client:
+        client.docmd("MAIL FROM:<anyone@forged.test>")
+        assert client.docmd("RCPT TO:<nobody@example.com>") == (
+            550,
+            b"5.1.1 Recipient address rejected: undeliverable address",
+        )
+        assert client.docmd("RCPT TO:<later@example.com>")[0] == 450
+        assert client.docmd("RCPT TO:<known@example.com>") == (250, b"2.1.5 Recipient OK")
+        assert client.docmd("RCPT TO:<Known@example.com>")[0] == 250  # cached, whatever the case
+        assert client.docmd("RCPT TO:<nobody@example.com>")[0] == 550  # cached
+        assert client.data(b"Subject: hi\r\n\r\nhi\r\n")[0] == 250
+        client.docmd("MAIL FROM:<anyone@forged.test>")
+        assert client.docmd("RCPT TO:<later@example.com>")[0] == 450  # a temporary answer is asked again
+    assert directory.probes == [
+        "nobody@example.com",
+        "later@example.com",
+        "known@example.com",
+        "later@example.com",
+    ]
+    assert len(relay.queued()) == 1
+
+
+def test_verification_of_an_unreachable_route_is_450(start_relay):
+    from tests.relayd.test_runner_process import free_port
+
+    domains = [{"domain": "example.com", "include_subdomains": False, "route": f"127.0.0.1:{free_port()}"}]
+    relay = start_relay(policy(local_domains=domains), verify_recipients=True, verify_timeout=2.0)
+    with relay.smtp() as client:
+        client.docmd("MAIL FROM:<anyone@forged.test>")
+        assert client.docmd("RCPT TO:<bob@example.com>") == (
+            450,
+            b"4.1.1 Recipient address rejected: unverified address, try again later",
+        )
