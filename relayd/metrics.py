@@ -23,6 +23,8 @@ HELP = {
     "auth": "AUTH attempts by result.",
     "sessions_cut": "Sessions closed by a limit, by reason.",
     "spool_errors": "Messages answered 451 because the spool could not store them.",
+    "storage_refusals": "MAIL commands answered 452 4.3.1: the spool's free space is below --min-free-space.",
+    "tls_failures": "STARTTLS handshakes that failed or were broken off.",
     "queue_size": "Messages in the spool queue.",
     "deliveries": "Delivery outcomes per recipient, by result.",
     "bounces": "Delivery status notifications, by result.",
