@@ -60,6 +60,10 @@ class Repeats:
         logger.log(level, kv(**fields))
         return True
 
+    def reset(self) -> None:
+        """Forget every key, as a new process would (for tests)."""
+        self._seen.clear()
+
 
 # One per process: the rate limit is about what reaches the log, whoever writes it.
 repeats = Repeats()

@@ -717,7 +717,7 @@ class RelaySession(SMTP):
                 event="tls_failed",
                 session=self.id,
                 client=self.client,
-                error=f"{type(cause).__name__}: {cause}",
+                error=type(cause).__name__ + (f": {cause}" if str(cause) else ""),
             )
             return "454 4.7.0 TLS not available due to temporary reason"
         # aiosmtpd's default reply names the exception; a client must never see internals.

@@ -19,6 +19,7 @@ import uvloop
 
 from relayd.children import spawn
 from relayd.daemon import Daemon
+from relayd.logs import repeats
 from relayd.settings import Settings
 from tests.relayd.fake_dashboard import TOKEN, FakeDashboard
 
@@ -137,6 +138,12 @@ def start_relay(tmp_path):
     yield start
     for relay in relays:
         relay.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_repeats():
+    """Let each test see the first line of each rate-limited failure, whatever earlier tests logged."""
+    repeats.reset()
 
 
 @pytest.fixture

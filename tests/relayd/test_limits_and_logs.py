@@ -3,7 +3,7 @@
 import logging
 
 from relayd.limits import AuthThrottle, GreetPasses, client_key
-from relayd.logs import LogfmtFormatter, kv
+from relayd.logs import LogfmtFormatter, Repeats, kv
 from relayd.matcher import parse_address
 
 
@@ -40,3 +40,20 @@ def test_client_text_cannot_forge_log_fields():
     record = logging.LogRecord("relayd", logging.INFO, __file__, 1, "two\nlines", None, None)
     formatted = LogfmtFormatter().format(record)
     assert "\n" not in formatted and formatted.endswith('logger=relayd msg="two\\nlines"')
+
+
+def test_repeated_failures_are_logged_once_a_window_with_a_count(caplog):
+    now = [0.0]
+    limited = Repeats(window=60, clock=lambda: now[0])
+    logger = logging.getLogger("relayd.test")
+    caplog.set_level(logging.INFO, logger="relayd.test")
+    for second in range(0, 130):
+        now[0] = float(second)
+        limited.log(logger, logging.ERROR, "disk", event="spool_error", error="No space left on device")
+    limited.log(logger, logging.ERROR, "other", event="tls_failed")
+    assert [record.getMessage() for record in caplog.records] == [
+        'event=spool_error error="No space left on device"',
+        'event=spool_error error="No space left on device" repeats="59 more in the last minute"',
+        'event=spool_error error="No space left on device" repeats="59 more in the last minute"',
+        "event=tls_failed",
+    ]
