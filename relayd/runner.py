@@ -60,7 +60,10 @@ class Runner:
                 stdout=asyncio.subprocess.PIPE,
             )
             while line := await self._process.stdout.readline():
-                increment = json.loads(line)
+                try:
+                    increment = json.loads(line)
+                except ValueError:
+                    continue  # the last line of a runner killed as it wrote it
                 self.metrics.inc(increment["name"], **increment["labels"])
             status = await self._process.wait()
             if not self._stopping:

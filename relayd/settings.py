@@ -18,6 +18,18 @@ def meta(help: str, kind: type = str, metavar: str | None = None) -> dict[str, A
     return {"help": help, "kind": kind, "metavar": metavar}
 
 
+def default_hostname() -> str:
+    """Return this machine's fully qualified name, or its plain host name when no better one resolves.
+
+    socket.getfqdn() falls back to whatever the address of the host name maps back to, often
+    "localhost", which would make relayd greet as, and take postmaster mail for, localhost.
+    """
+    fqdn = socket.getfqdn()
+    if "." in fqdn and not fqdn.lower().startswith("localhost"):
+        return fqdn
+    return socket.gethostname()
+
+
 @dataclass(frozen=True)
 class Settings:
     """relayd's configuration; durations are in seconds and sizes in bytes."""
@@ -69,7 +81,8 @@ class Settings:
     )
     node_name: str = field(default=socket.gethostname(), metadata=meta("name of this node in the status report"))
     hostname: str = field(
-        default=socket.getfqdn(),
+        # A factory: the lookup may wait for DNS, which importing relayd must not.
+        default_factory=default_hostname,
         metadata=meta("this host's name (greeting, Received headers); postmaster@ it is accepted", metavar="FQDN"),
     )
     postmaster_address: str | None = field(

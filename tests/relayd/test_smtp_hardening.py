@@ -83,10 +83,12 @@ def test_postmaster_mail_is_delivered_to_the_route(start_relay, serve_smtp):
     assert received == [["postmaster@example.com"]]
 
 
-def test_hostname_defaults_to_the_fqdn():
+def test_hostname_defaults_to_the_fqdn_and_postmaster_address_is_checked():
     from relayd.settings import Settings
 
-    assert Settings(policy="p", spool="s").hostname == socket.getfqdn()
+    fqdn = socket.getfqdn()
+    expected = fqdn if "." in fqdn and not fqdn.startswith("localhost") else socket.gethostname()
+    assert Settings(policy="p", spool="s").hostname == expected
     with pytest.raises(ValueError, match="postmaster-address"):
         Settings(policy="p", spool="s", postmaster_address="<a@b.test>")
 
