@@ -26,10 +26,12 @@ from tests.relayd.test_runner_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CONCURRENCY = 4
-# A delivery counts as in flight at a kill if its session with the sink was open then, or had
-# closed less than this long before: the runner records a delivery just after the session ends,
-# and on two busy cores "just after" can take a while.
+# A delivery counts as in flight at a kill if its session with the sink was open then, had closed
+# less than RECORD_MARGIN before (the runner records a delivery just after the session ends, and
+# on two busy cores "just after" can take a while), or opened less than NOTICE_MARGIN after (a
+# runner notices that intake died when it reads the end of its pipe, not at the kill itself).
 RECORD_MARGIN = 2.0
+NOTICE_MARGIN = 0.5
 
 
 class CountingSink:
@@ -51,7 +53,7 @@ class CountingSink:
             return sum(
                 1
                 for opened, closed in self.sessions
-                if opened <= moment and (closed is None or closed >= moment - RECORD_MARGIN)
+                if opened <= moment + NOTICE_MARGIN and (closed is None or closed >= moment - RECORD_MARGIN)
             )
 
 
