@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import socket
 import ssl
 
@@ -48,6 +49,7 @@ class Relay:
     async def start(self) -> None:
         """Open every listen address."""
         self.loop = asyncio.get_running_loop()
+        _ensure_descriptors(self.settings.max_connections + _SPARE_DESCRIPTORS)
         for address in self.settings.listen:
             server = await self.loop.create_server(
                 lambda: RelaySession(self), sock=open_listener(address), backlog=1024
@@ -75,6 +77,26 @@ class Relay:
             await asyncio.sleep(0.05)
         for server in self._servers:
             await server.wait_closed()
+
+
+# Descriptors beyond one per session: listeners, pipes to the helpers, policy and HTTP connections.
+_SPARE_DESCRIPTORS = 128
+
+
+def _ensure_descriptors(needed: int) -> None:
+    """Raise the open-file limit to needed if the hard limit allows; else warn that --max-connections cannot be met.
+
+    Past the limit, accept() fails with EMFILE and clients see nothing at all instead of 421.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            kv(event="descriptor_limit", limit=soft, needed=needed, advice="lower --max-connections or raise ulimit -n")
+        )
 
 
 def open_listener(address: str) -> socket.socket:

@@ -109,7 +109,7 @@ class Settings:
     )
     max_recipients: int = field(default=100, metadata=meta("recipients per message; more get 452 4.5.3", int))
     max_connections: int = field(
-        default=1000, metadata=meta("concurrent sessions from all clients together; more get 421 4.7.0", int)
+        default=1000, metadata=meta("concurrent sessions of all clients together; more get 421 4.7.0", int)
     )
     min_free_space: int = field(
         default=100_000_000,

@@ -303,3 +303,20 @@ def test_verification_of_an_unreachable_route_is_450(start_relay):
             450,
             b"4.1.1 Recipient address rejected: unverified address, try again later",
         )
+
+
+def test_many_addresses_cannot_pass_the_global_cap(start_relay):
+    relay = start_relay(policy(), max_connections=100)
+    sockets = []
+    try:
+        for number in range(300):  # 30 addresses, 10 connections each: every one within its per-IP limit
+            sock = socket.create_connection(
+                ("127.0.0.1", relay.port), timeout=10, source_address=(f"127.0.1.{number % 30 + 1}", 0)
+            )
+            sockets.append(sock)
+        greetings = [sock.makefile("rb").readline()[:9] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert greetings.count(b"220 relay") == 100
+    assert greetings.count(b"421 4.7.0") == 200
