@@ -53,8 +53,8 @@ _ANGLE_PATH = re.compile(r'<(?:"(?:[^"\\]|\\.)*"|[^">])*>')
 _UNPRINTABLE = re.compile(r"[^!-~]")
 # Commands that move no mail; past junk_command_limit of them a session is cut (NOOP floods).
 _JUNK = ("NOOP", "RSET", "VRFY", "EXPN", "HELP", "EHLO", "HELO")
-# What HELP lists: every command relayd answers.
-_HELP = "AUTH DATA EHLO EXPN HELO HELP MAIL NOOP QUIT RCPT RSET STARTTLS VRFY"
+# What HELP lists: every command relayd carries out (EXPN only ever gets 502).
+_HELP = "AUTH DATA EHLO HELO HELP MAIL NOOP QUIT RCPT RSET STARTTLS VRFY"
 # RFC 4954 5: the AUTH= parameter of MAIL is "<>" or an xtext (RFC 3461 4).
 _AUTH_PARAMETER = re.compile(r"<>|(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
 # Compared against when the user name is unknown, so that the reply takes as long as for a known one.
@@ -258,8 +258,13 @@ class RelaySession(SMTP):
             await super().smtp_RSET(arg)
 
     async def smtp_VRFY(self, arg: str) -> None:
+        # Not aiosmtpd's, which echoes an address it cannot parse, control bytes and all. relayd
+        # knows no mailboxes; RFC 5321 3.5.3 has 252 for that.
         if not await self._junk():
-            await super().smtp_VRFY(arg)
+            if arg:
+                await self.push("252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery")
+            else:
+                await self.push("501 5.5.4 Syntax: VRFY <address>")
 
     async def smtp_EXPN(self, arg: str) -> None:
         if not await self._junk():
