@@ -1,19 +1,20 @@
 """What a stress campaign found (issue 12), each over real SMTP on loopback: postmaster routing,
 STARTTLS inside TLS, TLS failures, AUTH=<>, storage and connection caps, and the smaller points."""
 
+import json
 import logging
+import os
 import smtplib
 import socket
 import ssl
+import time
 
 import pytest
 
-from tests.relayd.conftest import ALICE_PASSWORD, policy, send
+from tests.relayd.conftest import ALICE_PASSWORD, network, policy, send
 
 
 def envelope_rcpts(path) -> list[dict]:
-    import json
-
     return json.loads(path.read_bytes().partition(b"\n")[0])["rcpts"]
 
 
@@ -74,8 +75,6 @@ def test_postmaster_mail_is_delivered_to_the_route(start_relay, serve_smtp):
     relay = start_relay(policy(local_domains=domains), delivery=True)
     with relay.smtp() as client:
         assert send(client, "anyone@forged.test", "<postmaster>")[1][0] == 250
-    import time
-
     deadline = time.monotonic() + 15
     while not received:
         assert time.monotonic() < deadline, "postmaster mail not delivered"
@@ -171,8 +170,6 @@ def test_mail_gets_452_when_free_space_is_below_min_free_space(start_relay):
 
 
 def test_mail_gets_452_when_the_declared_size_does_not_fit(start_relay):
-    import os
-
     relay = start_relay(policy(), max_message_size=10**18, min_free_space=1)
     usage = os.statvfs(relay.spool)
     free = usage.f_bavail * usage.f_frsize
@@ -332,3 +329,57 @@ def test_many_addresses_cannot_pass_the_global_cap(start_relay):
             sock.close()
     assert greetings.count(b"220 relay") == 100
     assert greetings.count(b"421 4.7.0") == 200
+
+
+# Kept from the stress campaign: broken policy files never replace the last good one.
+
+
+def _broken_snapshots() -> list:
+    good = policy(serial=2, trusted_networks=[network(1, "127.0.0.1/32")])
+    text = json.dumps(good)
+    return [
+        b"",
+        b"{ not json",
+        text[: len(text) // 2].encode(),
+        b"\x00\xff\xfe binary",
+        b"[]",
+        b"null",
+        json.dumps({**good, "schema": 99}).encode(),
+        json.dumps({key: value for key, value in good.items() if key != "restrictions"}).encode(),
+        json.dumps({**good, "restrictions": {**good["restrictions"], "allow_listed_ips": "yes"}}).encode(),
+        json.dumps({**good, "trusted_networks": [network(1, "10.0.0.1/8")]}).encode(),
+        json.dumps(
+            {**good, "local_domains": [{"domain": "exa mple.com", "include_subdomains": False, "route": None}]}
+        ).encode(),
+        json.dumps({**good, "smtp_users": [{"username": "bob", "password_hash": "plaintext"}]}).encode(),
+        json.dumps({**good, "serial": 0}).encode(),
+    ]
+
+
+@pytest.mark.parametrize("content", _broken_snapshots(), ids=range(len(_broken_snapshots())))
+def test_broken_policy_file_keeps_the_last_good_policy(start_relay, content):
+    relay = start_relay(policy(serial=1, trusted_networks=[network(1, "127.0.0.1/32")]))
+    temporary = relay.policy_path.with_suffix(".tmp")
+    temporary.write_bytes(content)
+    os.replace(temporary, relay.policy_path)
+    deadline = time.monotonic() + 5
+    while (status := relay.daemon.status()["policy"])["last_error"] is None:
+        assert time.monotonic() < deadline, "the broken file was never looked at"
+        time.sleep(0.05)
+    assert status["serial"] == 1
+    with relay.smtp() as client:
+        assert send(client, "a@client.test", "<x@remote.test>")[1][0] == 250  # still trusted: policy 1 holds
+
+
+def test_idle_connections_from_one_address_are_capped_at_the_default(start_relay):
+    relay = start_relay(policy())  # --max-connections-per-ip 50
+    sockets = []
+    try:
+        for _ in range(150):
+            sockets.append(socket.create_connection(("127.0.0.1", relay.port), timeout=10))
+        greetings = [sock.makefile("rb").readline()[:9] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert greetings.count(b"220 relay") == 50
+    assert greetings.count(b"421 4.7.0") == 100
