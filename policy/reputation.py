@@ -33,6 +33,15 @@ _RESERVED_KINDS = (
     ("is_multicast", "a multicast address"),
     ("is_unspecified", "the unspecified address"),
 )
+_RESERVED_BLOCKS = tuple(
+    (netaddr.IPNetwork(block), label)
+    for label, blocks in (
+        ("a private address", ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")),
+        ("a shared (carrier-grade NAT) address", ("100.64.0.0/10",)),
+        ("a documentation address", ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")),
+    )
+    for block in blocks
+)
 
 
 class CheckRefused(Exception):
@@ -43,13 +52,11 @@ def parse_public_address(text: str) -> netaddr.IPAddress:
     """Return one public address to watch; refuse networks and every address no DNSBL lists."""
     ip = parse_host(text)
     python_ip = ipaddress.ip_address(str(ip))
-    if python_ip.is_global:
+    if python_ip.is_global and not python_ip.is_multicast:  # Python counts some multicast as global
         return ip
     kind = next((label for attr, label in _RESERVED_KINDS if getattr(python_ip, attr)), None)
     if kind is None:
-        kind = "a private address" if python_ip.is_private else "a reserved address"
-        if python_ip in ipaddress.ip_network("100.64.0.0/10"):
-            kind = "a shared (carrier-grade NAT) address"
+        kind = next((label for block, label in _RESERVED_BLOCKS if ip in block), "a reserved address")
     raise AddressError(
         f"{ip} is {kind}. DNSBLs only list public addresses: enter the address your server sends "
         "mail from on the Internet.",
@@ -248,15 +255,16 @@ def suggestions() -> list[tuple[str, str]]:
     return sorted(found.items())
 
 
-def matrix() -> tuple[list[Blocklist], list[tuple[WatchedAddress, list[Listing | str | None]]]]:
-    """Return the lists and, per watched address, one cell per list: its Listing, "n/a" or None (not checked)."""
+def matrix() -> tuple[list[Blocklist], list[tuple[WatchedAddress, list[tuple[Blocklist, Listing | str | None]]]]]:
+    """Return the lists and, per watched address, (list, cell) pairs: the Listing, "n/a" or None (not checked)."""
     lists = list(Blocklist.objects.all())
     listings = {(row.address_id, row.blocklist_id): row for row in Listing.objects.all()}
     rows = []
     for address in WatchedAddress.objects.all():
         is_v6 = netaddr.IPAddress(address.address).version == 6
         cells = [
-            "n/a" if is_v6 and not blocklist.ipv6 else listings.get((address.pk, blocklist.pk)) for blocklist in lists
+            (blocklist, "n/a" if is_v6 and not blocklist.ipv6 else listings.get((address.pk, blocklist.pk)))
+            for blocklist in lists
         ]
         rows.append((address, cells))
     return lists, rows

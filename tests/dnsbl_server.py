@@ -108,3 +108,19 @@ def fake_dnsbl():
     with override_settings(RELAYADMIN_DNS_RESOLVER=server.address, RELAYADMIN_DNS_TIMEOUT=0.5):
         yield server
     server.stop()
+
+
+@pytest.fixture
+def fake_zone(db, fake_dnsbl):
+    """Make the fake list the only blocklist (the migrated defaults would be asked on the Internet)."""
+    from policy.models import Blocklist
+
+    Blocklist.objects.all().delete()
+    return Blocklist.objects.create(zone=ZONE, delist_url=DELIST_URL, ipv6=True, notes="The test list.")
+
+
+def watch(*texts: str):
+    """Watch these addresses, as an editor would; return them in order."""
+    from policy.models import WatchedAddress
+
+    return [WatchedAddress.objects.create(address=text) for text in texts]
