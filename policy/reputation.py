@@ -192,7 +192,8 @@ def start_background_check() -> ReputationCheck:
     thread = threading.Thread(
         target=context.run, args=(_run_in_thread, check.pk), name=f"dnsbl-check-{check.pk}", daemon=True
     )
-    thread.start()
+    # Only once the record is committed can the thread's own connection see it.
+    transaction.on_commit(thread.start)
     return check
 
 

@@ -2,6 +2,7 @@
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db import models
 
 from policy import dnsbl
 from policy.addresses import AddressError
@@ -34,6 +35,13 @@ class WatchedAddressForm(forms.ModelForm):
             raise ValidationError(exc.messages, code=exc.code) from None
 
 
+def _https_by_default(field, **kwargs):
+    # A delisting page typed without a scheme is an https page (Django 6's default, asked for now).
+    if isinstance(field, models.URLField):
+        kwargs["assume_scheme"] = "https"
+    return field.formfield(**kwargs)
+
+
 class BlocklistForm(forms.ModelForm):
     """A DNSBL zone with its delisting page and usage terms."""
 
@@ -41,6 +49,7 @@ class BlocklistForm(forms.ModelForm):
         model = Blocklist
         fields = ["zone", "delist_url", "notes", "enabled", "ipv6"]
         widgets = {"notes": forms.Textarea(attrs={"rows": 4})}
+        formfield_callback = _https_by_default
 
     def clean_zone(self):
         try:
