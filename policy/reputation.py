@@ -25,6 +25,8 @@ from policy.models import Blocklist, Listing, ListingEvent, RelayNode, Reputatio
 
 # A check that has not finished after this long died with its process (a restarted app server).
 STALE_AFTER = timedelta(minutes=10)
+# Lists limit how often one resolver may ask; a button pressed repeatedly must not get it refused.
+BUTTON_INTERVAL = timedelta(seconds=60)
 DEFAULT_CONCURRENCY = 8
 PROBLEM_STATES = (dnsbl.REFUSED, dnsbl.TIMEOUT, dnsbl.ERROR)
 _RESERVED_KINDS = (
@@ -87,14 +89,23 @@ def pairs_to_check(watched: Iterable[WatchedAddress]) -> list[tuple[WatchedAddre
     ]
 
 
-def begin_check() -> ReputationCheck:
-    """Create the record of a new check as the current actor; refuse while another one runs."""
+def begin_check(min_interval: timedelta | None = None) -> ReputationCheck:
+    """Create the record of a new check as the current actor; refuse while another one runs.
+
+    With `min_interval`, also refuse until that long after the last check started.
+    """
+    now = timezone.now()
     with transaction.atomic():
-        running = ReputationCheck.objects.select_for_update().filter(
-            finished_at__isnull=True, started_at__gte=timezone.now() - STALE_AFTER
-        )
-        if running.exists():
+        checks = ReputationCheck.objects.select_for_update()
+        if checks.filter(finished_at__isnull=True, started_at__gte=now - STALE_AFTER).exists():
             raise CheckRefused("A blocklist check is already running; its results will show here when it ends.")
+        last = checks.order_by("-started_at").values_list("started_at", flat=True).first()
+        if min_interval and last and now - last < min_interval:
+            wait = int((min_interval - (now - last)).total_seconds()) + 1
+            raise CheckRefused(
+                f"The last check started {int((now - last).total_seconds())} s ago; blocklists limit how often "
+                f"they may be asked, so check again in {wait} s."
+            )
         return ReputationCheck.objects.create(started_by_name=audit.current_context().actor_name)
 
 
@@ -179,14 +190,16 @@ def store_answer(address: WatchedAddress, blocklist: Blocklist, answer: dnsbl.An
 
 
 def start_background_check() -> ReputationCheck:
-    """Start a check in a background thread and return its record at once; raise CheckRefused if one runs.
+    """Start a check in a background thread and return its record at once.
+
+    Raise CheckRefused while one runs or within BUTTON_INTERVAL of the last.
 
     A thread, not a task queue: a check is a few dozen DNS queries bounded by the resolver
     timeout, the product has no worker process to hand it to, and the record it writes is what
     the page polls. If the app server dies mid-check, the record goes stale after STALE_AFTER
     and the next check may start; cron's `manage.py check_blacklists` is the durable path.
     """
-    check = begin_check()
+    check = begin_check(min_interval=BUTTON_INTERVAL)
     # The thread acts as whoever pressed the button: copy the audit context into it.
     context = contextvars.copy_context()
     thread = threading.Thread(

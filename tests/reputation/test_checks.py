@@ -171,3 +171,12 @@ def test_relayd_nodes_public_addresses_are_suggested(db):
     RelayNode.objects.create(name="mx2", address="81.2.69.143")
     watch("81.2.69.143")
     assert reputation.suggestions() == [("81.2.69.142", "mx1")]
+
+
+def test_the_button_waits_a_minute_between_checks_but_cron_does_not(fake_zone):
+    reputation.run_check()
+    with pytest.raises(
+        reputation.CheckRefused, match=r"blocklists limit how often they may be asked, so check again in \d+ s"
+    ):
+        reputation.start_background_check()
+    assert reputation.begin_check().running  # the command's path
