@@ -568,6 +568,12 @@ class Blocklist(models.Model):
     def __str__(self):
         return self.zone
 
+    def save(self, *args, **kwargs):
+        # Another zone is another list: the old zone's answers must not pass for the new one's.
+        if self.pk is not None and Blocklist.objects.filter(pk=self.pk).exclude(zone=self.zone).exists():
+            self.listings.all().delete()
+        super().save(*args, **kwargs)
+
     def clean(self):
         from policy.dnsbl import ZoneError, normalise_zone
 

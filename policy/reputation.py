@@ -16,7 +16,7 @@ from datetime import timedelta
 import dns.resolver
 import netaddr
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from policy import audit, dnsbl
@@ -96,7 +96,8 @@ def begin_check(min_interval: timedelta | None = None) -> ReputationCheck:
     """
     now = timezone.now()
     with transaction.atomic():
-        checks = ReputationCheck.objects.select_for_update()
+        _lock_checks()
+        checks = ReputationCheck.objects.all()
         if checks.filter(finished_at__isnull=True, started_at__gte=now - STALE_AFTER).exists():
             raise CheckRefused("A blocklist check is already running; its results will show here when it ends.")
         last = checks.order_by("-started_at").values_list("started_at", flat=True).first()
@@ -107,6 +108,14 @@ def begin_check(min_interval: timedelta | None = None) -> ReputationCheck:
                 f"they may be asked, so check again in {wait} s."
             )
         return ReputationCheck.objects.create(started_by_name=audit.current_context().actor_name)
+
+
+def _lock_checks() -> None:
+    # Two clicks at once must not both find no running check. SQLite: the settings open every
+    # transaction IMMEDIATE, which serialises already. PostgreSQL: a transaction advisory lock.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('policy_reputationcheck'))")
 
 
 def run_check(

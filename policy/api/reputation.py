@@ -2,7 +2,7 @@
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -35,13 +35,21 @@ class WatchedAddressSerializer(ModelCleanSerializer):
         fields = ["id", "address", "description", "listed", "listings", "last_checked_at", "created_at"]
         read_only_fields = ["last_checked_at", "created_at"]
 
+    def validate_address(self, value):
+        # An address's answers and history belong to it: watching another one is a new entry.
+        if self.instance is not None and value.strip() != self.instance.address:
+            raise serializers.ValidationError(
+                "An address cannot be changed: remove it and add the new one, which gets its own history."
+            )
+        return value
+
     def _current(self, obj) -> list[Listing]:
         return [listing for listing in obj.listings.all() if listing.blocklist.enabled]
 
     def get_listed(self, obj) -> bool:
         return any(listing.state == "listed" for listing in self._current(obj))
 
-    @extend_schema(request=None, responses=ListingSerializer(many=True))
+    @extend_schema_field(ListingSerializer(many=True))
     def get_listings(self, obj) -> list[dict]:
         return ListingSerializer(self._current(obj), many=True).data
 

@@ -141,3 +141,21 @@ def test_post_check_runs_in_the_background_and_get_shows_the_result(fake_zone, e
     assert (body["running"], body["queries"], body["listed"], body["failed"]) == (False, 2, 1, 1)
     entry = AuditEntry.objects.get(action="dnsbl_check")
     assert entry.actor_name == "erin (token cron)"
+
+
+def test_an_address_cannot_be_changed_only_described(api, fake_zone):
+    (address,) = watch(LISTED)
+    url = reverse("api:watchedaddress-detail", args=[address.pk])
+    response = api.patch(url, {"address": CLEAR})
+    assert response.status_code == 400
+    assert "remove it and add the new one" in response.json()["address"][0]
+    assert api.patch(url, {"address": LISTED, "description": "mx1"}).json()["description"] == "mx1"
+
+
+def test_renaming_a_zone_drops_the_old_zones_answers(api, fake_zone):
+    watch(LISTED)
+    reputation.run_check()
+    response = api.patch(reverse("api:blocklist-detail", args=[fake_zone.pk]), {"zone": "other.dnsbl.test"})
+    assert response.status_code == 200
+    (row,) = api.get(reverse("api:watchedaddress-list")).json()["results"]
+    assert row["listings"] == []

@@ -159,3 +159,13 @@ def test_the_dashboard_card(viewer_client, fake_zone, addresses, expected):
     assert expected in page
     assert ('class="card reputation-card listed"' in page) == (LISTED in addresses)
     assert (DELIST_URL in page) == (LISTED in addresses)
+
+
+def test_editors_stop_watching_an_address(editor_client, fake_zone):
+    (address,) = watch(LISTED)
+    reputation.run_check()
+    url = reverse("policy:reputation-address-delete", args=[address.pk])
+    assert "Remove watched address 1.2.3.4?" in editor_client.get(url).content.decode()
+    assert editor_client.post(url).status_code == 302
+    assert not WatchedAddress.objects.exists()
+    assert AuditEntry.objects.filter(action="delete", object_type="watched address").exists()
