@@ -27,3 +27,5 @@ class PolicyConfig(AppConfig):
         audit.track(get_user_model(), exclude={"last_login"}, secrets={"password"}, m2m=("groups",))
         audit.track(Group)
         audit.track(models.ApiToken, secrets={"digest"}, exclude={"last_used_at"})
+        audit.track(models.Blocklist)
+        audit.track(models.WatchedAddress, exclude={"last_checked_at"})

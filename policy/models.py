@@ -543,3 +543,149 @@ class RelayNodeSample(models.Model):
 
     def __str__(self):
         return f"{self.node} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class Blocklist(models.Model):
+    """A DNS blocklist (DNSBL) zone that the server's own addresses are checked against."""
+
+    zone = models.CharField(
+        "zone", max_length=200, unique=True, help_text="The DNS zone that is queried, e.g. zen.spamhaus.org."
+    )
+    delist_url = models.URLField(
+        "delisting page", max_length=500, blank=True, help_text="Where to ask for removal once the cause is fixed."
+    )
+    notes = models.TextField(
+        "usage terms", blank=True, help_text="The list's terms: free-use limits, registration, resolvers it refuses."
+    )
+    enabled = models.BooleanField("enabled", default=True, help_text="Disabled lists are kept but not queried.")
+    ipv6 = models.BooleanField("lists IPv6", default=False, help_text="Query this list for IPv6 addresses too.")
+    created_at = models.DateTimeField("created", auto_now_add=True)
+
+    class Meta:
+        verbose_name = "DNS blocklist"
+        ordering = ["zone"]
+
+    def __str__(self):
+        return self.zone
+
+    def save(self, *args, **kwargs):
+        # Another zone is another list: the old zone's answers must not pass for the new one's.
+        if self.pk is not None and Blocklist.objects.filter(pk=self.pk).exclude(zone=self.zone).exists():
+            self.listings.all().delete()
+        super().save(*args, **kwargs)
+
+    def clean(self):
+        from policy.dnsbl import ZoneError, normalise_zone
+
+        try:
+            self.zone = normalise_zone(self.zone)
+        except ZoneError as exc:
+            raise ValidationError({"zone": str(exc)}) from None
+        if Blocklist.objects.filter(zone=self.zone).exclude(pk=self.pk).exists():
+            raise ValidationError({"zone": f"{self.zone} is already in the list of blocklists."}, code="duplicate")
+
+
+class WatchedAddress(TrackedModel):
+    """A public address this server sends mail from, checked against every enabled blocklist."""
+
+    address = models.GenericIPAddressField(
+        "address", unique=True, help_text="A public address the server sends mail from, e.g. 192.0.2.25."
+    )
+    description = models.CharField("description", max_length=200, blank=True, help_text="Which host or node this is.")
+    last_checked_at = models.DateTimeField("last checked", null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "watched address"
+        verbose_name_plural = "watched addresses"
+        ordering = ["address"]
+
+    def __str__(self):
+        return self.address
+
+    def clean(self):
+        from policy.reputation import parse_public_address
+
+        try:
+            self.address = str(parse_public_address(self.address))
+        except addresses.AddressError as exc:
+            raise ValidationError({"address": exc.messages}) from None
+        if WatchedAddress.objects.filter(address=self.address).exclude(pk=self.pk).exists():
+            raise ValidationError({"address": f"{self.address} is already watched."}, code="duplicate")
+
+
+LISTING_STATES = [
+    ("listed", "listed"),
+    ("clear", "clear"),
+    ("refused", "query refused"),
+    ("timeout", "timeout"),
+    ("error", "error"),
+]
+
+
+class Listing(models.Model):
+    """The latest answer of one blocklist about one watched address, and since when it has said so."""
+
+    address = models.ForeignKey(WatchedAddress, on_delete=models.CASCADE, related_name="listings")
+    blocklist = models.ForeignKey(Blocklist, on_delete=models.CASCADE, related_name="listings")
+    state = models.CharField("state", max_length=10, choices=LISTING_STATES)
+    reason = models.CharField("reason", max_length=1000, blank=True)
+    codes = models.JSONField("return codes", default=list, blank=True)
+    since = models.DateTimeField("first seen", help_text="When the list first gave this state, unbroken since.")
+    checked_at = models.DateTimeField("checked")
+
+    class Meta:
+        verbose_name = "DNSBL listing"
+        ordering = ["address__address", "blocklist__zone"]
+        constraints = [models.UniqueConstraint(fields=["address", "blocklist"], name="one_listing_per_list")]
+
+    def __str__(self):
+        return f"{self.address} on {self.blocklist}: {self.get_state_display()}"
+
+
+class ListingEvent(models.Model):
+    """One change of a list's answer about an address: the history per address."""
+
+    address = models.ForeignKey(WatchedAddress, on_delete=models.CASCADE, related_name="events")
+    zone = models.CharField("zone", max_length=200, help_text="Kept as text: the history outlives a removed list.")
+    state = models.CharField("state", max_length=10, choices=LISTING_STATES)
+    previous_state = models.CharField("previous state", max_length=10, choices=LISTING_STATES, blank=True)
+    reason = models.CharField("reason", max_length=1000, blank=True)
+    at = models.DateTimeField("when", default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = "DNSBL state change"
+        ordering = ["-at", "-id"]
+
+    def __str__(self):
+        return f"{self.address} on {self.zone}: {self.previous_state or 'new'} → {self.state}"
+
+
+class ReputationCheck(models.Model):
+    """One run of the blocklist check, from the button, the API or `manage.py check_blacklists`."""
+
+    started_at = models.DateTimeField("started", default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField("finished", null=True, blank=True)
+    started_by_name = models.CharField("started by", max_length=200)
+    queries = models.PositiveIntegerField("queries", default=0)
+    listed = models.PositiveIntegerField("listings", default=0)
+    failed = models.PositiveIntegerField("failed queries", default=0, help_text="Refused, timed out or in error.")
+    error = models.CharField("error", max_length=500, blank=True, help_text="Why the check could not run.")
+
+    class Meta:
+        verbose_name = "blocklist check"
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self):
+        return f"blocklist check at {self.started_at:%Y-%m-%d %H:%M:%S}: {self.summary}"
+
+    @property
+    def running(self) -> bool:
+        return self.finished_at is None
+
+    @property
+    def summary(self) -> str:
+        if self.running:
+            return "running"
+        if self.error:
+            return f"could not run ({self.error})"
+        return f"{self.queries} queries, {self.listed} listed, {self.failed} failed"

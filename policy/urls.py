@@ -1,9 +1,10 @@
-from django.urls import path
+from django.urls import include, path
 
 from policy import (
     audit_views,
     export_views,
     import_views,
+    reputation_views,
     revision_views,
     selftest_views,
     tester_views,
@@ -70,4 +71,5 @@ urlpatterns = [
     path("networks/import/", import_views.NetworkImportView.as_view(), name="network-import"),
     path("networks/import/preview/", import_views.NetworkImportPreviewView.as_view(), name="network-import-preview"),
     path("networks/export/<slug:name>.csv", import_views.NetworkExportView.as_view(), name="network-export"),
+    path("reputation/", include(reputation_views.urlpatterns)),
 ]

@@ -146,6 +146,12 @@ RELAYADMIN_URL = os.environ.get("RELAYADMIN_URL", "http://127.0.0.1:8000").rstri
 RELAYD_SMTP_TARGET = os.environ.get("RELAYD_SMTP_TARGET", "127.0.0.1:2525")
 SELFTEST_ALLOWED_TARGETS = [t.strip() for t in os.environ.get("SELFTEST_ALLOWED_TARGETS", "").split(",") if t.strip()]
 
+# DNS blocklist checks (docs/reputation.md). Use your own resolver: Spamhaus and others refuse
+# queries that come through public resolvers. Empty: the system resolver (/etc/resolv.conf).
+RELAYADMIN_DNS_RESOLVER = os.environ.get("RELAYADMIN_DNS_RESOLVER", "").strip()
+RELAYADMIN_DNS_TIMEOUT = float(os.environ.get("RELAYADMIN_DNS_TIMEOUT", "5"))
+RELAYADMIN_DNSBL_CONCURRENCY = int(os.environ.get("RELAYADMIN_DNSBL_CONCURRENCY", "8"))
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # A bulk import of 10,000 networks as JSON is about 1.5 MB; Django's default cap is 2.5 MB.

@@ -3,6 +3,8 @@
 import pytest
 from django.contrib.auth.models import Group, User
 
+from tests.dnsbl_server import fake_dnsbl, fake_zone  # noqa: F401 (fixtures: the loopback DNSBL)
+
 PASSWORD = "correct horse battery staple"
 
 

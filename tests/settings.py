@@ -20,3 +20,8 @@ RELAYD_POLICY_PATH = Path(tempfile.mkdtemp(prefix="relayadmin-test-")) / "relayd
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not shared-cache memory: concurrent writers then wait for SQLite's lock as in production.
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.mkdtemp(prefix="relayadmin-test-db-")) / "test.sqlite3")}  # noqa: F405
+
+# No test may reach the Internet: blocklist checks go to a loopback port where nothing answers,
+# unless a test points them at its own fake DNSBL server.
+RELAYADMIN_DNS_RESOLVER = "127.0.0.1:9"
+RELAYADMIN_DNS_TIMEOUT = 1.0

@@ -2,7 +2,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from policy.api import publishing, views
+from policy.api import publishing, reputation, views
 
 app_name = "api"
 
@@ -16,11 +16,15 @@ router.register("audit", views.AuditEntryViewSet)
 router.register("revisions", publishing.RevisionViewSet)
 router.register("daemons", publishing.DaemonViewSet)
 router.register("selftests", publishing.SelfTestViewSet)
+router.register("reputation/lists", reputation.BlocklistViewSet)
+router.register("reputation", reputation.ReputationViewSet)
 
 urlpatterns = [
     path("restrictions/", views.RoutingRestrictionsView.as_view(), name="restrictions"),
     path("export/<slug:fmt>/", publishing.ExportView.as_view(), name="export"),
     path("check/", publishing.CheckView.as_view(), name="check"),
+    path("reputation/check/", reputation.CheckView.as_view(), name="reputation-check"),
+    path("reputation/metrics", reputation.MetricsView.as_view(), name="reputation-metrics"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("schema/swagger-ui/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="swagger-ui"),
     path("schema/redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),

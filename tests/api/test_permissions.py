@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from policy.models import AuditEntry, LocalDomain, RoutingRestrictions
+from policy.models import AuditEntry, Blocklist, LocalDomain, RoutingRestrictions, WatchedAddress
 from policy.revisions import policy_change
 from tests.api import test_endpoints
 from tests.api.base import APITestBase
@@ -84,6 +84,16 @@ CALLS = [
     Call("check", "post", 200, {"client": "10.1.2.3", "recipient": "a@example.org"}, callers=frozenset(READERS)),
     Call("selftestrun", "get", 200),
     Call("selftestrun", "post", 201, {"target": "127.0.0.1:1"}),  # nothing listens: a stored error
+    Call("watchedaddress", "get", 200),
+    Call("watchedaddress", "post", 201, {"address": "81.2.69.142"}),
+    Call("watchedaddress", "patch", 200, {"description": "mx1"}, detail=True),
+    Call("watchedaddress", "delete", 204, detail=True),
+    Call("blocklist", "get", 200),
+    Call("blocklist", "post", 201, {"zone": "dnsbl.example.net"}),
+    Call("blocklist", "put", 200, {"zone": "dnsbl.example.net"}, detail=True),
+    Call("blocklist", "delete", 204, detail=True),
+    Call("reputation-check", "post", 202),  # the thread starts on commit, which this test never reaches
+    Call("reputation-metrics", "get", 200),
     Call("schema", "get", 200, public=True),
     Call("swagger-ui", "get", 200, public=True),
     Call("redoc", "get", 200, public=True),
@@ -106,6 +116,11 @@ def url_for(call: Call) -> str:
         return reverse("api:policyrevision-rollback", args=[1])
     if call.endpoint in ("relaynode", "selftestrun"):
         return reverse(f"api:{call.endpoint}-list")
+    if call.endpoint in ("watchedaddress", "blocklist"):
+        if not call.detail:
+            return reverse(f"api:{call.endpoint}-list")
+        made = WatchedAddress.objects.create(address="81.2.69.143") if call.endpoint == "watchedaddress" else None
+        return reverse(f"api:{call.endpoint}-detail", args=[(made or Blocklist.objects.first()).pk])
     if call.endpoint == "auditentry":
         RoutingRestrictions.objects.create()  # makes an entry to read
         entry = AuditEntry.objects.first()
