@@ -19,7 +19,7 @@ ROWS_PER_PAGE = 50
 
 class AuditLogView(ViewerRequiredMixin, View):
     def get(self, request):
-        filterset = AuditEntryFilterSet(request.GET, queryset=AuditEntry.objects.select_related("actor"))
+        filterset = AuditEntryFilterSet(request.GET, queryset=AuditEntry.objects.all())
         entries = filterset.qs if filterset.is_valid() else AuditEntry.objects.none()
         export = request.GET.get("export")
         if export == "csv":
