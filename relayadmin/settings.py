@@ -123,6 +123,21 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# Files under var/ rather than each process's memory: every worker on this host shares the
+# login throttle's counts, and a restart does not reset them.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": VAR_DIR / "cache"}}
+
+# Login back-off (policy/throttle.py): past the free failures, each failed login locks the
+# username or the client address out twice as long as the last time, from first_lockout up to
+# max_lockout seconds. A count is forgotten after forget_after seconds without a failure.
+LOGIN_THROTTLE = {
+    "username_free_failures": 5,
+    "address_free_failures": 20,
+    "first_lockout": 15,
+    "max_lockout": 15 * 60,
+    "forget_after": 60 * 60,
+}
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "policy:dashboard"
 LOGOUT_REDIRECT_URL = "login"

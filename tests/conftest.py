@@ -17,6 +17,14 @@ def django_db_setup(django_db_setup, django_db_blocker):
             cursor.execute("ALTER TABLE policy_auditentry DISABLE TRIGGER policy_auditentry_no_truncate")
 
 
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Start each test with an empty cache: login failures of one test must not throttle the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 def make_user(username, role=None, **extra):
     user = User.objects.create_user(username=username, password=PASSWORD, **extra)
     if role:
