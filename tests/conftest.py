@@ -9,11 +9,16 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     """Let the flush between transactional tests TRUNCATE the audit log, which PostgreSQL refuses otherwise."""
+    with django_db_blocker.unblock():
+        allow_flushing_the_audit_log()
+
+
+def allow_flushing_the_audit_log():
+    """Switch the TRUNCATE trigger off in the test database; tests of the trigger switch it on in their transaction."""
     from django.db import connection
 
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # Only for the test database; tests of the trigger switch it back on in their transaction.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
             cursor.execute("ALTER TABLE policy_auditentry DISABLE TRIGGER policy_auditentry_no_truncate")
 
 

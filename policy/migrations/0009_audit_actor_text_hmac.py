@@ -58,34 +58,56 @@ def _username(entry) -> str:
     return entry.actor_name.split(" (token ")[0]
 
 
-def rekey(apps, schema_editor):
+def _rechain(apps, schema_editor, rehash, fields=("prev_hash", "entry_hash")):
+    """Give every entry, in chain order, the hash rehash(entry) returns; rehash may also set other fields."""
     AuditEntry = apps.get_model("policy", "AuditEntry")
     postgres = schema_editor.connection.vendor == "postgresql"
     if postgres:
         # No deferred constraint events may be pending when the table is altered below.
         schema_editor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         schema_editor.execute(f"ALTER TABLE policy_auditentry DISABLE TRIGGER {TRIGGER}")
-    legacy_prev, prev, broken, batch = GENESIS_HASH, GENESIS_HASH, [], []
+    prev, batch = GENESIS_HASH, []
     for entry in AuditEntry.objects.select_related("actor").order_by("id").iterator(chunk_size=2000):
+        new_hash = rehash(entry, prev)
+        entry.prev_hash, entry.entry_hash = prev, new_hash
+        prev = new_hash
+        batch.append(entry)
+        if len(batch) >= 2000:
+            AuditEntry.objects.bulk_update(batch, fields)
+            batch = []
+    AuditEntry.objects.bulk_update(batch, fields)
+    if postgres:
+        schema_editor.execute(f"ALTER TABLE policy_auditentry ENABLE TRIGGER {TRIGGER}")
+
+
+def rekey(apps, schema_editor):
+    legacy_prev, broken = GENESIS_HASH, []
+
+    def rehash(entry, prev):
+        nonlocal legacy_prev
         if entry.prev_hash != legacy_prev or _legacy_hash(entry) != entry.entry_hash:
             broken.append(entry.pk)
         legacy_prev = entry.entry_hash
         entry.actor_username = _username(entry)
         entry.prev_hash = prev
-        entry.entry_hash = prev = entry_hash(entry)
-        batch.append(entry)
-        if len(batch) >= 2000:
-            AuditEntry.objects.bulk_update(batch, ["actor_username", "prev_hash", "entry_hash"])
-            batch = []
-    AuditEntry.objects.bulk_update(batch, ["actor_username", "prev_hash", "entry_hash"])
-    if postgres:
-        schema_editor.execute(f"ALTER TABLE policy_auditentry ENABLE TRIGGER {TRIGGER}")
+        return entry_hash(entry)
+
+    _rechain(apps, schema_editor, rehash, fields=("actor_username", "prev_hash", "entry_hash"))
     if broken:
         print(
             f"\n  Warning: {len(broken)} audit entries did not verify under the legacy hash before re-keying "
             f"(first: id {broken[0]}). Entries whose user was deleted are expected among them (issue 11).",
             file=sys.stderr,
         )
+
+
+def unkey(apps, schema_editor):
+    # Back to the legacy hash; the actors' foreign keys are gone, so they come back empty.
+    def rehash(entry, prev):
+        entry.prev_hash = prev
+        return _legacy_hash(entry)
+
+    _rechain(apps, schema_editor, rehash)
 
 
 class Migration(migrations.Migration):
@@ -104,8 +126,7 @@ class Migration(migrations.Migration):
                 verbose_name="actor",
             ),
         ),
-        # Irreversible: the legacy hashes are not kept.
-        migrations.RunPython(rekey),
+        migrations.RunPython(rekey, unkey),
         migrations.RemoveField(
             model_name="auditentry",
             name="actor",
