@@ -301,3 +301,16 @@ def test_postgresql_refuses_truncate():
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
             cursor.execute(f"TRUNCATE {AuditEntry._meta.db_table}")
     assert AuditEntry.objects.count() == 1
+
+
+def test_the_audit_key_is_made_once_outside_the_database_unless_the_environment_gives_it(tmp_path, monkeypatch):
+    from relayadmin import settings as module
+
+    monkeypatch.setattr(module, "VAR_DIR", tmp_path)
+    monkeypatch.delenv("RELAYADMIN_AUDIT_KEY", raising=False)
+    key = module._load_or_create_secret("RELAYADMIN_AUDIT_KEY", "audit_key")
+    assert len(key) >= 50
+    assert (tmp_path / "audit_key").stat().st_mode & 0o777 == 0o600
+    assert module._load_or_create_secret("RELAYADMIN_AUDIT_KEY", "audit_key") == key
+    monkeypatch.setenv("RELAYADMIN_AUDIT_KEY", "from the secret store")
+    assert module._load_or_create_secret("RELAYADMIN_AUDIT_KEY", "audit_key") == "from the secret store"
