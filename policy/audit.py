@@ -11,7 +11,6 @@ import contextvars
 import hashlib
 import hmac
 import json
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
@@ -217,18 +216,19 @@ class Witness:
 
     @classmethod
     def from_snapshot(cls, snapshot: object, source: str) -> "Witness":
-        """Return the snapshot's audit anchor; raise ValueError if it has none or a malformed one."""
-        audit = snapshot.get("audit") if isinstance(snapshot, dict) else None
-        if audit is None:
+        """Return the anchor of a snapshot that relayd would accept; raise ValueError if it is not one or has none."""
+        from relayd.config import SnapshotError, validate_snapshot
+
+        try:
+            validated = validate_snapshot(snapshot)
+        except SnapshotError as exc:
+            raise ValueError(f"{source} is not a snapshot relayd would accept: {exc}") from None
+        source = f"{source} (serial {validated.serial})"
+        if validated.audit is None:
             raise ValueError(f"{source} carries no audit anchor (it was published before anchors existed)")
-        count, head = (audit.get("count"), audit.get("head")) if isinstance(audit, dict) else (None, None)
-        if type(count) is not int or count < 0 or not isinstance(head, str) or not _HEX64.fullmatch(head):
-            raise ValueError(f"{source} has a malformed audit anchor: {audit!r}")
-        serial = snapshot.get("serial")
-        return cls(count, head, f"{source} (serial {serial})" if serial is not None else source)
+        return cls(validated.audit.count, validated.audit.head, source)
 
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 # When the very first entry fails, a changed key is likelier than tampering.
 _WRONG_KEY_HINT = " (or the audit key, RELAYADMIN_AUDIT_KEY or var/audit_key, is not the one it was written with)"
 

@@ -275,19 +275,34 @@ def test_verify_audit_against_a_snapshot_catches_a_rewrite_even_with_the_key(tmp
         call_command("verify_audit", "--against", str(witness))
 
 
+def edited(change):
+    """Return a function that edits the snapshot file at a path with change(snapshot)."""
+
+    def edit(path):
+        snapshot = json.loads(path.read_text())
+        change(snapshot)
+        path.write_text(json.dumps(snapshot))
+
+    return edit
+
+
 @pytest.mark.parametrize(
-    ("content", "problem"),
+    ("spoil", "problem"),
     [
-        (None, "Cannot read the snapshot"),
-        ("{not json", "is not a JSON snapshot"),
-        ('{"schema": 1, "serial": 3}', "carries no audit anchor"),
-        ('{"audit": {"count": -1, "head": "x"}}', "malformed audit anchor"),
+        (lambda path: path.unlink(), "Cannot read the snapshot"),
+        (lambda path: path.write_text("{not json"), "is not a JSON snapshot"),
+        (edited(lambda snapshot: snapshot.pop("restrictions")), "would accept: restrictions: missing"),
+        (edited(lambda snapshot: snapshot.pop("audit")), r"\(serial 1\) carries no audit anchor"),
+        (
+            edited(lambda snapshot: snapshot["audit"].update(count=-1)),
+            "would accept: audit.count: must be a non-negative integer",
+        ),
     ],
+    ids=["missing", "not-json", "not-a-snapshot", "no-anchor", "bad-anchor"],
 )
-def test_verify_audit_refuses_an_unusable_witness(tmp_path, content, problem):
-    path = tmp_path / "policy.json"
-    if content is not None:
-        path.write_text(content)
+def test_verify_audit_refuses_an_unusable_witness(tmp_path, spoil, problem):
+    path = publish(tmp_path, "a.example")
+    spoil(path)
     with pytest.raises(CommandError, match=problem):
         call_command("verify_audit", "--against", str(path))
 

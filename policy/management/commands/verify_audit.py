@@ -29,7 +29,7 @@ class Command(BaseCommand):
         witnesses = [self._witness_from_file(path) for path in against]
         latest = PolicyRevision.objects.order_by("-serial").first()
         if latest is not None and "audit" in latest.snapshot_data:
-            witnesses.append(Witness.from_snapshot(latest.snapshot_data, "the latest revision"))
+            witnesses.append(_witness(latest.snapshot_data, "the latest revision"))
         try:
             count = verify_chain(witnesses)
         except ChainBroken as exc:
@@ -44,7 +44,11 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot read the snapshot {path}: {exc.strerror}.") from None
         except ValueError as exc:
             raise CommandError(f"{path} is not a JSON snapshot: {exc}.") from None
-        try:
-            return Witness.from_snapshot(document, path)
-        except ValueError as exc:
-            raise CommandError(f"{exc}.") from None
+        return _witness(document, path)
+
+
+def _witness(snapshot, source: str) -> Witness:
+    try:
+        return Witness.from_snapshot(snapshot, source)
+    except ValueError as exc:
+        raise CommandError(f"{exc}.") from None
