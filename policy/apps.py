@@ -10,7 +10,8 @@ class PolicyConfig(AppConfig):
         from django.contrib.auth import get_user_model
         from django.contrib.auth.models import Group
 
-        from policy import audit, models, revisions, signals  # noqa: F401 (signals connects the login receivers)
+        # signals and throttle connect the login receivers.
+        from policy import audit, models, revisions, signals, throttle  # noqa: F401
 
         for model in (
             models.RoutingRestrictions,

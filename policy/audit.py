@@ -9,10 +9,12 @@ cannot forget to record. Saves that change nothing are not recorded.
 import contextlib
 import contextvars
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
@@ -123,7 +125,7 @@ def record(action: str, *, obj=None, before=None, after=None, object_type="", ob
 
     entry = _new_entry(action, obj, before, after, object_type, object_id, object_repr)
     with transaction.atomic():
-        _lock_chain()
+        lock_chain()
         entry.prev_hash = (
             AuditEntry.objects.order_by("-id").values_list("entry_hash", flat=True).first() or GENESIS_HASH
         )
@@ -143,7 +145,7 @@ def _new_entry(action, obj, before, after, object_type="", object_id="", object_
     context = current_context()
     user = context.user if getattr(context.user, "is_authenticated", False) else None
     return AuditEntry(
-        actor=user,
+        actor_username=user.get_username() if user is not None else "",
         actor_name=context.actor_name,
         source=context.source,
         remote_addr=context.remote_addr,
@@ -159,10 +161,14 @@ def _new_entry(action, obj, before, after, object_type="", object_id="", object_
 
 
 def entry_hash(entry) -> str:
-    """Return the sha256 over every field of the entry and the previous entry's hash."""
+    """Return the HMAC-SHA256 over every field of the entry and the previous entry's hash.
+
+    The key (settings.AUDIT_KEY) lives outside the database, so whoever can only write the
+    database cannot rewrite an entry and recompute the chain after it.
+    """
     payload = {
         "timestamp": entry.timestamp.isoformat(timespec="microseconds"),
-        "actor_id": entry.actor_id,
+        "actor_username": entry.actor_username,
         "actor_name": entry.actor_name,
         "source": entry.source,
         "remote_addr": entry.remote_addr,
@@ -177,15 +183,105 @@ def entry_hash(entry) -> str:
         "prev_hash": entry.prev_hash,
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hmac.new(settings.AUDIT_KEY.encode(), canonical.encode(), hashlib.sha256).hexdigest()
 
 
-def _lock_chain() -> None:
+def lock_chain() -> None:
+    """Keep other writers from appending to the chain until the current transaction ends."""
     # Two writers must not both chain onto the same previous entry. PostgreSQL: a transaction
     # advisory lock. SQLite: the settings open every transaction IMMEDIATE, which locks already.
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext('policy_auditentry'))")
+
+
+def anchor() -> dict:
+    """Return the chain's length and head hash, the witness each published snapshot carries.
+
+    The caller holds lock_chain(), so that no entry slips in between the count and the head.
+    """
+    from policy.models import AuditEntry
+
+    head = AuditEntry.objects.order_by("-id").values_list("entry_hash", flat=True).first()
+    return {"count": AuditEntry.objects.count(), "head": head or GENESIS_HASH}
+
+
+@dataclass(frozen=True)
+class Witness:
+    """What a published snapshot saw of the chain: its first `count` entries ended in `head`."""
+
+    count: int
+    head: str
+    source: str  # where the witness was found, for the messages
+
+    @classmethod
+    def from_snapshot(cls, snapshot: object, source: str) -> "Witness":
+        """Return the anchor of a snapshot that relayd would accept; raise ValueError if it is not one or has none."""
+        from relayd.config import SnapshotError, validate_snapshot
+
+        try:
+            validated = validate_snapshot(snapshot)
+        except SnapshotError as exc:
+            raise ValueError(f"{source} is not a snapshot relayd would accept: {exc}") from None
+        source = f"{source} (serial {validated.serial})"
+        if validated.audit is None:
+            raise ValueError(f"{source} carries no audit anchor (it was published before anchors existed)")
+        return cls(validated.audit.count, validated.audit.head, source)
+
+
+# When the very first entry fails, a changed key is likelier than tampering.
+_WRONG_KEY_HINT = " (or the audit key, RELAYADMIN_AUDIT_KEY or var/audit_key, is not the one it was written with)"
+
+
+class ChainBroken(Exception):
+    """The audit log was changed; the message says where and how."""
+
+
+def verify_chain(witnesses: Iterable[Witness] = ()) -> int:
+    """Walk the chain from its start and return its length; raise ChainBroken at the first break.
+
+    A break is an entry that does not follow the one before it, an entry whose contents changed,
+    or a witness that saw a longer or different chain than the one there now.
+    """
+    from policy.models import AuditEntry
+
+    witnesses = list(witnesses)
+    by_count: dict[int, list[Witness]] = {}
+    for witness in witnesses:
+        by_count.setdefault(witness.count, []).append(witness)
+    expected_prev = GENESIS_HASH
+    count = 0
+    for witness in by_count.get(0, ()):
+        _check_witness(witness, GENESIS_HASH, None)
+    for entry in AuditEntry.objects.order_by("id").iterator(chunk_size=2000):
+        if entry.prev_hash != expected_prev:
+            raise ChainBroken(
+                f"Broken link at entry {entry.pk} ({entry}): it does not follow the entry before it; "
+                "an entry was deleted, inserted or reordered."
+            )
+        if entry_hash(entry) != entry.entry_hash:
+            hint = "" if count else _WRONG_KEY_HINT
+            raise ChainBroken(f"Broken link at entry {entry.pk} ({entry}): its contents were changed{hint}.")
+        expected_prev = entry.entry_hash
+        count += 1
+        for witness in by_count.get(count, ()):
+            _check_witness(witness, entry.entry_hash, entry)
+    for witness in witnesses:
+        if witness.count > count:
+            raise ChainBroken(
+                f"The audit log holds {count} entries, but {witness.source} witnessed {witness.count}: "
+                "entries were deleted from its end."
+            )
+    return count
+
+
+def _check_witness(witness: Witness, head: str, entry) -> None:
+    if not hmac.compare_digest(witness.head, head):
+        at = f"entry {entry.pk} ({entry})" if entry is not None else "the empty log"
+        raise ChainBroken(
+            f"The chain's entry number {witness.count}, {at}, is not the one {witness.source} witnessed: "
+            "the log was rewritten."
+        )
 
 
 def _remember_before(sender, instance, raw=False, **kwargs):
@@ -232,7 +328,7 @@ def record_many(changes: Iterable[tuple[str, object, dict | None, dict | None]])
     if not entries:
         return 0
     with transaction.atomic():
-        _lock_chain()
+        lock_chain()
         prev_hash = AuditEntry.objects.order_by("-id").values_list("entry_hash", flat=True).first() or GENESIS_HASH
         for entry in entries:
             entry.prev_hash = prev_hash

@@ -148,4 +148,4 @@ class AuditEntryFilterSet(SearchFilterSet):
 
     def filter_actor(self, queryset, name, value):
         by_name = Q(actor_name__iexact=value) | Q(actor_name__istartswith=f"{value} (token ")
-        return queryset.filter(Q(actor__username__iexact=value) | by_name)
+        return queryset.filter(Q(actor_username__iexact=value) | by_name)

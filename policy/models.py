@@ -366,21 +366,18 @@ class AuditEntryQuerySet(models.QuerySet):
 class AuditEntry(models.Model):
     """One recorded change or security event. Append-only, and chained by hashes.
 
-    `entry_hash` covers every field and `prev_hash`, so editing, deleting or reordering a row
-    breaks the chain, which `manage.py verify_audit` reports.
+    `entry_hash` is an HMAC, keyed with a secret kept outside the database, over every field and
+    `prev_hash`, so editing, deleting or reordering a row breaks the chain, which
+    `manage.py verify_audit` reports; published snapshots anchor the head (docs/audit.md).
     """
 
     SOURCES = [(s, s) for s in ("web", "api", "cli", "import", "daemon", "system")]
 
     timestamp = models.DateTimeField("time", default=timezone.now, db_index=True)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        verbose_name="actor",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        help_text="The user, if one acted; kept even if the user is deleted later, by name.",
+    # Text, not a foreign key: deleting a user must neither change an entry (which would break
+    # its hash) nor be refused by the append-only trigger (issue 11, finding 3).
+    actor_username = models.CharField(
+        "actor", max_length=150, blank=True, help_text="The user who acted, as named then; empty for the system."
     )
     actor_name = models.CharField(
         "actor name", max_length=200, help_text='The username as it was then, "name (token …)" or "system: COMMAND".'

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from policy.api.serializers import DeniedNetworkSerializer, TrustedNetworkSerializer, parse_rows
 from policy.models import DeniedNetwork, TrustedNetwork
+from policy.spreadsheet import SafeWriter, unescape_cell
 
 
 class CsvError(ValueError):
@@ -76,7 +77,9 @@ def read(text: str, network_list: NetworkList) -> ParsedFile:
         if record.pop(None, None):  # DictReader files surplus cells under None
             shape_errors[number] = {"line": ["This line has more cells than the first line has columns."]}
         # An empty cell means "the default", as a field left out of an API request does.
-        records.append({name: value.strip() for name, value in record.items() if value and value.strip()})
+        # A leading quote that the export put before a formula-like cell is taken off again.
+        cells = {name: value.strip() for name, value in record.items() if value and value.strip()}
+        records.append({name: unescape_cell(value) for name, value in cells.items()})
     rows, errors = parse_rows(network_list.serializer, records)
     for number, error in shape_errors.items():
         rows[number - 1] = None
@@ -85,10 +88,10 @@ def read(text: str, network_list: NetworkList) -> ParsedFile:
 
 
 def write(network_list: NetworkList, out) -> None:
-    """Write the list as CSV in the form `read` takes back."""
+    """Write the list as CSV in the form `read` takes back, formula-like cells escaped."""
     columns = network_list.columns
     serializer = network_list.serializer()
-    writer = csv.writer(out)
+    writer = SafeWriter(out)
     writer.writerow(columns)
     for obj in network_list.model.objects.iterator(chunk_size=2000):
         data = serializer.to_representation(obj)

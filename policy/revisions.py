@@ -127,6 +127,10 @@ def record_revision(rolled_back_to: int | None = None) -> PolicyRevision | None:
     snapshot = build_snapshot(serial=latest.serial + 1 if latest else 1)
     if latest is not None and policy_content(latest.snapshot_data) == policy_content(snapshot):
         return None
+    # Every node that enforces this revision keeps the audit chain's length and head as a witness
+    # that the log cannot later be shortened or rewritten unnoticed (verify_audit --against).
+    audit.lock_chain()
+    snapshot["audit"] = audit.anchor()
     text = dumps(snapshot)
     context = audit.current_context()
     revision = PolicyRevision.objects.create(

@@ -53,9 +53,13 @@ def build_snapshot(serial: int) -> dict:
     }
 
 
+# What a revision adds around the policy: its serial, its time, and the audit anchor it witnesses.
+ENVELOPE = ("serial", "generated_at", "audit")
+
+
 def policy_content(snapshot: dict) -> dict:
-    """Return the snapshot without its envelope (serial, time): what decides whether the policy changed."""
-    return {key: value for key, value in snapshot.items() if key not in ("serial", "generated_at")}
+    """Return the snapshot without its envelope: what decides whether the policy changed."""
+    return {key: value for key, value in snapshot.items() if key not in ENVELOPE}
 
 
 def dumps(snapshot: dict) -> str:

@@ -2,6 +2,7 @@
 
 DATABASE_URL  database (default: SQLite at var/relayadmin.sqlite3; postgres://... for PostgreSQL)
 SECRET_KEY    signing key (default: generated once into var/secret_key, never committed)
+RELAYADMIN_AUDIT_KEY  the audit chain's HMAC key (default: generated once into var/audit_key)
 ALLOWED_HOSTS comma-separated host names (default: loopback names only)
 DEBUG         "1"/"true" turns debug mode on; it is off otherwise
 RELAYADMIN_VAR_DIR  where all data lives (default: var/ in a checkout, ./var where installed with pip)
@@ -27,11 +28,11 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _load_or_create_secret_key() -> str:
-    """Return SECRET_KEY from the environment, else from var/, creating it there once."""
-    if os.environ.get("SECRET_KEY"):
-        return os.environ["SECRET_KEY"]
-    key_file = VAR_DIR / "secret_key"
+def _load_or_create_secret(variable: str, file_name: str) -> str:
+    """Return a secret from the environment variable, else from var/FILE_NAME, creating it there once (0600)."""
+    if os.environ.get(variable):
+        return os.environ[variable]
+    key_file = VAR_DIR / file_name
     if not key_file.exists():
         # O_EXCL: two processes starting at once must not write two different keys.
         try:
@@ -44,7 +45,10 @@ def _load_or_create_secret_key() -> str:
     return key_file.read_text().strip()
 
 
-SECRET_KEY = _load_or_create_secret_key()
+SECRET_KEY = _load_or_create_secret("SECRET_KEY", "secret_key")
+# The audit chain's HMAC key. It lives outside the database on purpose: whoever can write the
+# database but not read this key cannot rewrite the log and recompute the chain (docs/audit.md).
+AUDIT_KEY = _load_or_create_secret("RELAYADMIN_AUDIT_KEY", "audit_key")
 DEBUG = _env_flag("DEBUG")
 ALLOWED_HOSTS = [
     h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h.strip()
@@ -118,6 +122,21 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Files under var/ rather than each process's memory: every worker on this host shares the
+# login throttle's counts, and a restart does not reset them.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": VAR_DIR / "cache"}}
+
+# Login back-off (policy/throttle.py): past the free failures, each failed login locks the
+# username or the client address out twice as long as the last time, from first_lockout up to
+# max_lockout seconds. A count is forgotten after forget_after seconds without a failure.
+LOGIN_THROTTLE = {
+    "username_free_failures": 5,
+    "address_free_failures": 20,
+    "first_lockout": 15,
+    "max_lockout": 15 * 60,
+    "forget_after": 60 * 60,
+}
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "policy:dashboard"

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from policy.throttle import throttled
 from relayadmin.health import healthz
 
 
@@ -12,12 +13,14 @@ def superusers_only(request):
 
 admin.site.has_permission = superusers_only
 admin.site.site_header = "relayadmin: users and roles"
+# Both login pages back off after failed logins (issue 11, finding 8).
+admin.site.login = throttled(admin.site.login)
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path(
         "login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        throttled(auth_views.LoginView.as_view(redirect_authenticated_user=True)),
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

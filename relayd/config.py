@@ -93,6 +93,17 @@ class Restrictions:
     allow_internal_addresses: bool
 
 
+class AuditAnchor(NamedTuple):
+    """The dashboard's audit chain when the snapshot was published: its length and head hash.
+
+    relayd does not use it; keeping the snapshot keeps it, a witness outside the dashboard's
+    database against which `manage.py verify_audit --against` detects a shortened or rewritten log.
+    """
+
+    count: int
+    head: str
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """A validated policy snapshot."""
@@ -111,6 +122,7 @@ class Snapshot:
     # A row always validates to the same entry, so the cache is shared down the line of snapshots
     # parsed each with the one before, and it is pruned when it holds many rows no longer listed.
     row_cache: dict[str, dict[tuple, Any]] = field(default_factory=dict, repr=False, compare=False)
+    audit: AuditAnchor | None = None  # optional: snapshots published before anchors existed lack it
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +311,8 @@ _ROOT_KEYS = _keys(
     "local_domains",
     "smtp_users",
 )
+_ROOT_KEYS_WITH_AUDIT = _keys(*_ROOT_KEYS, "audit")
+_AUDIT_KEYS = _keys("count", "head")
 _RESTRICTION_KEYS = _keys("allow_authenticated", "allow_listed_ips", "allow_internal_addresses")
 
 
@@ -316,11 +330,12 @@ def validate_snapshot(document: object, previous: Snapshot | None = None) -> Sna
     if type(schema) is not int or schema != SCHEMA:
         raise SnapshotError("schema", f"unsupported schema {schema!r}: this relayd understands schema {SCHEMA}")
     try:
-        _check_shape(document, _ROOT_KEYS)
+        _check_shape(document, _ROOT_KEYS_WITH_AUDIT if "audit" in document else _ROOT_KEYS)
         serial = _positive_int(document["serial"], "serial")
         generated_at = _timestamp(document["generated_at"], "generated_at")
     except _Invalid as exc:
         raise SnapshotError(exc.key or "snapshot", exc.problem) from None
+    audit = _audit_anchor(document["audit"]) if "audit" in document else None
     row_cache = previous.row_cache if previous is not None else {}
     restrictions = _restrictions(document["restrictions"])
     trusted = _network_entries(document, "trusted_networks", TrustedNetwork, _trusted_network, row_cache)
@@ -336,6 +351,7 @@ def validate_snapshot(document: object, previous: Snapshot | None = None) -> Sna
         local_domains=_entries(document, "local_domains", LocalDomain, _local_domain),
         smtp_users=_entries(document, "smtp_users", SmtpUser, _smtp_user),
         row_cache=row_cache,
+        audit=audit,
     )
     # Duplicate domains or users would be ambiguous (which route, which hash?), so they are refused.
     # Duplicate networks and addresses are harmless: the matcher nests them and the dashboard prevents them.
@@ -355,6 +371,23 @@ def _check_shape(value: object, keys: Any) -> dict:
         if key not in value:
             raise _Invalid(key, "missing")
     return value
+
+
+def _audit_anchor(value: object) -> AuditAnchor:
+    try:
+        item = _check_shape(value, _AUDIT_KEYS)
+        count = item["count"]
+        if type(count) is not int or count < 0:
+            raise _Invalid("count", "must be a non-negative integer")
+        head = item["head"]
+        if type(head) is not str or not _AUDIT_HEAD.fullmatch(head):
+            raise _Invalid("head", "must be 64 lowercase hexadecimal digits")
+        return AuditAnchor(count, head)
+    except _Invalid as exc:
+        raise SnapshotError(f"audit.{exc.key}" if exc.key else "audit", exc.problem) from None
+
+
+_AUDIT_HEAD = re.compile(r"[0-9a-f]{64}")
 
 
 def _restrictions(value: object) -> Restrictions:

@@ -8,6 +8,30 @@ from tests.dnsbl_server import fake_dnsbl, fake_zone  # noqa: F401 (fixtures: th
 PASSWORD = "correct horse battery staple"
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Let the flush between transactional tests TRUNCATE the audit log, which PostgreSQL refuses otherwise."""
+    with django_db_blocker.unblock():
+        allow_flushing_the_audit_log()
+
+
+def allow_flushing_the_audit_log():
+    """Switch the TRUNCATE trigger off in the test database; tests of the trigger switch it on in their transaction."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE policy_auditentry DISABLE TRIGGER policy_auditentry_no_truncate")
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Start each test with an empty cache: login failures of one test must not throttle the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 def make_user(username, role=None, **extra):
     user = User.objects.create_user(username=username, password=PASSWORD, **extra)
     if role:

@@ -14,6 +14,9 @@ WHITENOISE_AUTOREFRESH = True
 # which the models ask for by name.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
 
+# Each test starts with an empty cache (tests/conftest.py), so throttled logins never leak between tests.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # Publishing in tests must not touch the developer's var/relayd/policy.json.
 RELAYD_POLICY_PATH = Path(tempfile.mkdtemp(prefix="relayadmin-test-")) / "relayd" / "policy.json"
 

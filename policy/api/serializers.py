@@ -151,9 +151,7 @@ class RoutingRestrictionsSerializer(ModelCleanSerializer):
 
 
 class AuditEntrySerializer(serializers.ModelSerializer):
-    actor = serializers.SlugRelatedField(
-        slug_field="username", read_only=True, allow_null=True, help_text="The user's name; null for the system."
-    )
+    actor = serializers.SerializerMethodField(help_text="The user's name as it was then; null for the system.")
 
     class Meta:
         model = AuditEntry
@@ -176,6 +174,9 @@ class AuditEntrySerializer(serializers.ModelSerializer):
             "entry_hash",
         )
         read_only_fields = fields
+
+    def get_actor(self, entry) -> str | None:
+        return entry.actor_username or None
 
 
 class BulkResultSerializer(serializers.Serializer):

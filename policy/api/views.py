@@ -129,7 +129,7 @@ class SmtpUserViewSet(PolicyViewSet):
 class AuditEntryViewSet(AuditedAPIMixin, viewsets.ReadOnlyModelViewSet):
     """The audit log, newest first: every change and security event. Read-only."""
 
-    queryset = AuditEntry.objects.select_related("actor")
+    queryset = AuditEntry.objects.all()
     serializer_class = serializers.AuditEntrySerializer
     filterset_class = filtersets.AuditEntryFilterSet
 

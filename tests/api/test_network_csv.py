@@ -46,6 +46,26 @@ def test_export_writes_every_column_and_imports_again_unchanged(editor_client):
     }
 
 
+def test_formula_like_descriptions_export_escaped_and_import_back_unchanged(editor_client):
+    descriptions = ['=HYPERLINK("http://evil.example")', "-- old router", "+44 desk", "@home", "'=quoted", "'plain"]
+    for number, description in enumerate(descriptions):
+        TrustedNetwork.objects.create(network=f"10.{number}.0.0/16", description=description)
+    text = editor_client.get(reverse("policy:network-export", args=["trusted"])).content.decode()
+    cells = [row[1] for row in csv.reader(io.StringIO(text))][1:]
+    assert cells == [
+        '\'=HYPERLINK("http://evil.example")',
+        "'-- old router",
+        "'+44 desk",
+        "'@home",
+        "''=quoted",
+        "'plain",
+    ]
+    TrustedNetwork.objects.all().delete()
+    upload(editor_client, text, mode="replace")
+    editor_client.post(PREVIEW, {"action": "import"})
+    assert list(TrustedNetwork.objects.order_by("network").values_list("description", flat=True)) == descriptions
+
+
 def test_preview_lists_every_bad_line_and_nothing_is_saved(editor_client):
     text = (
         "network,description,enabled\n"

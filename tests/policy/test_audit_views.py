@@ -79,3 +79,13 @@ def test_audit_log_needs_a_role(client, django_user_model):
     assert client.get(AUDIT).status_code == 302
     client.force_login(django_user_model.objects.create_user("norole"))
     assert client.get(AUDIT).status_code == 403
+
+
+def test_csv_export_neutralises_formulas(viewer_client):
+    # What a failed login's username, an API caller's reason or a description can plant (issue 11).
+    formulas = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1)", "\t=1"]
+    for reason in formulas:
+        with audit_context(source="api", reason=reason):
+            LocalDomain.objects.create(domain=f"d{len(reason)}{ord(reason[0])}.example")
+    rows = list(csv.DictReader(io.StringIO(viewer_client.get(f"{AUDIT}?export=csv").content.decode())))
+    assert sorted(row["reason"] for row in rows if row["reason"]) == sorted(f"'{reason}" for reason in formulas)

@@ -28,7 +28,7 @@ def test_postfix_bundle_download_is_audited(viewer_client, viewer, policy):
     assert "10.0.0.0/8" in cidr
     assert verify(cidr)
     entry = AuditEntry.objects.get(action="export")
-    assert (entry.actor, entry.object_repr) == (viewer, "postfix export of revision 1")
+    assert (entry.actor_username, entry.object_repr) == (viewer.username, "postfix export of revision 1")
 
 
 def test_relayd_snapshot_is_for_editors_only(client, viewer, editor, policy):

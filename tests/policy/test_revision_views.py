@@ -50,7 +50,7 @@ def test_editor_rolls_back_with_a_reason(editor_client, editor, three_revisions)
     assert [n["network"] for n in json.loads(revision.snapshot)["trusted_networks"]] == ["10.0.0.0/8"]
     assert SmtpUser.objects.get().check_password("first secret value")
     entry = AuditEntry.objects.get(action="rollback")
-    assert (entry.actor, entry.reason, entry.source) == (editor, "bad change", "web")
+    assert (entry.actor_username, entry.reason, entry.source) == (editor.username, "bad change", "web")
 
 
 def test_diff_needs_two_existing_revisions(viewer_client, three_revisions):

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from relayd.config import (
+    AuditAnchor,
     CompiledPolicy,
     SmtpUser,
     SnapshotError,
@@ -69,6 +70,7 @@ VALID = {
         {"username": "alice", "password_hash": ALICE_HASH},
         {"username": "bob", "password_hash": BOB_HASH},
     ],
+    "audit": {"count": 12, "head": "ab" * 32},
 }
 
 
@@ -114,6 +116,12 @@ def test_valid_snapshot_loads():
         "192.0.2.25:25",
     ]
     assert snapshot.smtp_users[0] == SmtpUser("alice", ALICE_HASH)
+    assert snapshot.audit == AuditAnchor(12, "ab" * 32)
+
+
+def test_the_audit_anchor_is_optional():
+    # Snapshots published before anchors existed must still load.
+    assert validate_snapshot(mutated(("audit",), DELETE)).audit is None
 
 
 def test_empty_lists_are_valid():
@@ -191,6 +199,14 @@ ERRORS = [
     (("generated_at",), "2026-11-28T00:40:00", "generated_at", "has no UTC offset"),
     (("generated_at",), "2026-11-28", "generated_at", "has no UTC offset"),
     (("generated_at",), "yesterday", "generated_at", "is not an ISO 8601 timestamp"),
+    # The audit anchor: optional, but exact when present.
+    (("audit",), [], "audit", "must be a JSON object"),
+    (("audit", "head"), DELETE, "audit.head", "missing"),
+    (("audit", "serial"), 3, "audit.serial", "unknown key"),
+    (("audit", "count"), -1, "audit.count", "must be a non-negative integer"),
+    (("audit", "count"), True, "audit.count", "must be a non-negative integer"),
+    (("audit", "head"), "AB" * 32, "audit.head", "must be 64 lowercase hexadecimal digits"),
+    (("audit", "head"), "ab" * 31, "audit.head", "must be 64 lowercase hexadecimal digits"),
     # Restrictions: exactly the three booleans.
     (("restrictions",), [], "restrictions", "must be a JSON object"),
     (("restrictions", "allow_listed_ips"), DELETE, "restrictions.allow_listed_ips", "missing"),
