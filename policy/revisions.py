@@ -65,6 +65,20 @@ def rehearsal():
         _active.reset(token)
 
 
+@contextlib.contextmanager
+def undoable():
+    """Run policy writes in a savepoint; when it rolls back, they never happened (and make no revision)."""
+    change = _active.get()
+    dirty = change.dirty if change is not None else False
+    try:
+        with transaction.atomic():
+            yield
+    except BaseException:
+        if change is not None:
+            change.dirty = dirty
+        raise
+
+
 def watch(model) -> None:
     """Make every write of this model part of the policy (and so of the next revision)."""
     uid = f"revision-{model._meta.label}"

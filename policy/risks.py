@@ -19,9 +19,12 @@ LOCALHOST = {netaddr.IPNetwork("127.0.0.1/32"), netaddr.IPNetwork("::1/128")}
 
 @dataclass(frozen=True)
 class Risk:
+    """One finding. Danger means "this policy makes the server an open relay": saving one needs a confirmation."""
+
     level: str  # danger (open relay), warning, info
     code: str
     message: str
+    headline: str = ""  # danger only: who may relay, in a few words, for the dashboard's red headline
 
 
 def analyse(snapshot: dict, *, tls_ready: bool | None = None, selftest=None) -> list[Risk]:
@@ -44,7 +47,7 @@ def analyse(snapshot: dict, *, tls_ready: bool | None = None, selftest=None) -> 
     for entry in trusted:
         problem = addresses.open_relay_problem(entry.network)
         if problem:
-            risks.append(Risk(DANGER, "huge_range", f"Open relay: {problem}"))
+            risks.append(Risk(DANGER, "huge_range", f"Open relay: {problem}", _who(entry.network)))
         elif _is_public(entry.network):
             risks.append(
                 Risk(WARNING, "public_range", f"{entry.label()} is a public range: be sure every host in it is yours.")
@@ -57,6 +60,7 @@ def analyse(snapshot: dict, *, tls_ready: bool | None = None, selftest=None) -> 
                 "internal_trap",
                 "Open relay: “connecting to these internal addresses” is on with a single internal address. "
                 "With one network card, everyone who reaches the server connects to it.",
+                f"anyone who connects to {internal[0]['address']} may relay",
             )
         )
     if flags["allow_authenticated"] and tls_ready is False:
@@ -98,6 +102,23 @@ def analyse(snapshot: dict, *, tls_ready: bool | None = None, selftest=None) -> 
 
 def is_open_relay(risks: list[Risk]) -> bool:
     return any(risk.level == DANGER for risk in risks)
+
+
+def policy_dangers(snapshot: dict) -> list[Risk]:
+    """Return the risks that make this policy itself an open relay (not evidence such as a self-test)."""
+    return [risk for risk in analyse(snapshot) if risk.level == DANGER]
+
+
+def open_relay_headline(risks: list[Risk]) -> str:
+    """Say plainly who may relay because of the dangers, e.g. "OPEN RELAY: any IPv4 host may relay"."""
+    who = [risk.headline for risk in risks if risk.level == DANGER and risk.headline]
+    return f"OPEN RELAY: {'; '.join(who)}." if who else ""
+
+
+def _who(network: netaddr.IPNetwork) -> str:
+    if network.prefixlen == 0:
+        return f"any IPv{network.version} host may relay"
+    return f"every host in {network} may relay"
 
 
 def _is_public(network: netaddr.IPNetwork) -> bool:

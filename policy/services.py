@@ -140,6 +140,7 @@ class ImportResult:
     deleted: int = 0
     unchanged: int = 0
     warnings: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # the networks "replace" removes, in list order
     errors: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # row number (from 1) -> field -> messages
 
     @property
@@ -174,6 +175,7 @@ def import_networks(model, rows, *, mode="add", dry_run=False, row_errors=None, 
         creates = [obj for obj in batch.values() if obj.pk is None]
         updates = [obj for key, obj in batch.items() if obj.pk is not None and audit.serialize(obj) != before[key]]
         result.created, result.updated, result.deleted = len(creates), len(updates), len(stale)
+        result.removed = [obj.network for obj in stale]
         result.unchanged = len(batch) - len(creates) - len(updates)
         kept = batch.values() if mode == "replace" else [*existing.values(), *batch.values()]
         result.warnings = covering_warnings(kept, involving=set(batch))

@@ -17,13 +17,13 @@ from django.views.generic import (
     UpdateView,
 )
 
-from policy import daemons, services, traffic
+from policy import daemons, safety, services, traffic
 from policy.audit import update_context
 from policy.audit_views import history_for
 from policy.draft import FLAGS, LIST_KINDS, Draft
 from policy.forms import CheckForm, LocalDomainForm, RestrictionsForm, SmtpUserForm
 from policy.models import LocalDomain, SelfTestRun, SmtpUser
-from policy.risks import analyse
+from policy.risks import analyse, open_relay_headline
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin, require_editor
 from policy.selftests import default_target
 from policy.tester import check, current_snapshot, draft_snapshot
@@ -37,9 +37,11 @@ class DashboardView(ViewerRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs):
         last_selftest = SelfTestRun.objects.first()
+        risks = analyse(current_snapshot(), tls_ready=daemons.tls_ready(), selftest=last_selftest)
         return super().get_context_data(
             summary=services.policy_summary(),
-            risks=analyse(current_snapshot(), tls_ready=daemons.tls_ready(), selftest=last_selftest),
+            risks=risks,
+            open_relay=open_relay_headline(risks),
             nodes=daemons.node_statuses(),
             chart=traffic.traffic_chart(),
             last_selftest=last_selftest,
@@ -99,9 +101,14 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
             return redirect("policy:dashboard")
         update_context(reason=request.POST.get("reason", "").strip()[:500])
         try:
-            services.apply_routing_draft(draft, request.user)
+            with safety.guard(confirmed=safety.is_confirmed_word(request.POST.get("confirm_word"))):
+                services.apply_routing_draft(draft, request.user)
         except ValidationError as exc:
             return self.render(request, draft, form, errors=exc.messages, status=400)
+        except safety.DangerousChange as exc:
+            # Nothing was saved: show the dangers and ask for the word (a plain OK lands here again).
+            draft.store(request.session)
+            return self.render(request, draft, form, dangers=exc.risks, status=400)
         Draft.discard(request.session)
         messages.success(request, "Routing restrictions saved.")
         return redirect("policy:dashboard")
@@ -130,7 +137,7 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
         if kind not in LIST_KINDS:
             raise Http404("No such list.")
 
-    def render(self, request, draft, form, errors=(), status=200, check_form=None):
+    def render(self, request, draft, form, errors=(), status=200, check_form=None, dangers=()):
         lists = []
         for kind in LIST_KINDS.values():
             page = Paginator(draft.rows(kind.name), ROWS_PER_PAGE).get_page(request.GET.get(f"{kind.name}_page"))
@@ -153,6 +160,8 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
             "result": check_result,
             "pending": draft.is_dirty,
             "risks": risks,
+            "dangers": dangers,
+            "confirm_word": safety.CONFIRM_WORD,
         }
         return render(request, self.template_name, context, status=status)
 
