@@ -23,7 +23,7 @@ from django.db.models.signals import post_delete, post_save, pre_delete, pre_sav
 
 from policy import audit
 from policy.models import PolicyRevision
-from policy.restore import restore_snapshot
+from policy.restore import inactive_state, restore_snapshot
 from policy.snapshot import build_snapshot, dumps, policy_content
 
 
@@ -152,6 +152,7 @@ def record_revision(rolled_back_to: int | None = None) -> PolicyRevision | None:
         source=context.source,
         reason=context.reason,
         rolled_back_to=rolled_back_to,
+        inactive=inactive_state(),
     )
     audit.record(
         "rollback" if rolled_back_to else "publish",
@@ -213,6 +214,6 @@ def rollback_to(serial: int) -> PolicyRevision | None:
     target = PolicyRevision.objects.get(serial=serial)
     with policy_change():
         lock_policy()
-        restore_snapshot(target.snapshot_data)
+        restore_snapshot(target.snapshot_data, target.inactive)
         _active.get().dirty = False  # recorded here, so that the caller gets the new revision
         return record_revision(rolled_back_to=serial)

@@ -254,6 +254,8 @@ def covering_warnings(entries, involving: set[str]) -> list[str]:
     """
     warnings = []
     widest = {}  # family -> the entry reaching furthest so far
+    # Disabled and expired entries take no effect, so they cover nothing and are covered by nothing.
+    entries = [entry for entry in entries if entry.is_active]
     for entry in sorted(entries, key=lambda e: (e.family, e.range_start, -int(e.range_end, 16))):
         cover = widest.get(entry.family)
         if cover is not None and cover.range_end >= entry.range_end:
@@ -266,6 +268,8 @@ def covering_warnings(entries, involving: set[str]) -> list[str]:
 
 def network_warnings(obj) -> list[str]:
     """Return the overlap warnings for one saved entry: who covers it, and whom it covers."""
+    if not obj.is_active:
+        return []
     same_family = type(obj).objects.filter(family=obj.family).exclude(pk=obj.pk)
     related = same_family.filter(
         Q(range_start__lte=obj.range_start, range_end__gte=obj.range_end)

@@ -71,6 +71,10 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
         draft.set_flags({name: form.cleaned_data[name] for name in FLAGS})
         action, _, target = request.POST.get("action", "").partition(":")
         if action == "cancel":
+            if draft.is_dirty and "confirm_cancel" not in request.POST:
+                # Ask first: Cancel throws away every pending change of the dialog.
+                draft.store(request.session)
+                return self.render(request, draft, form, confirm_cancel=True)
             Draft.discard(request.session)
             messages.info(request, "Changes discarded. Nothing was saved.")
             return redirect("policy:restrictions")
@@ -137,7 +141,7 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
         if kind not in LIST_KINDS:
             raise Http404("No such list.")
 
-    def render(self, request, draft, form, errors=(), status=200, check_form=None, dangers=()):
+    def render(self, request, draft, form, errors=(), status=200, check_form=None, dangers=(), confirm_cancel=False):
         lists = []
         for kind in LIST_KINDS.values():
             page = Paginator(draft.rows(kind.name), ROWS_PER_PAGE).get_page(request.GET.get(f"{kind.name}_page"))
@@ -156,14 +160,23 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
             "lists": lists,
             "draft": draft,
             "errors": errors,
-            "check_form": check_form or CheckForm(prefix="check"),
+            "check_form": tester_form(check_form or CheckForm(prefix="check")),
             "result": check_result,
             "pending": draft.is_dirty,
             "risks": risks,
             "dangers": dangers,
+            "confirm_cancel": confirm_cancel,
+            "pending_count": draft.change_count(),
             "confirm_word": safety.CONFIRM_WORD,
         }
         return render(request, self.template_name, context, status=status)
+
+
+def tester_form(form: CheckForm) -> CheckForm:
+    """Make the tester's fields members of its own form (#tester-form), though they sit inside the dialog's."""
+    for field in form.fields.values():
+        field.widget.attrs["form"] = "tester-form"
+    return form
 
 
 class RoutingEntryView(EditorRequiredMixin, View):

@@ -153,7 +153,8 @@ class DaemonViewSet(AuditedAPIMixin, mixins.ListModelMixin, mixins.CreateModelMi
         body = NodeReportSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            node = daemons.record_report(body.validated_data, request.META.get("REMOTE_ADDR"))
+            token = request.auth if isinstance(request.auth, ApiToken) else None
+            node = daemons.record_report(body.validated_data, request.META.get("REMOTE_ADDR"), token=token)
         except ValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
         return Response(self.get_serializer(node).data, status=status.HTTP_201_CREATED)

@@ -108,9 +108,15 @@ def test_added_network_is_pending_until_ok(editor_client, editor):
     assert "not saved yet" not in editor_client.get(RESTRICTIONS).content.decode()
 
 
-def test_cancel_discards_the_draft(editor_client):
+def test_cancel_asks_first_then_discards_the_draft(editor_client):
     add_entry(editor_client, "trusted", address="10.1.0.0/16")
-    press(editor_client, "cancel")
+    asked = press(editor_client, "cancel")
+    assert asked.context["confirm_cancel"] is True
+    assert "Discard 1 pending change?" in asked.content.decode()
+    assert "10.1.0.0/16" in editor_client.get(RESTRICTIONS).content.decode()  # still pending
+    press(editor_client, "keep")
+    assert "10.1.0.0/16" in editor_client.get(RESTRICTIONS).content.decode()
+    press(editor_client, "cancel", confirm_cancel="1")
     assert "10.1.0.0/16" not in editor_client.get(RESTRICTIONS).content.decode()
     assert not TrustedNetwork.objects.exists()
 
