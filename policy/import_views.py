@@ -144,8 +144,11 @@ class NetworkImportPreviewView(ViewerRequiredMixin, View):
             return self.render(request, pending, status=400)
         del request.session[SESSION_KEY]
         messages.success(request, f"Imported {pending['filename']}: {result.summary()}.")
-        for warning in result.warnings[:10]:
-            messages.warning(request, warning)
+        if len(result.warnings) > 3:  # one line, not a wall of warnings; the preview listed them all
+            messages.warning(request, f"{len(result.warnings)} entries overlap others, e.g. {result.warnings[0]}")
+        else:
+            for warning in result.warnings:
+                messages.warning(request, warning)
         return redirect("policy:restrictions")
 
     def render(self, request, pending, status=200):

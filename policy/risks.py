@@ -100,6 +100,40 @@ def analyse(snapshot: dict, *, tls_ready: bool | None = None, selftest=None) -> 
     return sorted(risks, key=lambda risk: order[risk.level])
 
 
+SUMMARISE_AFTER = 3  # more findings of one kind than this become one line with "show all"
+SUMMARIES = {
+    "huge_range": "Open relay: {n} trusted entries make the server an open relay.",
+    "public_range": "{n} trusted entries are public ranges: be sure every host in them is yours.",
+    "shadowed": "{n} trusted entries are already covered by a broader entry.",
+    "denied_trusted": "{n} trusted entries are inside the NEVER list: they can never relay.",
+    "expired": "{n} trusted entries have expired and are no longer trusted.",
+}
+
+
+@dataclass(frozen=True)
+class RiskGroup:
+    """The findings of one kind; many of them read as one summary line."""
+
+    level: str
+    code: str
+    risks: tuple[Risk, ...]
+
+    @property
+    def summary(self) -> str:
+        """Return the one line standing for many findings, or "" when they are few enough to list."""
+        if len(self.risks) <= SUMMARISE_AFTER:
+            return ""
+        return SUMMARIES.get(self.code, "{n} findings of the same kind.").format(n=len(self.risks))
+
+
+def grouped(risks: list[Risk]) -> list[RiskGroup]:
+    """Group the findings by kind, keeping the most severe first."""
+    groups: dict[str, list[Risk]] = {}
+    for risk in risks:
+        groups.setdefault(risk.code, []).append(risk)
+    return [RiskGroup(members[0].level, code, tuple(members)) for code, members in groups.items()]
+
+
 def is_open_relay(risks: list[Risk]) -> bool:
     return any(risk.level == DANGER for risk in risks)
 

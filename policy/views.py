@@ -23,7 +23,7 @@ from policy.audit_views import history_for
 from policy.draft import FLAGS, LIST_KINDS, Draft
 from policy.forms import CheckForm, LocalDomainForm, RestrictionsForm, SmtpUserForm
 from policy.models import LocalDomain, SelfTestRun, SmtpUser
-from policy.risks import analyse, open_relay_headline
+from policy.risks import analyse, grouped, open_relay_headline
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin, require_editor
 from policy.selftests import default_target
 from policy.tester import check, current_snapshot, draft_snapshot
@@ -41,6 +41,7 @@ class DashboardView(ViewerRequiredMixin, TemplateView):
         return super().get_context_data(
             summary=services.policy_summary(),
             risks=risks,
+            risk_groups=grouped(risks),
             open_relay=open_relay_headline(risks),
             nodes=daemons.node_statuses(),
             chart=traffic.traffic_chart(),
@@ -164,6 +165,7 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
             "result": check_result,
             "pending": draft.is_dirty,
             "risks": risks,
+            "risk_groups": grouped(risks),
             "dangers": dangers,
             "confirm_cancel": confirm_cancel,
             "pending_count": draft.change_count(),

@@ -66,6 +66,13 @@ def test_checkbox_survives_add_and_cancel_discards(new_page, editor):
     trusted_list(page).get_by_role("button", name="Add localhost").click()
     expect(page.get_by_label("Hosts and clients that successfully authenticate")).not_to_be_checked()
     page.get_by_role("button", name="Cancel").click()
+    # Cancel asks first, and "Keep editing" keeps every pending change, the unticked box included.
+    expect(page.locator("#confirm-cancel")).to_contain_text("Discard 3 pending changes?")
+    page.get_by_role("button", name="Keep editing").click()
+    expect(page.get_by_label("Hosts and clients that successfully authenticate")).not_to_be_checked()
+    expect(trusted_list(page)).to_contain_text("127.0.0.1")
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_role("button", name="Discard changes").click()
     expect(page.get_by_label("Hosts and clients that successfully authenticate")).to_be_checked()
     expect(trusted_list(page)).not_to_contain_text("127.0.0.1")
     assert RoutingRestrictions.load().allow_authenticated is True
