@@ -505,6 +505,12 @@ class SelfTestRun(models.Model):
     total = models.PositiveIntegerField("attempts", default=0)
     report = models.JSONField("report", null=True, blank=True, help_text="Every attempt and its reply.")
     error = models.CharField("error", max_length=500, blank=True, help_text="Why the test could not run.")
+    revision_serial = models.PositiveIntegerField(
+        "policy revision",
+        null=True,
+        blank=True,
+        help_text="The latest policy revision when the test ran; after a newer one the result is stale.",
+    )
 
     class Meta:
         verbose_name = "open-relay self-test"
@@ -516,6 +522,17 @@ class SelfTestRun(models.Model):
     @property
     def open_relay(self) -> bool:
         return self.accepted > 0
+
+    @property
+    def outcome(self) -> str:
+        """Return "failed" (it could not run), "open_relay" or "safe": a failure is never a pass."""
+        if self.error:
+            return "failed"
+        return "open_relay" if self.open_relay else "safe"
+
+    def is_stale(self, latest_serial: int | None) -> bool:
+        """Tell whether the policy changed since the test (a result of unknown revision, once there is one, too)."""
+        return self.revision_serial != latest_serial
 
     @property
     def summary(self) -> str:

@@ -25,7 +25,7 @@ from policy.forms import CheckForm, LocalDomainForm, RestrictionsForm, SmtpUserF
 from policy.models import LocalDomain, SelfTestRun, SmtpUser
 from policy.risks import analyse, grouped, open_relay_headline
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin, require_editor
-from policy.selftests import default_target
+from policy.selftests import default_target, latest_serial
 from policy.tester import check, current_snapshot, draft_snapshot
 
 LOCALHOST_NETWORKS = ("127.0.0.1/32", "::1/128")
@@ -37,7 +37,11 @@ class DashboardView(ViewerRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs):
         last_selftest = SelfTestRun.objects.first()
-        risks = analyse(current_snapshot(), tls_ready=daemons.tls_ready(), selftest=last_selftest)
+        serial = latest_serial()
+        stale = last_selftest is not None and last_selftest.is_stale(serial)
+        # A result about an older policy is no evidence about this one (say, after a rollback).
+        evidence = None if stale else last_selftest
+        risks = analyse(current_snapshot(), tls_ready=daemons.tls_ready(), selftest=evidence)
         return super().get_context_data(
             summary=services.policy_summary(),
             risks=risks,
@@ -46,6 +50,8 @@ class DashboardView(ViewerRequiredMixin, TemplateView):
             nodes=daemons.node_statuses(),
             chart=traffic.traffic_chart(),
             last_selftest=last_selftest,
+            selftest_stale=stale,
+            latest_serial=serial,
             selftest_target=default_target(),
             **kwargs,
         )

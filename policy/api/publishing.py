@@ -20,7 +20,7 @@ from policy.forms import CheckForm
 from policy.models import ApiToken, PolicyRevision, RelayNode, SelfTestRun
 from policy.revisions import rollback_to
 from policy.roles import can_edit, can_view
-from policy.selftests import SelfTestRateLimited, SelfTestRefused, default_target, run_selftest
+from policy.selftests import SelfTestRateLimited, SelfTestRefused, default_target, latest_serial, run_selftest
 from policy.tester import check
 
 
@@ -223,7 +223,14 @@ class CheckView(AuditedAPIMixin, APIView):
 
 class SelfTestSerializer(serializers.ModelSerializer):
     open_relay = serializers.BooleanField(read_only=True)
+    outcome = serializers.CharField(read_only=True, help_text="safe, open_relay or failed (it could not run)")
     summary = serializers.CharField(read_only=True)
+    stale = serializers.SerializerMethodField(help_text="The policy changed since the test: run it again.")
+
+    def get_stale(self, run) -> bool:
+        if "latest_serial" not in self.context:
+            self.context["latest_serial"] = latest_serial()
+        return run.is_stale(self.context["latest_serial"])
 
     class Meta:
         model = SelfTestRun
@@ -236,7 +243,10 @@ class SelfTestSerializer(serializers.ModelSerializer):
             "accepted",
             "total",
             "open_relay",
+            "outcome",
             "summary",
+            "revision_serial",
+            "stale",
             "error",
             "report",
         ]

@@ -3,7 +3,7 @@
 import pytest
 from playwright.sync_api import expect
 
-from policy.models import ApiToken, PolicyRevision, RelayNode, TrustedNetwork
+from policy.models import ApiToken, PolicyRevision, RelayNode, SelfTestRun, TrustedNetwork
 from policy.revisions import policy_change
 from tests.browser.conftest import log_in
 
@@ -182,3 +182,30 @@ def _token(user, **fields) -> str:
     key = token.generate_key()
     token.save()
     return key
+
+
+def test_a_self_test_result_goes_grey_and_stale_after_a_policy_change(new_page, editor):
+    with policy_change():
+        TrustedNetwork.objects.create(network="127.0.0.1/32")
+    SelfTestRun.objects.create(target="127.0.0.1:2525", run_by_name="erin", accepted=15, total=20, revision_serial=1)
+    page = new_page()
+    log_in(page, "erin")
+    result = page.locator("#selftest .selftest-result")
+    expect(result).to_have_css("color", RED)
+    expect(page.locator("#risks")).to_contain_text("relayed 15 of 20")
+
+    with policy_change():
+        TrustedNetwork.objects.filter(network="127.0.0.1/32").delete()
+    page.reload()
+    expect(page.locator("#selftest-stale")).to_contain_text("The policy changed since this test (it is now revision 2)")
+    expect(result).to_have_css("color", "rgb(91, 100, 117)")  # --muted: neither a pass nor a fail
+    expect(page.locator("#risks")).not_to_contain_text("relayed 15 of 20")
+
+
+def test_a_self_test_that_could_not_run_is_red_not_green(new_page, editor):
+    SelfTestRun.objects.create(target="127.0.0.1:1", run_by_name="erin", error="Connection refused")
+    page = new_page()
+    log_in(page, "erin")
+    result = page.locator("#selftest .selftest-result")
+    expect(result).to_contain_text("could not run (Connection refused)")
+    expect(result).to_have_css("color", RED)
