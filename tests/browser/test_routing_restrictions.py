@@ -48,7 +48,15 @@ def test_add_edit_remove_and_localhost(new_page, editor):
 
     # Remove it again, then add localhost with one click.
     open_dialog(page)
+    # Remove asks first in a native dialog: "Keep it" changes nothing, "Remove" marks it removed.
     trusted_list(page).get_by_role("button", name="Remove 10.1.0.0/16").click()
+    confirm = page.get_by_role("dialog")
+    expect(confirm).to_contain_text("Remove 10.1.0.0/16 (Head office) from “Hosts and clients with these IP")
+    confirm.get_by_role("button", name="Keep it").click()
+    expect(confirm).to_be_hidden()
+    expect(trusted_list(page).locator("tr.removed")).to_have_count(0)
+    trusted_list(page).get_by_role("button", name="Remove 10.1.0.0/16").click()
+    confirm.get_by_role("button", name="Remove").click()
     expect(trusted_list(page).locator("tr.removed")).to_contain_text("10.1.0.0/16")
     trusted_list(page).get_by_role("button", name="Add localhost").click()
     expect(trusted_list(page)).to_contain_text("127.0.0.1/32")
