@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from policy import audit, daemons
 from policy.api.permissions import RolePermission
-from policy.api.views import AuditedAPIMixin
+from policy.api.views import AuditedAPIMixin, open_relay_guard
 from policy.exports import FORMATS, export, latest_revision
 from policy.forms import CheckForm
 from policy.models import ApiToken, PolicyRevision, RelayNode, SelfTestRun
@@ -51,6 +51,9 @@ class RevisionDetailSerializer(RevisionSerializer):
 
 class RollbackSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    confirm_open_relay = serializers.BooleanField(
+        required=False, help_text="Roll back even though that revision makes the server an open relay."
+    )
 
 
 class RevisionViewSet(AuditedAPIMixin, viewsets.ReadOnlyModelViewSet):
@@ -76,7 +79,8 @@ class RevisionViewSet(AuditedAPIMixin, viewsets.ReadOnlyModelViewSet):
         body = RollbackSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         audit.update_context(reason=body.validated_data.get("reason") or f"rollback to revision {target.serial}")
-        revision = rollback_to(target.serial)
+        with open_relay_guard(request):
+            revision = rollback_to(target.serial)
         if revision is None:
             return Response(RevisionSerializer(latest_revision()).data, status=status.HTTP_200_OK)
         return Response(RevisionSerializer(revision).data, status=status.HTTP_201_CREATED)

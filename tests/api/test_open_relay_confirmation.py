@@ -4,6 +4,7 @@ import pytest
 from django.urls import reverse
 
 from policy.models import InternalAddress, PolicyRevision, RoutingRestrictions, TrustedNetwork
+from policy.revisions import policy_change
 
 pytestmark = pytest.mark.django_db
 
@@ -71,3 +72,32 @@ def test_removing_the_second_internal_address_opens_the_trap(api):
     assert_refused(api.delete(url), "single internal address")
     assert InternalAddress.objects.count() == 2
     assert api.delete(f"{url}?confirm_open_relay=true").status_code == 204
+
+
+def test_rolling_back_to_an_open_relay_needs_confirmation(api):
+    with policy_change():
+        TrustedNetwork.objects.create(**EVERYONE)
+    with policy_change():
+        TrustedNetwork.objects.all().delete()
+    url = reverse("api:policyrevision-rollback", args=[1])
+    assert_refused(api.post(url, {}), "0.0.0.0/0")
+    assert not TrustedNetwork.objects.exists()
+    assert PolicyRevision.objects.count() == 2
+    assert api.post(url, {"confirm_open_relay": True}).status_code == 201
+    assert TrustedNetwork.objects.get().network == "0.0.0.0/0"
+
+
+def test_rolling_back_to_an_open_relay_in_the_page_needs_the_word(editor_client):
+    with policy_change():
+        TrustedNetwork.objects.create(**EVERYONE)
+    with policy_change():
+        TrustedNetwork.objects.all().delete()
+    assert (
+        "Type OPEN RELAY to roll back anyway"
+        in editor_client.get(reverse("policy:revision", args=[1])).content.decode()
+    )
+    url = reverse("policy:revision-rollback", args=[1])
+    editor_client.post(url, {"reason": "oops"})
+    assert not TrustedNetwork.objects.exists()
+    editor_client.post(url, {"reason": "really", "confirm_word": "OPEN RELAY"})
+    assert TrustedNetwork.objects.get().network == "0.0.0.0/0"
