@@ -148,6 +148,7 @@ class DeniedNetworkViewSet(NetworkViewSet):
     """Denied networks, the NEVER list: clients in them may never relay, whatever else holds."""
 
     queryset = DeniedNetwork.objects.all()
+    can_open_relay = False  # refusing more clients never opens a relay
     serializer_class = serializers.DeniedNetworkSerializer
     filterset_class = filtersets.DeniedNetworkFilterSet
 
