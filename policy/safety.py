@@ -9,8 +9,7 @@ unrelated edit: asking for the same word each time would teach admins to type it
 import contextlib
 
 from policy.revisions import undoable
-from policy.risks import Risk, policy_dangers
-from policy.tester import current_snapshot
+from policy.risks import Risk, saved_dangers
 
 # What the dialog asks the admin to type; the API's equivalent is "confirm_open_relay": true.
 CONFIRM_WORD = "OPEN RELAY"
@@ -43,10 +42,10 @@ def guard(*, confirmed: bool):
     if confirmed:
         yield
         return
-    before = policy_dangers(current_snapshot())
+    before = saved_dangers()
     with undoable():
         yield
-        created = new_risks(before, policy_dangers(current_snapshot()))
+        created = new_risks(before, saved_dangers())
         if created:
             raise DangerousChange(created)  # leaving the block rolls the writes back
 

@@ -7,7 +7,7 @@ from django.utils import timezone
 from policy import services
 from policy.models import DeniedNetwork, InternalAddress, RoutingRestrictions, TrustedNetwork
 from policy.revisions import policy_change
-from policy.risks import DANGER, analyse, is_open_relay
+from policy.risks import DANGER, analyse, is_open_relay, policy_dangers, saved_dangers
 from policy.tester import current_snapshot
 
 pytestmark = pytest.mark.django_db
@@ -114,3 +114,27 @@ def test_disabled_and_expired_entries_warn_of_no_overlap():
     result = services.import_networks(TrustedNetwork, rows, dry_run=True)
     assert result.warnings == []
     assert services.network_warnings(TrustedNetwork.objects.get(network="0.0.0.0/0")) == []
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: None,
+        lambda: TrustedNetwork.objects.create(network="0.0.0.0/0", open_relay_override=True),
+        lambda: TrustedNetwork.objects.create(network="::/0", open_relay_override=True, enabled=False),
+        lambda: TrustedNetwork.objects.create(
+            network="8.0.0.0/6", open_relay_override=True, expires_at=timezone.now() - timedelta(hours=1)
+        ),
+        lambda: (
+            TrustedNetwork.objects.create(network="8.0.0.0/6", open_relay_override=True),
+            RoutingRestrictions(allow_listed_ips=False).save(),
+        ),
+        lambda: (
+            InternalAddress.objects.create(address="192.0.2.25"),
+            RoutingRestrictions(allow_internal_addresses=True).save(),
+        ),
+    ],
+)
+def test_saved_dangers_are_the_dangers_of_the_snapshot(make):
+    make()
+    assert saved_dangers() == policy_dangers(current_snapshot())
