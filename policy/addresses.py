@@ -219,6 +219,7 @@ class ListedNetwork:
     key: object
     network: netaddr.IPNetwork
     description: str = ""
+    active: bool = True  # disabled or expired entries still count as duplicates, but overlap nothing
 
     def label(self) -> str:
         return f"{self.network.cidr} ({self.description})" if self.description else str(self.network.cidr)
@@ -237,7 +238,7 @@ def overlap_warnings(network: netaddr.IPNetwork, listed: Iterable[ListedNetwork]
     """Describe entries that already cover this network, or that it would cover."""
     covering, covered = [], []
     for entry in listed:
-        if entry.network.version != network.version or entry.network == network:
+        if not entry.active or entry.network.version != network.version or entry.network == network:
             continue
         if network in entry.network:
             covering.append(entry)

@@ -23,7 +23,7 @@ class NodeStatus:
     state: str  # "current", "updating" (just published), "behind" or "silent"
 
 
-def record_report(report: dict, remote_addr: str | None) -> RelayNode:
+def record_report(report: dict, remote_addr: str | None, token=None) -> RelayNode:
     """Store a node's status report; raise ValidationError naming the first bad field."""
     name = report.get("node")
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
@@ -46,6 +46,7 @@ def record_report(report: dict, remote_addr: str | None) -> RelayNode:
                 "tls": bool(report.get("tls", False)),
                 "counters": {key: counters.get(key, 0) for key in COUNTER_NAMES},
                 "last_seen_at": now,
+                "token": token,
             },
         )
         RelayNodeSample.objects.create(

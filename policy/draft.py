@@ -6,6 +6,9 @@ draft to `services.apply_routing_draft`, which saves it in one transaction or no
 """
 
 from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.utils import timezone
 
 from policy import addresses
 from policy.forms import DeniedNetworkForm, InternalAddressForm, TrustedNetworkForm
@@ -106,6 +109,12 @@ class Draft:
             changes["added"] or changes["changed"] or changes["removed"] for changes in self.lists.values()
         )
 
+    def change_count(self) -> int:
+        """Return how many entries the draft adds, changes or removes, counting the checkboxes as one."""
+        states = ("added", "changed", "removed")
+        entries = sum(len(changes[state]) for changes in self.lists.values() for state in states)
+        return entries + (self.flags is not None)
+
     def _changes(self, kind: str) -> dict:
         return self.lists.setdefault(kind, {"added": {}, "changed": {}, "removed": []})
 
@@ -144,6 +153,7 @@ class Draft:
                 row.key,
                 addresses.parse_network(row.value),
                 row.data.get("description", ""),
+                active=_takes_effect(row.data),
             )
             for row in self.rows(kind, include_removed=False)
             if row.key != excluding
@@ -181,3 +191,11 @@ class Draft:
         changes = self._changes(kind)
         if key in changes["removed"]:
             changes["removed"].remove(key)
+
+
+def _takes_effect(data: dict) -> bool:
+    """Tell whether a pending row would take effect: not disabled, not expired."""
+    expires_at = data.get("expires_at")
+    return data.get("enabled", True) is not False and (
+        not expires_at or datetime.fromisoformat(expires_at) > timezone.now()
+    )

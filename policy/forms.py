@@ -2,6 +2,7 @@
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from policy import addresses
 from policy.models import LocalDomain, RoutingRestrictions, SmtpUser
@@ -60,11 +61,16 @@ class NetworkEntryForm(forms.Form):
             return cleaned
         self.check_network(network, cleaned)
         self.network = network
-        self.warnings = addresses.overlap_warnings(network, self.listed)
+        if self.takes_effect(cleaned):
+            self.warnings = addresses.overlap_warnings(network, self.listed)
         return cleaned
 
     def check_network(self, network, cleaned):
         """Refuse a network this list must not hold; subclasses add their own rules."""
+
+    def takes_effect(self, cleaned) -> bool:
+        """Tell whether the entry would take effect: one that does not warns of no overlap."""
+        return True
 
     def entry_data(self) -> dict:
         """Return the entry as plain JSON-safe data for the pending draft."""
@@ -95,6 +101,10 @@ class TrustedNetworkForm(NetworkEntryForm):
         problem = addresses.open_relay_problem(network)
         if problem and not cleaned.get("open_relay_override"):
             self.add_error("address", ValidationError(problem, code="open_relay"))
+
+    def takes_effect(self, cleaned) -> bool:
+        expires_at = cleaned.get("expires_at")
+        return bool(cleaned.get("enabled")) and (expires_at is None or expires_at > timezone.now())
 
     def entry_data(self) -> dict:
         expires_at = self.cleaned_data["expires_at"]

@@ -6,24 +6,46 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views import View
 
-from policy import network_csv, services
+from policy import network_csv, safety, services
 from policy.audit import audit_context
 from policy.forms import NetworkImportForm
 from policy.network_csv import LISTS, CsvError
+from policy.revisions import rehearsal
+from policy.risks import DANGER, analyse
 from policy.roles import ViewerRequiredMixin, require_editor
+from policy.tester import current_snapshot
 
 SESSION_KEY = "network_import"
 SHOWN_ERRORS = 200  # a preview lists this many bad lines and counts the rest
+SHOWN_REMOVALS = 200  # and this many of the entries a replace removes
+# A replace that removes more entries than this asks for a danger-styled confirmation first.
+REMOVALS_WITHOUT_CONFIRMATION = 5
 
 
-def check(pending: dict, *, dry_run: bool) -> services.ImportResult:
-    """Run the pending import, or only check it; return the result with errors by line."""
+def check(pending: dict, *, dry_run: bool, confirmed: bool = False) -> services.ImportResult:
+    """Run the pending import, or only check it; return the result with errors by line.
+
+    The check runs the import for real in a rehearsal that is always rolled back, so that the
+    risk analysis judges the policy exactly as it would be after the import. The import itself
+    refuses (safety.DangerousChange) to make an open relay unless `confirmed`.
+    """
     network_list = LISTS[pending["list"]]
     parsed = network_csv.read(pending["csv"], network_list)
+    added_risks = []
     with audit_context(source="import", reason=f"CSV import of {pending['filename']}"):
-        result = services.import_networks(
-            network_list.model, parsed.rows, mode=pending["mode"], dry_run=dry_run, row_errors=parsed.errors
-        )
+        if dry_run:
+            before = analyse(current_snapshot())
+            with rehearsal():
+                result = services.import_networks(
+                    network_list.model, parsed.rows, mode=pending["mode"], row_errors=parsed.errors
+                )
+                after = [] if result.errors else analyse(current_snapshot())
+            added_risks = safety.new_risks(before, after)
+        else:
+            with safety.guard(confirmed=confirmed):
+                result = services.import_networks(
+                    network_list.model, parsed.rows, mode=pending["mode"], row_errors=parsed.errors
+                )
     result.errors = {parsed.line(row): errors for row, errors in result.errors.items()}
     pending["rows"] = len(parsed.rows)
     pending["result"] = {
@@ -32,9 +54,19 @@ def check(pending: dict, *, dry_run: bool) -> services.ImportResult:
         "deleted": result.deleted,
         "unchanged": result.unchanged,
         "warnings": result.warnings,
+        "removed": result.removed[:SHOWN_REMOVALS],
         "errors": sorted(result.errors.items()),
+        "risks": [{"level": risk.level, "message": risk.message} for risk in added_risks],
     }
     return result
+
+
+def needs_removal_confirmation(result: dict) -> bool:
+    return result["deleted"] > REMOVALS_WITHOUT_CONFIRMATION
+
+
+def is_dangerous(result: dict) -> bool:
+    return any(risk["level"] == DANGER for risk in result.get("risks", ()))
 
 
 class NetworkImportView(ViewerRequiredMixin, View):
@@ -88,7 +120,23 @@ class NetworkImportPreviewView(ViewerRequiredMixin, View):
             request.session.pop(SESSION_KEY, None)
             messages.info(request, "Import cancelled. Nothing was saved.")
             return redirect("policy:network-import")
-        result = check(pending, dry_run=False)
+        previewed = pending["result"]
+        if needs_removal_confirmation(previewed) and request.POST.get("confirm_removal") != str(previewed["deleted"]):
+            messages.error(
+                request, f"Nothing was saved: tick “Remove {previewed['deleted']} entries” to confirm the removals."
+            )
+            return self.render(request, pending, status=400)
+        try:
+            result = check(pending, dry_run=False, confirmed=safety.is_confirmed_word(request.POST.get("confirm_word")))
+        except safety.DangerousChange as exc:
+            pending["result"]["risks"] = [{"level": risk.level, "message": risk.message} for risk in exc.risks]
+            request.session[SESSION_KEY] = pending
+            messages.error(
+                request,
+                f"Nothing was saved: this import makes the server an open relay. "
+                f"Type {safety.CONFIRM_WORD} to import it anyway.",
+            )
+            return self.render(request, pending, status=400)
         if result.errors:
             # Someone changed the list since the preview, and now some rows clash with it.
             request.session[SESSION_KEY] = pending
@@ -96,8 +144,11 @@ class NetworkImportPreviewView(ViewerRequiredMixin, View):
             return self.render(request, pending, status=400)
         del request.session[SESSION_KEY]
         messages.success(request, f"Imported {pending['filename']}: {result.summary()}.")
-        for warning in result.warnings[:10]:
-            messages.warning(request, warning)
+        if len(result.warnings) > 3:  # one line, not a wall of warnings; the preview listed them all
+            messages.warning(request, f"{len(result.warnings)} entries overlap others, e.g. {result.warnings[0]}")
+        else:
+            for warning in result.warnings:
+                messages.warning(request, warning)
         return redirect("policy:restrictions")
 
     def render(self, request, pending, status=200):
@@ -108,6 +159,10 @@ class NetworkImportPreviewView(ViewerRequiredMixin, View):
             "result": result,
             "errors": result["errors"][:SHOWN_ERRORS],
             "more_errors": max(0, len(result["errors"]) - SHOWN_ERRORS),
+            "more_removed": max(0, result["deleted"] - len(result.get("removed", ()))),
+            "confirm_removal": needs_removal_confirmation(result),
+            "dangerous": is_dangerous(result),
+            "confirm_word": safety.CONFIRM_WORD,
         }
         return render(request, self.template_name, context, status=status)
 

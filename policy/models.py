@@ -163,8 +163,15 @@ class NetworkEntry(TrackedModel):
     def check_network(self, network: netaddr.IPNetwork) -> None:
         """Refuse a network this list must not hold; subclasses add their rules. No database access."""
 
+    @property
+    def is_active(self) -> bool:
+        """Tell whether the entry takes effect (a disabled or expired one does not, and warns of nothing)."""
+        return True
+
     def as_listed(self) -> addresses.ListedNetwork:
-        return addresses.ListedNetwork(key=self.pk, network=self.ip_network, description=self.description)
+        return addresses.ListedNetwork(
+            key=self.pk, network=self.ip_network, description=self.description, active=self.is_active
+        )
 
 
 class TrustedNetwork(NetworkEntry):
@@ -189,6 +196,10 @@ class TrustedNetwork(NetworkEntry):
     @property
     def is_expired(self) -> bool:
         return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def is_active(self) -> bool:
+        return self.enabled and not self.is_expired
 
     def check_network(self, network):
         problem = addresses.open_relay_problem(network)
@@ -342,6 +353,9 @@ class PolicyRevision(models.Model):
     rolled_back_to = models.PositiveIntegerField(
         "rollback to serial", null=True, blank=True, help_text="Set when this revision restores an earlier one."
     )
+    # What the snapshot leaves out but a rollback brings back exactly: disabled or expired trusted
+    # networks (with their override) and disabled SMTP users. Null for revisions made before it existed.
+    inactive = models.JSONField("inactive entries", null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = "policy revision"
@@ -488,6 +502,12 @@ class SelfTestRun(models.Model):
     total = models.PositiveIntegerField("attempts", default=0)
     report = models.JSONField("report", null=True, blank=True, help_text="Every attempt and its reply.")
     error = models.CharField("error", max_length=500, blank=True, help_text="Why the test could not run.")
+    revision_serial = models.PositiveIntegerField(
+        "policy revision",
+        null=True,
+        blank=True,
+        help_text="The latest policy revision when the test ran; after a newer one the result is stale.",
+    )
 
     class Meta:
         verbose_name = "open-relay self-test"
@@ -499,6 +519,17 @@ class SelfTestRun(models.Model):
     @property
     def open_relay(self) -> bool:
         return self.accepted > 0
+
+    @property
+    def outcome(self) -> str:
+        """Return "failed" (it could not run), "open_relay" or "safe": a failure is never a pass."""
+        if self.error:
+            return "failed"
+        return "open_relay" if self.open_relay else "safe"
+
+    def is_stale(self, latest_serial: int | None) -> bool:
+        """Tell whether the policy changed since the test (a result of unknown revision, once there is one, too)."""
+        return self.revision_serial != latest_serial
 
     @property
     def summary(self) -> str:
@@ -518,6 +549,11 @@ class RelayNode(models.Model):
     counters = models.JSONField("counters", default=dict, blank=True)
     first_seen_at = models.DateTimeField("first report", default=timezone.now)
     last_seen_at = models.DateTimeField("last report", default=timezone.now, db_index=True)
+    # The token of the node's last report: revoking it stops this node's policy updates, and the
+    # revoke page says so.
+    token = models.ForeignKey(
+        ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="nodes", verbose_name="API token"
+    )
 
     class Meta:
         verbose_name = "relay node"

@@ -1,59 +1,99 @@
-"""Make the database enforce the policy of a snapshot again (used by rollback)."""
+"""Make the database hold exactly the policy of a revision again (used by rollback)."""
 
 from datetime import datetime
 
+from django.db.models import Q
+from django.utils import timezone
+
+from policy import addresses
 from policy.models import DeniedNetwork, InternalAddress, LocalDomain, RoutingRestrictions, SmtpUser, TrustedNetwork
 
 
-def restore_snapshot(snapshot: dict) -> None:
-    """Change the policy so that it enforces exactly this snapshot.
+def inactive_state() -> dict:
+    """Return what a snapshot leaves out but a rollback must bring back: the entries that take no effect.
 
-    Entries the snapshot lacks are disabled where the model can be disabled (trusted networks,
-    SMTP users), so that nothing an admin typed is lost; the other lists are made equal.
-    Each write goes through save(), so every change is audited one by one.
+    That is disabled or expired trusted networks (with their override) and disabled SMTP users.
     """
+    now = timezone.now()
+    return {
+        "trusted_networks": [
+            {
+                "network": network.network,
+                "description": network.description,
+                "enabled": network.enabled,
+                "expires_at": network.expires_at.isoformat() if network.expires_at else None,
+                "open_relay_override": network.open_relay_override,
+            }
+            for network in TrustedNetwork.objects.filter(Q(enabled=False) | Q(expires_at__lte=now))
+        ],
+        "smtp_users": [
+            {"username": account.username, "password_hash": account.password_hash}
+            for account in SmtpUser.objects.filter(enabled=False)
+        ],
+    }
+
+
+def restore_snapshot(snapshot: dict, inactive: dict | None = None) -> None:
+    """Change the policy so that it is exactly this snapshot plus these inactive entries.
+
+    Entries in neither are deleted: a rollback past an added 0.0.0.0/0 leaves nothing of it
+    behind (its audit entries keep what it was). `inactive` is None for revisions recorded
+    before it was kept; then only the enforced policy is restored. Each write goes through
+    save() or delete(), so every change is audited one by one.
+    """
+    inactive = inactive or {"trusted_networks": [], "smtp_users": []}
     restrictions = RoutingRestrictions.load()
     for name, value in snapshot["restrictions"].items():
         setattr(restrictions, name, value)
     restrictions.save()
 
-    trusted = {entry["network"]: entry for entry in snapshot["trusted_networks"]}
-    for network in TrustedNetwork.objects.all():
-        entry = trusted.pop(network.network, None)
-        if entry is not None:
-            _update(network, description=entry["description"], expires_at=_moment(entry["expires_at"]), enabled=True)
-        elif network.enabled and not network.is_expired:
-            _update(network, enabled=False)
-    for entry in trusted.values():
-        TrustedNetwork.objects.create(
-            network=entry["network"], description=entry["description"], expires_at=_moment(entry["expires_at"])
-        )
+    trusted = {
+        entry["network"]: {
+            "description": entry["description"],
+            "enabled": True,
+            "expires_at": _moment(entry["expires_at"]),
+            # A published entry that needs the override had it; no other entry needs it.
+            "open_relay_override": addresses.open_relay_problem(addresses.parse_network(entry["network"])) is not None,
+        }
+        for entry in snapshot["trusted_networks"]
+    }
+    for entry in inactive["trusted_networks"]:
+        trusted[entry["network"]] = {
+            "description": entry["description"],
+            "enabled": entry["enabled"],
+            "expires_at": _moment(entry["expires_at"]),
+            "open_relay_override": entry["open_relay_override"],
+        }
+    _make_equal_by(TrustedNetwork, "network", trusted)
+
+    accounts = {
+        entry["username"]: {"password_hash": entry["password_hash"], "enabled": True}
+        for entry in snapshot["smtp_users"]
+    }
+    for entry in inactive["smtp_users"]:
+        accounts[entry["username"]] = {"password_hash": entry["password_hash"], "enabled": False}
+    _make_equal_by(SmtpUser, "username", accounts)
 
     _make_equal(DeniedNetwork, "network", snapshot["denied_networks"], ("description",))
     _make_equal(InternalAddress, "address", snapshot["internal_addresses"], ("description",))
     _make_equal(LocalDomain, "domain", snapshot["local_domains"], ("include_subdomains", "route"))
 
-    accounts = {entry["username"]: entry for entry in snapshot["smtp_users"]}
-    for account in SmtpUser.objects.all():
-        entry = accounts.pop(account.username, None)
-        if entry is not None:
-            _update(account, password_hash=entry["password_hash"], enabled=True)
-        elif account.enabled:
-            _update(account, enabled=False)
-    for entry in accounts.values():
-        SmtpUser.objects.create(username=entry["username"], password_hash=entry["password_hash"])
-
 
 def _make_equal(model, key: str, entries: list[dict], fields: tuple[str, ...]) -> None:
-    wanted = {entry[key]: entry for entry in entries}
+    _make_equal_by(model, key, {entry[key]: _values(entry, fields) for entry in entries})
+
+
+def _make_equal_by(model, key: str, wanted: dict[str, dict]) -> None:
+    """Make the table hold exactly these rows (key -> field values): update, delete and create."""
+    wanted = dict(wanted)
     for obj in model.objects.all():
-        entry = wanted.pop(getattr(obj, key), None)
-        if entry is None:
+        values = wanted.pop(getattr(obj, key), None)
+        if values is None:
             obj.delete()
         else:
-            _update(obj, **_values(entry, fields))
-    for entry in wanted.values():
-        model.objects.create(**{key: entry[key]}, **_values(entry, fields))
+            _update(obj, **values)
+    for name, values in wanted.items():
+        model.objects.create(**{key: name}, **values)
 
 
 def _values(entry: dict, fields: tuple[str, ...]) -> dict:

@@ -8,10 +8,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views import View
 from django.views.generic import ListView
 
+from policy import safety
 from policy.audit import update_context
 from policy.diffs import snapshot_diff, without_secrets
 from policy.models import PolicyRevision
 from policy.revisions import rollback_to
+from policy.risks import policy_dangers
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin
 
 
@@ -33,6 +35,9 @@ class RevisionDetailView(ViewerRequiredMixin, View):
             "changes": changes,
             "snapshot_text": json.dumps(without_secrets(snapshot), indent=2, sort_keys=True, ensure_ascii=False),
             "is_latest": not PolicyRevision.objects.filter(serial__gt=serial).exists(),
+            # Rolling back to an open relay is a dangerous save like any other: the form asks for the word.
+            "dangers": policy_dangers(snapshot),
+            "confirm_word": safety.CONFIRM_WORD,
         }
         return render(request, "policy/revision_detail.html", context)
 
@@ -53,7 +58,15 @@ class RevisionRollbackView(EditorRequiredMixin, View):
     def post(self, request, serial):
         get_object_or_404(PolicyRevision, serial=serial)
         update_context(reason=request.POST.get("reason", "").strip()[:500] or f"rollback to revision {serial}")
-        revision = rollback_to(serial)
+        try:
+            with safety.guard(confirmed=safety.is_confirmed_word(request.POST.get("confirm_word"))):
+                revision = rollback_to(serial)
+        except safety.DangerousChange:
+            messages.error(
+                request,
+                f"Nothing was changed: revision {serial} is an open relay. Type {safety.CONFIRM_WORD} to roll back.",
+            )
+            return redirect("policy:revision", serial=serial)
         if revision is None:
             messages.info(request, f"The policy already equals revision {serial}; nothing was changed.")
             return redirect("policy:revision", serial=serial)

@@ -23,7 +23,7 @@ from django.db.models.signals import post_delete, post_save, pre_delete, pre_sav
 
 from policy import audit
 from policy.models import PolicyRevision
-from policy.restore import restore_snapshot
+from policy.restore import inactive_state, restore_snapshot
 from policy.snapshot import build_snapshot, dumps, policy_content
 
 
@@ -63,6 +63,20 @@ def rehearsal():
             transaction.set_rollback(True)
     finally:
         _active.reset(token)
+
+
+@contextlib.contextmanager
+def undoable():
+    """Run policy writes in a savepoint; when it rolls back, they never happened (and make no revision)."""
+    change = _active.get()
+    dirty = change.dirty if change is not None else False
+    try:
+        with transaction.atomic():
+            yield
+    except BaseException:
+        if change is not None:
+            change.dirty = dirty
+        raise
 
 
 def watch(model) -> None:
@@ -142,6 +156,7 @@ def record_revision(rolled_back_to: int | None = None) -> PolicyRevision | None:
         source=context.source,
         reason=context.reason,
         rolled_back_to=rolled_back_to,
+        inactive=inactive_state(),
     )
     audit.record(
         "rollback" if rolled_back_to else "publish",
@@ -203,6 +218,6 @@ def rollback_to(serial: int) -> PolicyRevision | None:
     target = PolicyRevision.objects.get(serial=serial)
     with policy_change():
         lock_policy()
-        restore_snapshot(target.snapshot_data)
+        restore_snapshot(target.snapshot_data, target.inactive)
         _active.get().dirty = False  # recorded here, so that the caller gets the new revision
         return record_revision(rolled_back_to=serial)

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from policy.audit import current_context
-from policy.models import LocalDomain, SelfTestRun
+from policy.models import LocalDomain, PolicyRevision, SelfTestRun
 from relayd import selftest
 
 MIN_INTERVAL = timedelta(seconds=10)
@@ -33,6 +33,11 @@ def default_target() -> str:
     return settings.RELAYD_SMTP_TARGET
 
 
+def latest_serial() -> int | None:
+    """Return the serial of the latest policy revision, or None before the first one."""
+    return PolicyRevision.objects.order_by("-serial").values_list("serial", flat=True).first()
+
+
 def run_selftest(target: str, user=None, domain: str = "") -> SelfTestRun:
     """Run the battery against target (host:port), store the result and return it.
 
@@ -48,7 +53,13 @@ def run_selftest(target: str, user=None, domain: str = "") -> SelfTestRun:
         _check_rate(user)
     domain = domain or LocalDomain.objects.values_list("domain", flat=True).first() or ""
     context = current_context()
-    run = SelfTestRun(target=f"{host}:{port}", domain=domain, run_by=user, run_by_name=context.actor_name)
+    run = SelfTestRun(
+        target=f"{host}:{port}",
+        domain=domain,
+        run_by=user,
+        run_by_name=context.actor_name,
+        revision_serial=latest_serial(),
+    )
     try:
         report = selftest.run(host, port, domain or None, timeout=10)
     except (TimeoutError, OSError, smtplib.SMTPException) as exc:

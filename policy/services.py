@@ -140,6 +140,7 @@ class ImportResult:
     deleted: int = 0
     unchanged: int = 0
     warnings: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # the networks "replace" removes, in list order
     errors: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # row number (from 1) -> field -> messages
 
     @property
@@ -174,6 +175,7 @@ def import_networks(model, rows, *, mode="add", dry_run=False, row_errors=None, 
         creates = [obj for obj in batch.values() if obj.pk is None]
         updates = [obj for key, obj in batch.items() if obj.pk is not None and audit.serialize(obj) != before[key]]
         result.created, result.updated, result.deleted = len(creates), len(updates), len(stale)
+        result.removed = [obj.network for obj in stale]
         result.unchanged = len(batch) - len(creates) - len(updates)
         kept = batch.values() if mode == "replace" else [*existing.values(), *batch.values()]
         result.warnings = covering_warnings(kept, involving=set(batch))
@@ -252,6 +254,8 @@ def covering_warnings(entries, involving: set[str]) -> list[str]:
     """
     warnings = []
     widest = {}  # family -> the entry reaching furthest so far
+    # Disabled and expired entries take no effect, so they cover nothing and are covered by nothing.
+    entries = [entry for entry in entries if entry.is_active]
     for entry in sorted(entries, key=lambda e: (e.family, e.range_start, -int(e.range_end, 16))):
         cover = widest.get(entry.family)
         if cover is not None and cover.range_end >= entry.range_end:
@@ -264,6 +268,8 @@ def covering_warnings(entries, involving: set[str]) -> list[str]:
 
 def network_warnings(obj) -> list[str]:
     """Return the overlap warnings for one saved entry: who covers it, and whom it covers."""
+    if not obj.is_active:
+        return []
     same_family = type(obj).objects.filter(family=obj.family).exclude(pk=obj.pk)
     related = same_family.filter(
         Q(range_start__lte=obj.range_start, range_end__gte=obj.range_end)

@@ -42,8 +42,24 @@ class ApiTokenView(ViewerRequiredMixin, View):
 
 
 class ApiTokenRevokeView(ViewerRequiredMixin, View):
+    """Revoke a token after a confirmation page that names the relayd nodes that report with it."""
+
+    template_name = "policy/api_token_revoke.html"
+
+    def get(self, request, pk):
+        token = get_object_or_404(visible_tokens(request.user), pk=pk)
+        nodes = [node.name for node in token.nodes.order_by("name")]
+        return render(request, self.template_name, {"token": token, "nodes": nodes})
+
     def post(self, request, pk):
         token = get_object_or_404(visible_tokens(request.user), pk=pk)
+        nodes = [node.name for node in token.nodes.order_by("name")]
         token.delete()
-        messages.success(request, f"Token “{token.name}” revoked: requests with its key now get 401.")
+        stopped = f" {_nodes_sentence(nodes)} no longer receive policy updates." if nodes else ""
+        messages.success(request, f"Token “{token.name}” revoked: requests with its key now get 401.{stopped}")
         return redirect("policy:api-tokens")
+
+
+def _nodes_sentence(nodes: list[str]) -> str:
+    names = ", ".join(f"“{name}”" for name in nodes)
+    return f"The relayd node {names} will" if len(nodes) == 1 else f"The relayd nodes {names} will"

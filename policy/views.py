@@ -17,15 +17,15 @@ from django.views.generic import (
     UpdateView,
 )
 
-from policy import daemons, services, traffic
+from policy import daemons, safety, services, traffic
 from policy.audit import update_context
 from policy.audit_views import history_for
 from policy.draft import FLAGS, LIST_KINDS, Draft
 from policy.forms import CheckForm, LocalDomainForm, RestrictionsForm, SmtpUserForm
 from policy.models import LocalDomain, SelfTestRun, SmtpUser
-from policy.risks import analyse
+from policy.risks import analyse, grouped, open_relay_headline
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin, require_editor
-from policy.selftests import default_target
+from policy.selftests import default_target, latest_serial
 from policy.tester import check, current_snapshot, draft_snapshot
 
 LOCALHOST_NETWORKS = ("127.0.0.1/32", "::1/128")
@@ -37,12 +37,21 @@ class DashboardView(ViewerRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs):
         last_selftest = SelfTestRun.objects.first()
+        serial = latest_serial()
+        stale = last_selftest is not None and last_selftest.is_stale(serial)
+        # A result about an older policy is no evidence about this one (say, after a rollback).
+        evidence = None if stale else last_selftest
+        risks = analyse(current_snapshot(), tls_ready=daemons.tls_ready(), selftest=evidence)
         return super().get_context_data(
             summary=services.policy_summary(),
-            risks=analyse(current_snapshot(), tls_ready=daemons.tls_ready(), selftest=last_selftest),
+            risks=risks,
+            risk_groups=grouped(risks),
+            open_relay=open_relay_headline(risks),
             nodes=daemons.node_statuses(),
             chart=traffic.traffic_chart(),
             last_selftest=last_selftest,
+            selftest_stale=stale,
+            latest_serial=serial,
             selftest_target=default_target(),
             **kwargs,
         )
@@ -69,6 +78,10 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
         draft.set_flags({name: form.cleaned_data[name] for name in FLAGS})
         action, _, target = request.POST.get("action", "").partition(":")
         if action == "cancel":
+            if draft.is_dirty and "confirm_cancel" not in request.POST:
+                # Ask first: Cancel throws away every pending change of the dialog.
+                draft.store(request.session)
+                return self.render(request, draft, form, confirm_cancel=True)
             Draft.discard(request.session)
             messages.info(request, "Changes discarded. Nothing was saved.")
             return redirect("policy:restrictions")
@@ -99,9 +112,14 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
             return redirect("policy:dashboard")
         update_context(reason=request.POST.get("reason", "").strip()[:500])
         try:
-            services.apply_routing_draft(draft, request.user)
+            with safety.guard(confirmed=safety.is_confirmed_word(request.POST.get("confirm_word"))):
+                services.apply_routing_draft(draft, request.user)
         except ValidationError as exc:
             return self.render(request, draft, form, errors=exc.messages, status=400)
+        except safety.DangerousChange as exc:
+            # Nothing was saved: show the dangers and ask for the word (a plain OK lands here again).
+            draft.store(request.session)
+            return self.render(request, draft, form, dangers=exc.risks, status=400)
         Draft.discard(request.session)
         messages.success(request, "Routing restrictions saved.")
         return redirect("policy:dashboard")
@@ -130,7 +148,7 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
         if kind not in LIST_KINDS:
             raise Http404("No such list.")
 
-    def render(self, request, draft, form, errors=(), status=200, check_form=None):
+    def render(self, request, draft, form, errors=(), status=200, check_form=None, dangers=(), confirm_cancel=False):
         lists = []
         for kind in LIST_KINDS.values():
             page = Paginator(draft.rows(kind.name), ROWS_PER_PAGE).get_page(request.GET.get(f"{kind.name}_page"))
@@ -149,12 +167,24 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
             "lists": lists,
             "draft": draft,
             "errors": errors,
-            "check_form": check_form or CheckForm(prefix="check"),
+            "check_form": tester_form(check_form or CheckForm(prefix="check")),
             "result": check_result,
             "pending": draft.is_dirty,
             "risks": risks,
+            "risk_groups": grouped(risks),
+            "dangers": dangers,
+            "confirm_cancel": confirm_cancel,
+            "pending_count": draft.change_count(),
+            "confirm_word": safety.CONFIRM_WORD,
         }
         return render(request, self.template_name, context, status=status)
+
+
+def tester_form(form: CheckForm) -> CheckForm:
+    """Make the tester's fields members of its own form (#tester-form), though they sit inside the dialog's."""
+    for field in form.fields.values():
+        field.widget.attrs["form"] = "tester-form"
+    return form
 
 
 class RoutingEntryView(EditorRequiredMixin, View):

@@ -14,13 +14,13 @@ from rest_framework.views import APIView
 
 from policy import audit, daemons
 from policy.api.permissions import RolePermission
-from policy.api.views import AuditedAPIMixin
+from policy.api.views import AuditedAPIMixin, open_relay_guard
 from policy.exports import FORMATS, export, latest_revision
 from policy.forms import CheckForm
 from policy.models import ApiToken, PolicyRevision, RelayNode, SelfTestRun
 from policy.revisions import rollback_to
 from policy.roles import can_edit, can_view
-from policy.selftests import SelfTestRateLimited, SelfTestRefused, default_target, run_selftest
+from policy.selftests import SelfTestRateLimited, SelfTestRefused, default_target, latest_serial, run_selftest
 from policy.tester import check
 
 
@@ -51,6 +51,9 @@ class RevisionDetailSerializer(RevisionSerializer):
 
 class RollbackSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    confirm_open_relay = serializers.BooleanField(
+        required=False, help_text="Roll back even though that revision makes the server an open relay."
+    )
 
 
 class RevisionViewSet(AuditedAPIMixin, viewsets.ReadOnlyModelViewSet):
@@ -76,7 +79,8 @@ class RevisionViewSet(AuditedAPIMixin, viewsets.ReadOnlyModelViewSet):
         body = RollbackSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         audit.update_context(reason=body.validated_data.get("reason") or f"rollback to revision {target.serial}")
-        revision = rollback_to(target.serial)
+        with open_relay_guard(request):
+            revision = rollback_to(target.serial)
         if revision is None:
             return Response(RevisionSerializer(latest_revision()).data, status=status.HTTP_200_OK)
         return Response(RevisionSerializer(revision).data, status=status.HTTP_201_CREATED)
@@ -153,7 +157,8 @@ class DaemonViewSet(AuditedAPIMixin, mixins.ListModelMixin, mixins.CreateModelMi
         body = NodeReportSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            node = daemons.record_report(body.validated_data, request.META.get("REMOTE_ADDR"))
+            token = request.auth if isinstance(request.auth, ApiToken) else None
+            node = daemons.record_report(body.validated_data, request.META.get("REMOTE_ADDR"), token=token)
         except ValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
         return Response(self.get_serializer(node).data, status=status.HTTP_201_CREATED)
@@ -222,7 +227,14 @@ class CheckView(AuditedAPIMixin, APIView):
 
 class SelfTestSerializer(serializers.ModelSerializer):
     open_relay = serializers.BooleanField(read_only=True)
+    outcome = serializers.CharField(read_only=True, help_text="safe, open_relay or failed (it could not run)")
     summary = serializers.CharField(read_only=True)
+    stale = serializers.SerializerMethodField(help_text="The policy changed since the test: run it again.")
+
+    def get_stale(self, run) -> bool:
+        if "latest_serial" not in self.context:
+            self.context["latest_serial"] = latest_serial()
+        return run.is_stale(self.context["latest_serial"])
 
     class Meta:
         model = SelfTestRun
@@ -235,7 +247,10 @@ class SelfTestSerializer(serializers.ModelSerializer):
             "accepted",
             "total",
             "open_relay",
+            "outcome",
             "summary",
+            "revision_serial",
+            "stale",
             "error",
             "report",
         ]

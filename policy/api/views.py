@@ -1,12 +1,14 @@
 """API views: declarative viewsets; policy operations live in `policy.services`."""
 
+import contextlib
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import generics, status, viewsets
+from rest_framework import exceptions, generics, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
-from policy import audit, filtersets, services
+from policy import audit, filtersets, safety, services
 from policy.api import serializers
 from policy.models import (
     ApiToken,
@@ -26,6 +28,32 @@ def bad_request(detail: str, errors=None) -> Response:
     return Response(body, status=status.HTTP_400_BAD_REQUEST)
 
 
+class OpenRelayRefused(exceptions.APIException):
+    """A 400 that says the change would make the server an open relay, names the risks and how to confirm."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "open_relay"
+
+    def __init__(self, danger: safety.DangerousChange):
+        super().__init__(
+            {
+                "detail": danger.api_detail(),
+                "risks": [risk.message for risk in danger.risks],
+                safety.API_FIELD: ["Required for a change that makes the server an open relay."],
+            }
+        )
+
+
+@contextlib.contextmanager
+def open_relay_guard(request):
+    """Refuse (400, nothing saved) writes that make an open relay unless the request confirmed it."""
+    try:
+        with safety.guard(confirmed=safety.api_confirmed(request)):
+            yield
+    except safety.DangerousChange as exc:
+        raise OpenRelayRefused(exc) from None
+
+
 class AuditedAPIMixin:
     """Record API changes as made by the authenticated user and token, not the (absent) session user."""
 
@@ -36,10 +64,28 @@ class AuditedAPIMixin:
 
 
 class PolicyViewSet(AuditedAPIMixin, viewsets.ModelViewSet):
-    """List, read, create, update and delete one kind of policy entry; the creator is recorded."""
+    """List, read, create, update and delete one kind of policy entry; the creator is recorded.
+
+    Where the list can make the server an open relay, a write that does so needs
+    `"confirm_open_relay": true` in its body (or the query, for a delete).
+    """
+
+    can_open_relay = True
+
+    def guard(self):
+        return open_relay_guard(self.request) if self.can_open_relay else contextlib.nullcontext()
 
     def perform_create(self, serializer):
-        serializer.save(created_by=self.request.user)
+        with self.guard():
+            serializer.save(created_by=self.request.user)
+
+    def perform_update(self, serializer):
+        with self.guard():
+            serializer.save()
+
+    def perform_destroy(self, instance):
+        with self.guard():
+            instance.delete()
 
 
 class NetworkViewSet(PolicyViewSet):
@@ -52,6 +98,9 @@ class NetworkViewSet(PolicyViewSet):
         parameters=[
             OpenApiParameter("mode", str, enum=services.IMPORT_MODES, description="add (default) or replace the list"),
             OpenApiParameter("dry_run", bool, description="validate and report, save nothing"),
+            OpenApiParameter(
+                safety.API_FIELD, bool, description="save even though the result makes the server an open relay"
+            ),
         ],
         responses={200: serializers.BulkResultSerializer, 400: serializers.BulkErrorSerializer},
         description="Add many networks, or with mode=replace make the list exactly these, all or nothing. "
@@ -66,9 +115,10 @@ class NetworkViewSet(PolicyViewSet):
         if not isinstance(request.data, list):
             return bad_request('Send a JSON list of networks, e.g. [{"network": "10.1.0.0/16"}].')
         rows, row_errors = serializers.parse_rows(self.get_serializer_class(), request.data)
-        result = services.import_networks(
-            self.queryset.model, rows, mode=mode, dry_run=dry_run, row_errors=row_errors, user=request.user
-        )
+        with self.guard():
+            result = services.import_networks(
+                self.queryset.model, rows, mode=mode, dry_run=dry_run, row_errors=row_errors, user=request.user
+            )
         if result.errors:
             errors = [{"row": row, "errors": result.errors[row]} for row in sorted(result.errors)]
             return bad_request(f"{len(errors)} of {len(rows)} rows are invalid; nothing was saved.", errors)
@@ -98,6 +148,7 @@ class DeniedNetworkViewSet(NetworkViewSet):
     """Denied networks, the NEVER list: clients in them may never relay, whatever else holds."""
 
     queryset = DeniedNetwork.objects.all()
+    can_open_relay = False  # refusing more clients never opens a relay
     serializer_class = serializers.DeniedNetworkSerializer
     filterset_class = filtersets.DeniedNetworkFilterSet
 
@@ -114,6 +165,7 @@ class LocalDomainViewSet(PolicyViewSet):
     """Local domains that anyone may deliver to, each with its route (next hop)."""
 
     queryset = LocalDomain.objects.all()
+    can_open_relay = False
     serializer_class = serializers.LocalDomainSerializer
     filterset_class = filtersets.LocalDomainFilterSet
 
@@ -122,6 +174,7 @@ class SmtpUserViewSet(PolicyViewSet):
     """SMTP AUTH accounts. `password` is write-only: only its hash is stored, and it is never returned."""
 
     queryset = SmtpUser.objects.all()
+    can_open_relay = False
     serializer_class = serializers.SmtpUserSerializer
     filterset_class = filtersets.SmtpUserFilterSet
 
@@ -142,3 +195,7 @@ class RoutingRestrictionsView(AuditedAPIMixin, generics.RetrieveUpdateAPIView):
 
     def get_object(self):
         return RoutingRestrictions.load()
+
+    def perform_update(self, serializer):
+        with open_relay_guard(self.request):
+            serializer.save()

@@ -42,7 +42,9 @@ def test_export_writes_every_column_and_imports_again_unchanged(editor_client):
         "deleted": 0,
         "unchanged": 2,
         "warnings": [],
+        "removed": [],
         "errors": [],
+        "risks": [],
     }
 
 

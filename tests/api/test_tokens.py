@@ -129,3 +129,18 @@ def test_users_see_and_revoke_only_their_own_tokens(editor_client, editor, viewe
 def test_users_without_a_role_get_403(client):
     client.force_login(make_user("norole"))
     assert client.get(TOKENS).status_code == 403
+
+
+def test_revoke_asks_first_and_names_the_relayd_node_that_uses_the_token(editor_client, editor):
+    key = issue_token(editor, name="relayd on mx2", read_only=True)
+    token = ApiToken.objects.get(name="relayd on mx2")
+    report = {"node": "mx2", "serial": 1, "tls": True, "counters": {}}
+    assert token_client(key).post(reverse("api:relaynode-list"), report, format="json").status_code == 201
+    url = reverse("policy:api-token-revoke", args=[token.pk])
+    page = editor_client.get(url)
+    assert "The relayd node “mx2” uses this token: it will stop receiving policy updates" in page.content.decode()
+    assert ApiToken.objects.filter(pk=token.pk).exists()  # asking revoked nothing
+    response = editor_client.post(url, follow=True)
+    assert "“mx2” will no longer receive policy updates" in response.content.decode()
+    assert not ApiToken.objects.filter(pk=token.pk).exists()
+    assert token_client(key).get(reverse("api:export", args=["relayd"])).status_code == 401

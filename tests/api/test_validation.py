@@ -79,7 +79,7 @@ def test_open_relay_is_refused_unless_overridden(api):
     assert refused.status_code == 400
     assert refused.json()["network"] == form_errors("0.0.0.0/0")
     assert "open relay" in refused.json()["network"][0]
-    accepted = api.post(TRUSTED, {"network": "0.0.0.0/0", "open_relay_override": True})
+    accepted = api.post(TRUSTED, {"network": "0.0.0.0/0", "open_relay_override": True, "confirm_open_relay": True})
     assert accepted.status_code == 201
     assert accepted.json()["open_relay_override"] is True
 

@@ -48,7 +48,15 @@ def test_add_edit_remove_and_localhost(new_page, editor):
 
     # Remove it again, then add localhost with one click.
     open_dialog(page)
+    # Remove asks first in a native dialog: "Keep it" changes nothing, "Remove" marks it removed.
     trusted_list(page).get_by_role("button", name="Remove 10.1.0.0/16").click()
+    confirm = page.get_by_role("dialog")
+    expect(confirm).to_contain_text("Remove 10.1.0.0/16 (Head office) from “Hosts and clients with these IP")
+    confirm.get_by_role("button", name="Keep it").click()
+    expect(confirm).to_be_hidden()
+    expect(trusted_list(page).locator("tr.removed")).to_have_count(0)
+    trusted_list(page).get_by_role("button", name="Remove 10.1.0.0/16").click()
+    confirm.get_by_role("button", name="Remove").click()
     expect(trusted_list(page).locator("tr.removed")).to_contain_text("10.1.0.0/16")
     trusted_list(page).get_by_role("button", name="Add localhost").click()
     expect(trusted_list(page)).to_contain_text("127.0.0.1/32")
@@ -66,6 +74,13 @@ def test_checkbox_survives_add_and_cancel_discards(new_page, editor):
     trusted_list(page).get_by_role("button", name="Add localhost").click()
     expect(page.get_by_label("Hosts and clients that successfully authenticate")).not_to_be_checked()
     page.get_by_role("button", name="Cancel").click()
+    # Cancel asks first, and "Keep editing" keeps every pending change, the unticked box included.
+    expect(page.locator("#confirm-cancel")).to_contain_text("Discard 3 pending changes?")
+    page.get_by_role("button", name="Keep editing").click()
+    expect(page.get_by_label("Hosts and clients that successfully authenticate")).not_to_be_checked()
+    expect(trusted_list(page)).to_contain_text("127.0.0.1")
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_role("button", name="Discard changes").click()
     expect(page.get_by_label("Hosts and clients that successfully authenticate")).to_be_checked()
     expect(trusted_list(page)).not_to_contain_text("127.0.0.1")
     assert RoutingRestrictions.load().allow_authenticated is True

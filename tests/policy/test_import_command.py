@@ -1,3 +1,5 @@
+import io
+
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -26,3 +28,13 @@ def test_bad_rows_import_nothing(tmp_path, capsys):
         call_command("import_networks", str(csv_file), "--list", "trusted")
     assert "line 3: network: Host bits are set" in capsys.readouterr().err
     assert not TrustedNetwork.objects.exists()
+
+
+def test_an_import_that_makes_an_open_relay_needs_confirm_open_relay(tmp_path):
+    path = tmp_path / "everyone.csv"
+    path.write_text("network,open_relay_override\n0.0.0.0/0,true\n")
+    with pytest.raises(CommandError, match=r"open relay.*--confirm-open-relay"):
+        call_command("import_networks", str(path), "--list", "trusted")
+    assert not TrustedNetwork.objects.exists()
+    call_command("import_networks", str(path), "--list", "trusted", "--confirm-open-relay", stdout=io.StringIO())
+    assert TrustedNetwork.objects.get().network == "0.0.0.0/0"

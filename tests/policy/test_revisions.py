@@ -6,7 +6,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from policy.models import AuditEntry, LocalDomain, PolicyRevision, TrustedNetwork
+from policy.models import AuditEntry, LocalDomain, PolicyRevision, SmtpUser, TrustedNetwork
 from policy.revisions import commit_revision, policy_change, publish_latest, rollback_to
 
 pytestmark = pytest.mark.django_db
@@ -96,7 +96,31 @@ def test_rollback_restores_the_old_policy_as_a_new_audited_revision():
     revision = rollback_to(1)
     assert (revision.serial, revision.rolled_back_to) == (3, 1)
     assert json.loads(revision.snapshot)["trusted_networks"][0]["network"] == "10.0.0.0/8"
-    assert TrustedNetwork.objects.get(network="192.0.2.0/24").enabled is False  # kept, but not trusted
+    assert not TrustedNetwork.objects.filter(network="192.0.2.0/24").exists()  # exactly revision 1: gone
+    assert AuditEntry.objects.filter(action="delete", object_repr="192.0.2.0/24").exists()  # the log keeps it
     assert LocalDomain.objects.get().route == "mx.internal:25"
     assert AuditEntry.objects.filter(action="rollback", object_repr="revision 3").count() == 1
     assert rollback_to(3) is None  # already that policy
+
+
+def test_rollback_past_an_open_relay_leaves_nothing_behind_and_restores_inactive_entries():
+    with policy_change():
+        TrustedNetwork.objects.create(network="10.0.0.0/8", description="LAN")
+        TrustedNetwork.objects.create(network="192.0.2.0/24", description="old office", enabled=False)
+        account = SmtpUser(username="alice", enabled=False)
+        account.set_password("a long secret value")
+        account.save()
+    with policy_change():
+        TrustedNetwork.objects.create(network="0.0.0.0/0", open_relay_override=True)
+        TrustedNetwork.objects.filter(network="192.0.2.0/24").delete()
+        SmtpUser.objects.all().delete()
+    rollback_to(1)
+    assert sorted(TrustedNetwork.objects.values_list("network", "enabled", "open_relay_override")) == [
+        ("10.0.0.0/8", True, False),
+        ("192.0.2.0/24", False, False),
+    ]
+    assert SmtpUser.objects.get().check_password("a long secret value")
+    assert SmtpUser.objects.get().enabled is False
+    # Forward again to revision 2: 0.0.0.0/0 comes back with the override it needs.
+    rollback_to(2)
+    assert TrustedNetwork.objects.get(network="0.0.0.0/0").open_relay_override is True

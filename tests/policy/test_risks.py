@@ -1,9 +1,13 @@
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
+from policy import services
 from policy.models import DeniedNetwork, InternalAddress, RoutingRestrictions, TrustedNetwork
 from policy.revisions import policy_change
-from policy.risks import DANGER, analyse, is_open_relay
+from policy.risks import DANGER, analyse, is_open_relay, policy_dangers, saved_dangers
 from policy.tester import current_snapshot
 
 pytestmark = pytest.mark.django_db
@@ -91,3 +95,46 @@ def test_dashboard_and_dialog_show_risks(editor_client):
     page = editor_client.get(reverse("policy:restrictions"))
     assert page.context["pending"] is True
     assert "Open relay" in page.content.decode()
+
+
+def test_many_findings_of_one_kind_become_one_line_with_show_all(viewer_client):
+    TrustedNetwork.objects.create(network="10.0.0.0/8")
+    for i in range(5):
+        TrustedNetwork.objects.create(network=f"10.{i}.0.0/16")
+    page = viewer_client.get(reverse("policy:dashboard")).content.decode()
+    assert "5 trusted entries are already covered by a broader entry." in page
+    assert "show all 5" in page
+    assert page.count("is already covered by 10.0.0.0/8") == 5  # inside the collapsed list
+
+
+def test_disabled_and_expired_entries_warn_of_no_overlap():
+    TrustedNetwork.objects.create(network="0.0.0.0/0", open_relay_override=True, enabled=False)
+    TrustedNetwork.objects.create(network="10.0.0.0/8", expires_at=timezone.now() - timedelta(days=1))
+    rows = [{"network": f"10.{i}.0.0/16"} for i in range(20)]
+    result = services.import_networks(TrustedNetwork, rows, dry_run=True)
+    assert result.warnings == []
+    assert services.network_warnings(TrustedNetwork.objects.get(network="0.0.0.0/0")) == []
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: None,
+        lambda: TrustedNetwork.objects.create(network="0.0.0.0/0", open_relay_override=True),
+        lambda: TrustedNetwork.objects.create(network="::/0", open_relay_override=True, enabled=False),
+        lambda: TrustedNetwork.objects.create(
+            network="8.0.0.0/6", open_relay_override=True, expires_at=timezone.now() - timedelta(hours=1)
+        ),
+        lambda: (
+            TrustedNetwork.objects.create(network="8.0.0.0/6", open_relay_override=True),
+            RoutingRestrictions(allow_listed_ips=False).save(),
+        ),
+        lambda: (
+            InternalAddress.objects.create(address="192.0.2.25"),
+            RoutingRestrictions(allow_internal_addresses=True).save(),
+        ),
+    ],
+)
+def test_saved_dangers_are_the_dangers_of_the_snapshot(make):
+    make()
+    assert saved_dangers() == policy_dangers(current_snapshot())

@@ -5,7 +5,8 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from policy import selftests
-from policy.models import AuditEntry, SelfTestRun
+from policy.models import AuditEntry, SelfTestRun, TrustedNetwork
+from policy.revisions import policy_change
 from policy.selftests import SelfTestRefused, run_selftest
 from tests.relayd.test_selftest import ClosedSink, OpenSink
 
@@ -89,3 +90,35 @@ def test_a_relaying_self_test_shows_in_the_risk_panel(editor_client, serve_smtp)
     editor_client.post(reverse("policy:selftest-start"), {"target": f"127.0.0.1:{serve_smtp(OpenSink())}"})
     risks = {risk.code: risk for risk in editor_client.get(reverse("policy:dashboard")).context["risks"]}
     assert risks["selftest_relayed"].level == "danger"
+
+
+def test_a_result_records_its_revision_and_goes_stale_after_a_policy_change(editor_client, serve_smtp):
+    with policy_change():
+        TrustedNetwork.objects.create(network="10.0.0.0/8")
+    editor_client.post(reverse("policy:selftest-start"), {"target": f"127.0.0.1:{serve_smtp(OpenSink())}"})
+    run = SelfTestRun.objects.get()
+    assert run.revision_serial == 1
+    dashboard = editor_client.get(reverse("policy:dashboard"))
+    assert not dashboard.context["selftest_stale"]
+    assert "selftest_relayed" in {risk.code for risk in dashboard.context["risks"]}
+    assert editor_client.get(reverse("api:selftestrun-detail", args=[run.pk])).json()["stale"] is False
+
+    with policy_change():
+        TrustedNetwork.objects.create(network="192.0.2.0/24")
+    dashboard = editor_client.get(reverse("policy:dashboard"))
+    assert dashboard.context["selftest_stale"]
+    assert "The policy changed since this test (it is now revision 2)" in dashboard.content.decode()
+    assert 'class="selftest-result stale"' in dashboard.content.decode()
+    # An old result is no evidence about the new policy: it no longer counts in the risk analysis.
+    assert "selftest_relayed" not in {risk.code for risk in dashboard.context["risks"]}
+    body = editor_client.get(reverse("api:selftestrun-detail", args=[run.pk])).json()
+    assert (body["revision_serial"], body["stale"], body["outcome"]) == (1, True, "open_relay")
+
+
+def test_a_failure_to_run_is_shown_as_a_failure_never_green(editor_client):
+    run = run_selftest("127.0.0.1:1")
+    assert run.outcome == "failed"
+    dashboard = editor_client.get(reverse("policy:dashboard")).content.decode()
+    assert 'class="selftest-result failed"' in dashboard
+    detail = editor_client.get(reverse("policy:selftest", args=[run.pk])).content.decode()
+    assert 'class="verdict selftest-result failed"' in detail

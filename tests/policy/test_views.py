@@ -108,9 +108,15 @@ def test_added_network_is_pending_until_ok(editor_client, editor):
     assert "not saved yet" not in editor_client.get(RESTRICTIONS).content.decode()
 
 
-def test_cancel_discards_the_draft(editor_client):
+def test_cancel_asks_first_then_discards_the_draft(editor_client):
     add_entry(editor_client, "trusted", address="10.1.0.0/16")
-    press(editor_client, "cancel")
+    asked = press(editor_client, "cancel")
+    assert asked.context["confirm_cancel"] is True
+    assert "Discard 1 pending change?" in asked.content.decode()
+    assert "10.1.0.0/16" in editor_client.get(RESTRICTIONS).content.decode()  # still pending
+    press(editor_client, "keep")
+    assert "10.1.0.0/16" in editor_client.get(RESTRICTIONS).content.decode()
+    press(editor_client, "cancel", confirm_cancel="1")
     assert "10.1.0.0/16" not in editor_client.get(RESTRICTIONS).content.decode()
     assert not TrustedNetwork.objects.exists()
 
@@ -150,9 +156,15 @@ def test_covered_network_is_accepted_with_a_warning(editor_client):
     assert "10.1.0.0/16 is already covered by 10.0.0.0/8 (LAN)." in messages
 
 
-def test_open_relay_override_is_explicit(editor_client):
+def test_open_relay_override_is_explicit_and_ok_needs_the_word(editor_client):
     add_entry(editor_client, "trusted", address="0.0.0.0/0", open_relay_override="on", enabled="on")
-    press(editor_client, "ok")
+    refused = press(editor_client, "ok")
+    assert refused.status_code == 400
+    assert [risk.code for risk in refused.context["dangers"]] == ["huge_range"]
+    assert not TrustedNetwork.objects.exists()
+    assert press(editor_client, "ok", confirm_word="yes").status_code == 400  # only the word the page asks for
+    assert not TrustedNetwork.objects.exists()
+    press(editor_client, "ok", confirm_word=" open  relay ")  # case and spacing are forgiven
     assert TrustedNetwork.objects.get().open_relay_override is True
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from policy import network_csv, services
+from policy import network_csv, safety, services
 from policy.audit import audit_context
 from policy.revisions import policy_change
 
@@ -20,17 +20,32 @@ class Command(BaseCommand):
         parser.add_argument("--list", required=True, choices=sorted(network_csv.LISTS), dest="network_list")
         parser.add_argument("--mode", choices=services.IMPORT_MODES, default="add", help="add (default) or replace")
         parser.add_argument("--dry-run", action="store_true", help="check and report, change nothing")
+        parser.add_argument(
+            "--confirm-open-relay",
+            action="store_true",
+            help="import even though the result makes the server an open relay",
+        )
 
-    def handle(self, *args, file, network_list, mode, dry_run, **options):
+    def handle(self, *args, file, network_list, mode, dry_run, confirm_open_relay=False, **options):
         target = network_csv.LISTS[network_list]
         try:
             parsed = network_csv.read(network_csv.decode(Path(file).read_bytes()), target)
         except (OSError, network_csv.CsvError) as exc:
             raise CommandError(str(exc)) from None
-        with audit_context(source="cli", command="import_networks", reason=f"CSV import of {file}"), policy_change():
-            result = services.import_networks(
-                target.model, parsed.rows, mode=mode, dry_run=dry_run, row_errors=parsed.errors
-            )
+        try:
+            with (
+                audit_context(source="cli", command="import_networks", reason=f"CSV import of {file}"),
+                policy_change(),
+                safety.guard(confirmed=confirm_open_relay),
+            ):
+                result = services.import_networks(
+                    target.model, parsed.rows, mode=mode, dry_run=dry_run, row_errors=parsed.errors
+                )
+        except safety.DangerousChange as exc:
+            raise CommandError(
+                f"Nothing was imported: the result makes the server an open relay. {exc} "
+                "Add --confirm-open-relay to import it anyway."
+            ) from None
         for row, errors in sorted(result.errors.items()):
             for field, messages in errors.items():
                 self.stderr.write(f"line {parsed.line(row)}: {field}: {' '.join(messages)}")
