@@ -41,6 +41,7 @@ class Recipient:
     local_part: str  # with quoting removed
     domain: str | None  # lowercase without the trailing dot, "[...]" for an address literal, None for <Postmaster>
     routing: str | None  # how the path attempts sender-specified routing, or None
+    source_route: str | None = None  # the RFC 5321 source route that was ignored ("@a,@b"), or None
 
 
 # RFC 5321 4.1.2. Local parts keep their case: only the domain is case-insensitive.
@@ -50,14 +51,15 @@ _QUOTED_STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*)
 _QUOTED_PAIR = re.compile(r"\\(.)")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_GENERAL_LITERAL = re.compile(r"[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+")
 
 
 def parse_recipient(path: str) -> Recipient:
     """Parse an RCPT TO path strictly (RFC 5321 4.1.2); raise ValueError saying what is malformed.
 
-    The angle brackets are optional and one trailing dot on the domain is ignored. Sender-specified
-    routing is recognised, not refused: whether it may pass depends on the client.
+    The angle brackets are optional and one trailing dot on the domain is ignored. A source route
+    (@a,@b:user@domain) is checked and then ignored, as RFC 5321 appendix C asks and as Postfix and
+    Exim do: the mailbox after it is the recipient (docs/verdicts.md). Sender-specified routing
+    (%, !, an @ in the local part) is recognised, not refused: whether it may pass depends on the client.
     """
     text = path
     if len(text) >= 2 and text[0] == "<" and text[-1] == ">":
@@ -66,34 +68,34 @@ def parse_recipient(path: str) -> Recipient:
         raise ValueError("unbalanced angle brackets")
     if not text.isascii():
         raise ValueError("non-ASCII address (SMTPUTF8 is not supported)")
-    routing = None
+    routing = source_route = None
     if text.startswith("@"):
-        hops, colon, text = text.partition(":")
-        if not colon or not all(hop[:1] == "@" and _is_domain(hop[1:]) for hop in hops.split(",")):
+        source_route, colon, text = text.partition(":")
+        if not colon or not all(hop[:1] == "@" and _is_domain(hop[1:]) for hop in source_route.split(",")):
             raise ValueError("malformed source route")
-        routing = "source route"
     if text.startswith('"'):
         match = _QUOTED_STRING.match(text)
         if not match or text[match.end() : match.end() + 1] != "@":
             raise ValueError("malformed quoted local part")
         local_part = _QUOTED_PAIR.sub(r"\1", match[1])
         domain = text[match.end() + 1 :]
-        if routing is None and any(char in local_part for char in "@%!"):
+        if any(char in local_part for char in "@%!"):
             routing = "quoted local part containing @, % or !"
     else:
         local_part, at, domain = text.rpartition("@")
         if not at:
-            # RFC 5321 4.5.1: <Postmaster> without a domain must always be accepted.
-            if routing is None and text.lower() == "postmaster":
+            # RFC 5321 4.5.1: <Postmaster> without a domain must always be accepted; a source
+            # route must end in a mailbox (RFC 5321 4.1.2).
+            if source_route is None and text.lower() == "postmaster":
                 return Recipient(text, None, None)
             raise ValueError("missing @domain")
         # An unquoted @ is invalid RFC 5321, but user@remote@local is a known relay trick, so it
-        # is recognised as routing (and refused as such) rather than reported as a syntax error.
+        # is recognised as routing (and refused as such), as Postfix reads it ("user@remote"@local),
+        # rather than reported as a syntax error; Exim refuses it with 501 (docs/verdicts.md).
         if not all(_DOT_STRING.fullmatch(piece) for piece in local_part.split("@")):
             raise ValueError("malformed local part")
-        if routing is None:
-            routing = _unquoted_routing(local_part)
-    return Recipient(local_part, _parse_domain(domain), routing)
+        routing = _unquoted_routing(local_part)
+    return Recipient(local_part, _parse_domain(domain), routing, source_route)
 
 
 def decide(
@@ -126,24 +128,27 @@ def decide(
     local_domain = _local_domain(policy, rcpt.domain)
     route = local_domain.route if local_domain is not None else None
 
+    ignored = f"; source route {rcpt.source_route} ignored (RFC 5321 C)" if rcpt.source_route else ""
     if rcpt.routing:
         # As Postfix's allow_untrusted_routing = no: only clients allowed to relay may route.
         if grant is None:
-            return _refused("sender_routing", f"{rcpt.routing} from {client}, which may not relay")
+            return _refused("sender_routing", f"{rcpt.routing} from {client}, which may not relay{ignored}")
         rule, why = grant
-        return _accepted(rule, f"{why}; sender-specified routing ({rcpt.routing}) allowed", route)
+        return _accepted(rule, f"{why}; sender-specified routing ({rcpt.routing}) allowed{ignored}", route)
     if rcpt.domain is None:
         return _accepted("postmaster", "<Postmaster> is always accepted (RFC 5321 4.5.1)", None)
     # A denied network ("can NEVER route mail") only loses the right to relay: as in Exchange
     # and Postfix, its clients may still deliver to our own domains, like any Internet host.
     if local_domain is not None:
-        return _accepted("local_domain", _describe_local_domain(local_domain, rcpt.domain), route)
+        return _accepted("local_domain", _describe_local_domain(local_domain, rcpt.domain) + ignored, route)
     if denied is not None:
-        return _refused("denied_network", f"denied network {_describe_network(denied, None)} can never relay")
+        return _refused(
+            "denied_network", f"denied network {_describe_network(denied, None)} can never relay{ignored}"
+        )
     if grant is not None:
         rule, why = grant
-        return _accepted(rule, why, None)
-    return _refused("default_deny", _explain_refusal(policy, rcpt.domain, client, local, auth_user))
+        return _accepted(rule, why + ignored, None)
+    return _refused("default_deny", _explain_refusal(policy, rcpt.domain, client, local, auth_user) + ignored)
 
 
 def _relay_grant(
@@ -251,11 +256,12 @@ def _is_domain(text: str) -> bool:
 
 def _is_address_literal(text: str) -> bool:
     family, address = (AF_INET6, text[5:]) if text[:5].lower() == "ipv6:" else (AF_INET, text)
+    # A General-address-literal (RFC 5321 4.1.3, tag:content) names an address type no mail
+    # system defines: nothing can deliver to it, and Postfix and Exim answer 501 too.
     try:
         inet_pton(family, address)
     except OSError:
-        # RFC 5321 General-address-literal: tag:content, for address types not yet defined.
-        return family == AF_INET and _GENERAL_LITERAL.fullmatch(text) is not None
+        return False
     return True
 
 

@@ -17,6 +17,10 @@ TRUSTED_LIST = "relay_from_hosts"
 DENIED_LIST = "relayadmin_never_relay_hosts"
 INTERNAL_LIST = "relayadmin_internal_addresses"
 DOMAIN_LIST = "relay_to_domains"
+HOST_DOMAINS_LIST = "relayadmin_host_domains"
+# Main options whose Exim defaults would refuse, as a syntax error, recipients that relayd and
+# Postfix decide on (docs/verdicts.md): the install instructions list them with the named lists.
+OPTIONS = ("auth_advertise_hosts", "allow_domain_literals", "strip_trailing_dot")
 
 
 def render(policy: Snapshot) -> dict[str, str]:
@@ -43,8 +47,9 @@ def _main(policy: Snapshot) -> str:
         f"# Install: unpack the bundle into /etc/exim4 (the files land in /etc/exim4/{BUNDLE_DIRECTORY}/),",
         "# then in the main section (before the first begin) add",
         f"#   .include /etc/exim4/{BUNDLE_DIRECTORY}/{MAIN}",
-        f"# and delete your own definitions of {TRUSTED_LIST}, {DOMAIN_LIST} and auth_advertise_hosts:",
-        "# Exim refuses a named list or an option that is defined twice.",
+        f"# and delete your own definitions of {TRUSTED_LIST}, {DOMAIN_LIST}, {', '.join(OPTIONS)}:",
+        "# Exim refuses a named list or an option that is defined twice. The ACL uses only the lists",
+        "# defined here.",
         "# Host lists start with <; which makes ; their separator, because IPv6 addresses contain colons.",
         "",
         '# Trusted networks ("Hosts and clients with these IP addresses").',
@@ -68,6 +73,19 @@ def _main(policy: Snapshot) -> str:
         "# Our domains. *.example.com matches the subdomains of example.com only, so a domain that",
         "# includes its subdomains is listed twice.",
         _named_list("domainlist", DOMAIN_LIST, [pattern for entry in domains for pattern in _patterns(entry)]),
+        "",
+        "# This host's own names, accepted from any client like Postfix's mydestination: its primary",
+        "# host name (@), localhost and address literals of its own IP addresses (@[]). That is local",
+        "# delivery, not relaying; domains it delivers to locally beyond these belong in relayadmin's",
+        "# local domains.",
+        _named_list("domainlist", HOST_DOMAINS_LIST, ["@", "localhost", "@[]"]),
+        "",
+        "# Recipients are parsed as relayd and Postfix parse them, so that the relay decision, not a",
+        "# syntax error, answers them: a trailing dot on a domain is ignored, and address literals",
+        "# (user@[192.0.2.1]) are recipients like any other: local for this host's own addresses,",
+        "# relaying (refused unless the client may relay) for any other.",
+        "strip_trailing_dot = true",
+        "allow_domain_literals = true",
         "",
         "# AUTH is offered only after STARTTLS, so passwords never cross the network in clear.",
         "auth_advertise_hosts = ${if eq{$tls_in_cipher}{}{}{*}}",
@@ -110,14 +128,16 @@ def _acl(policy: Snapshot) -> str:
         "",
         "# Decide whether a recipient may be relayed; accept lets the calling ACL go on with its checks.",
         "relayadmin_check_rcpt:",
-        "  # Sender-specified routing (%, ! or @ in the local part, quoted or not) only from clients",
-        "  # that may relay, like Postfix's allow_untrusted_routing = no. Exim drops RFC 5321 source",
-        "  # routes (@a:user@b) by itself and delivers to user@b.",
+        "  # Sender-specified routing (%, ! or @ in a quoted local part) only from clients that may",
+        "  # relay, like Postfix's allow_untrusted_routing = no. Exim drops RFC 5321 source routes",
+        "  # (@a:user@b) by itself and decides on user@b, as relayd does; it refuses an unquoted",
+        '  # user@remote@local as a syntax error (501), which relayd and Postfix read as "user@remote"@local.',
+
         "  deny    message     = 550 5.7.1 Sender-specified routing denied",
         "          local_parts = ^.*[@%!]",
         "          !acl        = relayadmin_may_relay",
         "  # Our own domains, and this host's, are accepted from any client: that is not relaying.",
-        f"  accept  domains     = +local_domains : +{DOMAIN_LIST}",
+        f"  accept  domains     = +{HOST_DOMAINS_LIST} : +{DOMAIN_LIST}",
         "  deny    message     = 550 5.7.1 Relaying denied: your network can never relay",
         f"          hosts       = +{DENIED_LIST}",
         "  accept  acl         = relayadmin_may_relay",

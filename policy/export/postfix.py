@@ -26,7 +26,7 @@ PARENT_DOMAIN_MATCHES_SUBDOMAINS = (
 def render(policy: Snapshot) -> dict[str, str]:
     """Return the Postfix files for policy as {file name: body}."""
     return {
-        MYNETWORKS: _mynetworks(policy.trusted_networks),
+        MYNETWORKS: _mynetworks(policy.trusted_networks, policy.restrictions.allow_listed_ips),
         NEVER_RELAY: _never_relay(policy.denied_networks),
         RELAY_DOMAINS: _relay_domains(policy.local_domains),
         TRANSPORT: _transport(policy.local_domains),
@@ -53,12 +53,14 @@ def nexthop(route: str) -> str:
     return f"relay:{host}:{port}"
 
 
-def _mynetworks(trusted: tuple[TrustedNetwork, ...]) -> str:
+def _mynetworks(trusted: tuple[TrustedNetwork, ...], used: bool) -> str:
     lines = [
         '# Trusted networks ("Hosts and clients with these IP addresses"): a cidr_table(5) for mynetworks.',
         "# IPv6 networks are written without brackets, as cidr tables expect; only IPv6 written inline in",
-        "# main.cf needs them ([2001:db8::]/32).",
+        "# main.cf needs them ([2001:db8::]/32). main.cf.snippet carves the denied networks out of it.",
     ]
+    if not used:
+        lines.append('# "Hosts and clients with these IP addresses" is off: main.cf.snippet does not use this table.')
     if not trusted:
         lines.append("# There are no trusted networks: no client may relay because of its address.")
     for entry in sorted(trusted, key=lambda entry: specificity(entry.network)):
@@ -73,9 +75,10 @@ def _mynetworks(trusted: tuple[TrustedNetwork, ...]) -> str:
 def _never_relay(denied: tuple[DeniedNetwork, ...]) -> str:
     lines = [
         '# Denied networks ("can NEVER route mail through this server"): a cidr_table(5) for',
-        "# check_client_access in smtpd_relay_restrictions. Their clients can never relay; like any",
-        "# Internet host they may still send to our own domains. Most specific networks come first,",
-        "# because Postfix stops at the first match.",
+        "# check_client_access in smtpd_relay_restrictions, and negated in mynetworks (where only a",
+        "# match counts, not the result). Their clients can never relay; like any Internet host they",
+        "# may still send to our own domains. Most specific networks come first, because Postfix stops",
+        "# at the first match.",
     ]
     if not denied:
         lines.append("# There are no denied networks.")
@@ -152,11 +155,7 @@ def _main_cf(policy: Snapshot) -> str:
         '# run "postfix check" and "postfix reload". Postfix warns "overriding earlier entry" about a',
         "# setting you missed.",
         "",
-        "# Trusted networks. mynetworks is always set, never left to mynetworks_style, whose subnet",
-        "# default trusts every host on the server's own subnets; with no trusted networks the table is",
-        "# empty and trusts no client, not even localhost (local submission through sendmail(1) and",
-        "# pickup does not pass through these restrictions).",
-        f"mynetworks = cidr:{table_path(MYNETWORKS)}",
+        *_mynetworks_setting(restrictions.allow_listed_ips, never),
         "",
         "# Our domains and their next hops. The default parent_domain_matches_subdomains includes",
         "# relay_domains, which would make example.com match its subdomains too, even for a domain that",
@@ -217,6 +216,39 @@ def _main_cf(policy: Snapshot) -> str:
             ),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _mynetworks_setting(allow_listed_ips: bool, never: str) -> list[str]:
+    """Return the main.cf lines that set mynetworks and the defaults that favour it."""
+    lines = [
+        "# Trusted networks. mynetworks is always set, never left to mynetworks_style, whose subnet",
+        "# default trusts every host on the server's own subnets. It trusts no client, not even",
+        "# localhost, unless a trusted network says so (local submission through sendmail(1) and pickup",
+        "# does not pass through these restrictions).",
+    ]
+    if allow_listed_ips:
+        lines += [
+            "# A denied network can never relay, even inside a trusted one, so its addresses are carved",
+            '# out of mynetworks itself by the negated table ("!" in a match list, Postfix 2.4 and later;',
+            "# the first pattern that matches decides). Excluding them here, and not only by the REJECT",
+            "# before permit_mynetworks, keeps every other feature that trusts $mynetworks (the",
+            "# postscreen and connection-rate exceptions below) from favouring them too.",
+            f"mynetworks = !cidr:{never}, cidr:{table_path(MYNETWORKS)}",
+        ]
+    else:
+        lines += [
+            '# "Hosts and clients with these IP addresses" is off: no client is trusted for its address,',
+            "# and nothing that trusts $mynetworks favours one.",
+            "mynetworks =",
+        ]
+    lines += [
+        "# Postfix's defaults that favour $mynetworks, stated so that an inherited setting cannot favour",
+        "# a denied network or, with the checkbox off, any network: postscreen lets mynetworks skip its",
+        "# tests, and anvil's connection and rate limits do not count it.",
+        "postscreen_access_list = permit_mynetworks",
+        "smtpd_client_event_limit_exceptions = $mynetworks",
+    ]
+    return lines
 
 
 def _master_cf(policy: Snapshot) -> str:

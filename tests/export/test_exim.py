@@ -107,6 +107,7 @@ def test_host_lists_use_semicolons_so_ipv6_needs_no_escaping():
             "*.example.com",
             "xn--bcher-kva.example",
         ],
+        "relayadmin_host_domains": ["@", "localhost", "@[]"],
     }
 
 
@@ -115,6 +116,20 @@ def test_empty_lists_are_defined_and_empty():
     assert "hostlist relay_from_hosts = <;" in lines
     assert "hostlist relayadmin_never_relay_hosts = <;" in lines
     assert "domainlist relay_to_domains =" in lines
+
+
+@pytest.mark.parametrize("snapshot", [make_snapshot, empty_snapshot])
+def test_the_acl_uses_only_lists_the_export_defines(snapshot):
+    files = render("exim", snapshot(), NOW)
+    used = {name for line in logical_lines(files[ACL]) for name in re.findall(r"\+(\w+)", line)}
+    assert "relayadmin_host_domains" in used and "local_domains" not in used
+    assert used <= set(named_lists(files[MAIN]))
+
+
+def test_recipients_are_parsed_as_relayd_parses_them():
+    lines = logical_lines(render("exim", make_snapshot(), NOW)[MAIN])
+    assert "strip_trailing_dot = true" in lines
+    assert "allow_domain_literals = true" in lines
 
 
 def test_auth_is_offered_only_after_starttls():
@@ -137,7 +152,7 @@ def test_acl_reproduces_the_three_checkboxes(listed_ips, authenticated, internal
     ) == internal
     assert statements(acl, "relayadmin_check_rcpt") == [
         "deny message = 550 5.7.1 Sender-specified routing denied local_parts = ^.*[@%!] !acl = relayadmin_may_relay",
-        "accept domains = +local_domains : +relay_to_domains",
+        "accept domains = +relayadmin_host_domains : +relay_to_domains",
         "deny message = 550 5.7.1 Relaying denied: your network can never relay hosts = +relayadmin_never_relay_hosts",
         "accept acl = relayadmin_may_relay",
         "deny message = 550 5.7.1 Relaying denied",
@@ -180,8 +195,12 @@ def test_every_exim_file_carries_a_verifiable_header():
         assert verify(text)
 
 
-def install(tmp_path, snapshot):
-    """Write an export and a minimal Exim configuration that includes it as its instructions say."""
+def install(tmp_path, snapshot, main_options=""):
+    """Write an export and a minimal Exim configuration that includes it as its instructions say.
+
+    The configuration defines no named list of its own: the export must define every list it uses.
+    main_options are further main-section settings.
+    """
     (tmp_path / "relayadmin").mkdir()
     for name, text in render("exim", snapshot, NOW).items():
         (tmp_path / "relayadmin" / name).write_text(text)
@@ -196,8 +215,8 @@ log_file_path = {tmp_path}/log/%slog
 exim_user = {user}
 exim_group = {os.getgid()}
 primary_hostname = relay.example.net
-domainlist local_domains = @
 acl_smtp_rcpt = acl_check_rcpt
+{main_options}
 .include {tmp_path}/relayadmin/{MAIN}
 
 begin acl

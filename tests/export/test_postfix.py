@@ -53,6 +53,8 @@ relay     unix  -       -       y       -       -       smtp
 
 INSTALL_HINT = "install Debian's postfix: DEBIAN_FRONTEND=noninteractive apt-get install -y postfix"
 NEVER_CHECK = "check_client_access cidr:{dir}/relayadmin/never_relay.cidr"
+# The denied networks are carved out of mynetworks: a negated pattern that matches ends the search.
+MYNETWORKS_SETTING = "!cidr:{dir}/relayadmin/never_relay.cidr, cidr:{dir}/relayadmin/mynetworks.cidr"
 
 
 def tool(name):
@@ -244,7 +246,7 @@ def test_relay_domains_and_transport_agree_with_relayd(config_dir, domain):
 
 def test_main_cf_snippet_parses_and_sets_the_policy(config_dir):
     postconf(config_dir, "-n")  # any warning (unknown or duplicate parameter) fails
-    assert setting(config_dir, "mynetworks") == f"cidr:{config_dir}/relayadmin/mynetworks.cidr"
+    assert setting(config_dir, "mynetworks") == MYNETWORKS_SETTING.format(dir=config_dir)
     assert setting(config_dir, "smtpd_sasl_auth_enable") == "yes"
     assert setting(config_dir, "smtpd_tls_auth_only") == "yes"
     assert setting(config_dir, "allow_untrusted_routing") == "no"
@@ -256,6 +258,21 @@ def test_main_cf_snippet_parses_and_sets_the_policy(config_dir):
         "permit_sasl_authenticated",
         "reject_unauth_destination",
     ]
+
+
+@pytest.mark.parametrize("listed_ips", [True, False])
+def test_defaults_that_favour_mynetworks_follow_the_carved_out_mynetworks(tmp_path, listed_ips):
+    config_dir = install(tmp_path, make_snapshot(listed_ips=listed_ips))
+    postconf(config_dir, "-n")
+    expected = MYNETWORKS_SETTING.format(dir=config_dir) if listed_ips else ""
+    assert setting(config_dir, "mynetworks") == expected
+    assert setting(config_dir, "postscreen_access_list") == "permit_mynetworks"
+    assert setting(config_dir, "smtpd_client_event_limit_exceptions") == expected
+    # Every other default that names $mynetworks (postconf -d) now means the carved-out list too.
+    for line in postconf(config_dir, "-d").splitlines():
+        name, _, default = line.partition(" = ")
+        if "$mynetworks" in default and name != "proxy_read_maps":
+            assert "$mynetworks" in postconf(config_dir, "-h", name), name
 
 
 @pytest.mark.parametrize(("listed_ips", "authenticated", "internal"), list(product([True, False], repeat=3)))
@@ -293,8 +310,8 @@ def test_internal_address_listeners_let_every_client_but_denied_ones_relay(confi
 def test_an_empty_policy_is_never_an_open_relay(tmp_path, listed_ips, authenticated, internal):
     config_dir = install(tmp_path, empty_snapshot(listed_ips, authenticated, internal))
     postconf(config_dir, "-n")
-    # mynetworks is our (empty) table, never mynetworks_style's guess of the local subnets.
-    assert setting(config_dir, "mynetworks") == f"cidr:{config_dir}/relayadmin/mynetworks.cidr"
+    # mynetworks is our (empty) table, or empty, never mynetworks_style's guess of the local subnets.
+    assert setting(config_dir, "mynetworks") == (MYNETWORKS_SETTING.format(dir=config_dir) if listed_ips else "")
     for address in ("127.0.0.1", "::1", "10.0.0.1", "192.168.0.1", "198.51.100.7", "2001:db8::1"):
         assert postmap(config_dir, MYNETWORKS, address) is None
     assert postmap(config_dir, RELAY_DOMAINS, "example.com") is None

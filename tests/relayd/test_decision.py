@@ -231,9 +231,7 @@ RELAY_TRICKS = [
     ('"user%remote.example"@example.com', "quoted local part"),
     ('"remote.example!user"@example.com', "quoted local part"),
     ('"user\\@remote.example"@example.com', "quoted local part"),
-    ("<@example.com:user@remote.example>", "source route"),
-    ("<@example.com,@relay.example:user@remote.example>", "source route"),
-    ("<@example.com:user@example.com>", "source route"),
+    ("<@relay.example:user%remote.example@example.com>", "percent hack"),
     ("user@remote.example@example.com", "more than one @"),
     ("<user@remote.example@example.com>", "more than one @"),
 ]
@@ -273,6 +271,29 @@ def test_routed_recipient_in_a_local_domain_keeps_its_route():
     assert source_routed.route is None
 
 
+# RFC 5321 appendix C: a source route is ignored and the mailbox after it decides, as in Postfix
+# and Exim. Routing through a local domain to a remote mailbox is therefore still relaying.
+SOURCE_ROUTES = [
+    ("<@example.com:user@remote.example>", OUTSIDER, None, False, "default_deny"),
+    ("<@example.com,@relay.example:user@remote.example>", OUTSIDER, None, False, "default_deny"),
+    ("<@example.com:user@remote.example>", "10.66.1.1", None, False, "denied_network"),
+    ("<@example.com:user@remote.example>", "10.9.9.9", None, True, "trusted_network"),
+    ("<@example.com:user@remote.example>", OUTSIDER, "alice", True, "authenticated"),
+    ("<@remote.example:user@example.com>", OUTSIDER, None, True, "local_domain"),
+    ("<@remote.example:user@example.com>", "10.66.1.1", None, True, "local_domain"),
+    ("<@example.com:user%remote.example@example.com>", OUTSIDER, None, False, "sender_routing"),
+]
+
+
+@pytest.mark.parametrize(("recipient", "client", "user", "allowed", "rule"), SOURCE_ROUTES)
+def test_source_route_is_ignored_and_the_mailbox_decides(recipient, client, user, allowed, rule):
+    verdict = decide(POLICY, client, PUBLIC_IP, user, recipient, NOW)
+    assert (verdict.allowed, verdict.rule) == (allowed, rule)
+    assert "source route @" in verdict.detail and "ignored (RFC 5321 C)" in verdict.detail
+    if rule == "local_domain":
+        assert verdict.route == EXAMPLE_ROUTE
+
+
 @pytest.mark.parametrize(
     "recipient",
     [
@@ -309,6 +330,7 @@ def test_routed_recipient_in_a_local_domain_keeps_its_route():
         "bob@[IPv6:zz::1]",
         "bob@[192.0.2.1",
         "bob@[]",
+        "bob@[x-tag:opaque]",
         "<@:bob@example.com>",
         "<@example.com bob@example.com>",
         "<@exa_mple.com:bob@example.com>",
@@ -332,7 +354,6 @@ def test_malformed_recipient(recipient):
         ('""@example.com', Recipient("", "example.com", None)),
         ("bob@[192.0.2.1]", Recipient("bob", "[192.0.2.1]", None)),
         ("bob@[IPv6:2001:db8::1]", Recipient("bob", "[IPv6:2001:db8::1]", None)),
-        ("bob@[x-tag:opaque]", Recipient("bob", "[x-tag:opaque]", None)),
         ("<POSTMASTER>", Recipient("POSTMASTER", None, None)),
         ("user%remote@example.com", Recipient("user%remote", "example.com", "percent hack (%)")),
         ("remote!user@example.com", Recipient("remote!user", "example.com", "bang path (!)")),
@@ -341,7 +362,8 @@ def test_malformed_recipient(recipient):
             '"user@remote"@example.com',
             Recipient("user@remote", "example.com", "quoted local part containing @, % or !"),
         ),
-        ("<@a.example,@b.example:user@c.example>", Recipient("user", "c.example", "source route")),
+        ("<@a.example,@b.example:user@c.example>", Recipient("user", "c.example", None, "@a.example,@b.example")),
+        ("<@a.example:u%v@c.example>", Recipient("u%v", "c.example", "percent hack (%)", "@a.example")),
     ],
 )
 def test_parse_recipient(path, expected):
