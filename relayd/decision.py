@@ -142,9 +142,7 @@ def decide(
     if local_domain is not None:
         return _accepted("local_domain", _describe_local_domain(local_domain, rcpt.domain) + ignored, route)
     if denied is not None:
-        return _refused(
-            "denied_network", f"denied network {_describe_network(denied, None)} can never relay{ignored}"
-        )
+        return _refused("denied_network", f"denied network {_describe_network(denied, None)} can never relay{ignored}")
     if grant is not None:
         rule, why = grant
         return _accepted(rule, why + ignored, None)

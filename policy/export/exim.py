@@ -132,7 +132,6 @@ def _acl(policy: Snapshot) -> str:
         "  # relay, like Postfix's allow_untrusted_routing = no. Exim drops RFC 5321 source routes",
         "  # (@a:user@b) by itself and decides on user@b, as relayd does; it refuses an unquoted",
         '  # user@remote@local as a syntax error (501), which relayd and Postfix read as "user@remote"@local.',
-
         "  deny    message     = 550 5.7.1 Sender-specified routing denied",
         "          local_parts = ^.*[@%!]",
         "          !acl        = relayadmin_may_relay",
