@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from policy.export.differences import all_differences
 from policy.models import PolicyRevision
 from policy.revisions import rehearsal
 from policy.snapshot import build_snapshot
@@ -56,4 +57,10 @@ def check(probe: Probe, snapshot: dict | None = None) -> CheckResult:
             login = snapshot["smtp_users"][0]["username"]
         else:
             notes = ("There is no enabled SMTP user, so no client can authenticate: tested as unauthenticated.",)
+
+    def accepts(path: str) -> bool:
+        return decide(policy, probe.client, probe.local_address, login, path).allowed
+
+    # Where the Postfix or Exim export would answer otherwise, say so (docs/verdicts.md).
+    notes += all_differences(probe.recipient, accepts)
     return CheckResult(decide(policy, probe.client, probe.local_address, login, probe.recipient), notes)

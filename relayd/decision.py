@@ -46,9 +46,13 @@ class Recipient:
 
 # RFC 5321 4.1.2. Local parts keep their case: only the domain is case-insensitive.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_DOT_STRING = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
+# Postfix and Exim accept an unquoted local part with dots anywhere (.bob, bob., bob..smith; such
+# addresses were handed out by Japanese mobile carriers), and so does relayd: the local part is
+# the destination's business, and refusing it would only stop relaying that the MTAs allow.
+_LOOSE_DOT_STRING = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 _QUOTED_STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*)"')
 _QUOTED_PAIR = re.compile(r"\\(.)")
+_ROUTE = re.compile(r"(?:\[[^\]]*\]|[^:\[])*")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
@@ -68,11 +72,12 @@ def parse_recipient(path: str) -> Recipient:
         raise ValueError("unbalanced angle brackets")
     if not text.isascii():
         raise ValueError("non-ASCII address (SMTPUTF8 is not supported)")
-    routing = source_route = None
-    if text.startswith("@"):
-        source_route, colon, text = text.partition(":")
-        if not colon or not all(hop[:1] == "@" and _is_domain(hop[1:]) for hop in source_route.split(",")):
-            raise ValueError("malformed source route")
+    routing = None
+    source_route, text = split_source_route(text)
+    if source_route is not None and not all(
+        hop[:1] == "@" and _is_route_hop(hop[1:]) for hop in source_route.split(",")
+    ):
+        raise ValueError("malformed source route")
     if text.startswith('"'):
         match = _QUOTED_STRING.match(text)
         if not match or text[match.end() : match.end() + 1] != "@":
@@ -92,10 +97,25 @@ def parse_recipient(path: str) -> Recipient:
         # An unquoted @ is invalid RFC 5321, but user@remote@local is a known relay trick, so it
         # is recognised as routing (and refused as such), as Postfix reads it ("user@remote"@local),
         # rather than reported as a syntax error; Exim refuses it with 501 (docs/verdicts.md).
-        if not all(_DOT_STRING.fullmatch(piece) for piece in local_part.split("@")):
+        if not all(_LOOSE_DOT_STRING.fullmatch(piece) for piece in local_part.split("@")):
             raise ValueError("malformed local part")
         routing = _unquoted_routing(local_part)
     return Recipient(local_part, _parse_domain(domain), routing, source_route)
+
+
+def split_source_route(path: str) -> tuple[str | None, str]:
+    """Split a path without angle brackets into its source route ("@a,@b") and the mailbox after it.
+
+    The route is None if the path has none; a path that starts with @ but has no colon after its
+    route is returned whole as the route, with an empty mailbox. The route ends at the first colon
+    outside an address literal, because [IPv6:...] contains colons.
+    """
+    if not path.startswith("@"):
+        return None, path
+    end = _ROUTE.match(path).end()
+    if path[end : end + 1] != ":":
+        return path, ""
+    return path[:end], path[end + 1 :]
 
 
 def decide(
@@ -246,6 +266,13 @@ def _parse_domain(domain: str) -> str:
     if not _is_domain(domain):
         raise ValueError("malformed domain")
     return domain.lower()
+
+
+def _is_route_hop(text: str) -> bool:
+    """Return whether text is a source-route hop: a domain, or an address literal as Postfix and Exim accept."""
+    if text.startswith("[") and text.endswith("]"):
+        return _is_address_literal(text[1:-1])
+    return _is_domain(text)
 
 
 def _is_domain(text: str) -> bool:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, TLSSetupException, _AuthMechAttr, login_always_fail
 
-from relayd.decision import Verdict, decide, parse_recipient
+from relayd.decision import Verdict, decide, parse_recipient, split_source_route
 from relayd.limits import client_key
 from relayd.logs import kv, repeats
 from relayd.matcher import parse_address
@@ -795,9 +795,7 @@ def _mailbox(path: str) -> str:
     """Return the address to deliver to: the path without brackets or a source route (RFC 5321 C)."""
     if path.startswith("<") and path.endswith(">"):
         path = path[1:-1]
-    if path.startswith("@"):
-        path = path.partition(":")[2]
-    return path
+    return split_source_route(path)[1]
 
 
 def _decoy_hash(policy: CompiledPolicy) -> str:

@@ -53,6 +53,38 @@ def test_authenticated_needs_an_smtp_user(policy):
     assert (result.verdict.allowed, result.verdict.rule, result.notes) == (True, "authenticated", ())
 
 
+@pytest.mark.parametrize(
+    ("probe", "note"),
+    [
+        (Probe("10.1.2.3", "a@b@example.net"), 'Exim would refuse it: 501, an unquoted "@" in the local part'),
+        (Probe("192.0.2.1", '""@example.com'), "Postfix would refuse it: 501, it does not accept an empty local part"),
+        (Probe("10.1.2.3", "@-x.example:a@example.net"), "Postfix would accept it: it ignores the malformed"),
+        (Probe("192.0.2.1", "@-x.example:a@example.com"), "Postfix would accept it: it ignores the malformed"),
+    ],
+)
+def test_tester_says_where_an_export_answers_otherwise(policy, probe, note):
+    [said] = check(probe).notes
+    assert said.startswith(note)
+
+
+@pytest.mark.parametrize(
+    "probe",
+    [
+        Probe("192.0.2.1", "a@b@example.net"),  # relayd refuses it too
+        Probe("192.0.2.1", "@-x.example:a@example.net"),  # Postfix would refuse the mailbox too
+        Probe("192.0.2.1", "<@x.example:a@example.com>"),
+        Probe("10.1.2.3", "a.@example.net"),
+    ],
+)
+def test_tester_adds_nothing_where_the_exports_agree(policy, probe):
+    assert check(probe).notes == ()
+
+
+def test_check_page_shows_export_differences(viewer_client, policy):
+    response = viewer_client.get(reverse("policy:check"), {"client": "10.1.2.3", "recipient": "a@b@example.net"})
+    assert "Exim would refuse it: 501" in response.content.decode()
+
+
 def test_check_page(viewer_client, policy):
     response = viewer_client.get(reverse("policy:check"), {"client": "10.1.2.3", "recipient": "a@example.net"})
     assert "250 2.1.5" in response.content.decode()
