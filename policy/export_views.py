@@ -5,14 +5,14 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.views import View
 
-from policy.export import TITLES
+from policy.export import targets
 from policy.exports import FORMATS, export, latest_revision
 from policy.roles import ViewerRequiredMixin, can_edit
 
 
 class ExportListView(ViewerRequiredMixin, View):
     def get(self, request):
-        return render(request, "policy/exports.html", {"revision": latest_revision(), "titles": TITLES})
+        return render(request, "policy/exports.html", {"revision": latest_revision(), "targets": targets()})
 
 
 class ExportDownloadView(ViewerRequiredMixin, View):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from policy.export import TITLES
+from policy.export import TARGETS, title
 from relayd.decision import parse_recipient, split_source_route
 
 
@@ -26,21 +26,21 @@ def export_differences(target: str, recipient: str, accepts: Callable[[str], boo
         route, mailbox = split_source_route(path)
         # Postfix drops a source route without checking it; relayd and Exim refuse a malformed one.
         if target == "postfix" and route is not None and mailbox and _parses(mailbox) and accepts(mailbox):
-            return (f"{TITLES[target]} would accept it: it ignores the malformed source route and takes <{mailbox}>.",)
+            return (f"{title(target)} would accept it: it ignores the malformed source route and takes <{mailbox}>.",)
         return ()
     if not accepts(path):
         return ()
     if target == "exim" and rcpt.routing == "more than one @":
         # Exim's address parser refuses an unquoted @ in a local part before any ACL runs.
-        return (f'{TITLES[target]} would refuse it: 501, an unquoted "@" in the local part is a syntax error there.',)
+        return (f'{title(target)} would refuse it: 501, an unquoted "@" in the local part is a syntax error there.',)
     if target == "postfix" and rcpt.local_part == "" and rcpt.domain is not None:
-        return (f"{TITLES[target]} would refuse it: 501, it does not accept an empty local part.",)
+        return (f"{title(target)} would refuse it: 501, it does not accept an empty local part.",)
     return ()
 
 
 def all_differences(recipient: str, accepts: Callable[[str], bool]) -> tuple[str, ...]:
     """Return every export's differences from relayd on recipient."""
-    return tuple(note for target in TITLES for note in export_differences(target, recipient, accepts))
+    return tuple(note for target in TARGETS for note in export_differences(target, recipient, accepts))
 
 
 def _parses(path: str) -> bool:

@@ -9,6 +9,9 @@ from __future__ import annotations
 from policy.export import BUNDLE_DIRECTORY, describe, domain_specificity, specificity
 from relayd.config import LocalDomain, Snapshot
 
+TITLE = "Exim"
+DESCRIPTION = "Named host and domain lists with the main options they need, an RCPT ACL and a manualroute router."
+
 MAIN = "main.conf"
 ACL = "acl.conf"
 ROUTER = "router.conf"

@@ -9,6 +9,11 @@ from __future__ import annotations
 from policy.export import BUNDLE_DIRECTORY, describe, domain_specificity, specificity
 from relayd.config import DeniedNetwork, LocalDomain, Snapshot, TrustedNetwork
 
+TITLE = "Postfix"
+DESCRIPTION = (
+    "cidr tables for mynetworks and the NEVER list, relay_domains, transport, and main.cf / master.cf snippets."
+)
+
 MYNETWORKS = "mynetworks.cidr"
 NEVER_RELAY = "never_relay.cidr"
 RELAY_DOMAINS = "relay_domains"

@@ -47,8 +47,12 @@ smtpd_soft_error_limit = 10000
 smtpd_hard_error_limit = 10000
 """
 
+# The second listener answers one question: does $mynetworks, as Postfix evaluates it, contain
+# the client? Its relay restrictions permit exactly those clients and reject everyone else.
 MASTER_CF_BASE = """\
 {listen} inet n - n - - smtpd
+{probe} inet n - n - - smtpd
+  -o smtpd_relay_restrictions=permit_mynetworks,reject
 cleanup   unix  n - n -  0 cleanup
 qmgr      unix  n - n 300 1 qmgr
 rewrite   unix  - - n -  - trivial-rewrite
@@ -70,7 +74,7 @@ class PrivatePostfix:
         self.snapshot = snapshot
         self.directory = Path(tempfile.mkdtemp(prefix="relayadmin-postfix-"))
         self.etc = self.directory / "etc"
-        self.port = 0
+        self.port = self.mynetworks_port = 0
 
     def __enter__(self) -> PrivatePostfix:
         try:
@@ -88,10 +92,15 @@ class PrivatePostfix:
             subprocess.run(["postfix", "-c", str(self.etc), "stop"], capture_output=True, check=False)
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    def rcpt_answers(self, client: str, recipients: list[str]) -> list[str]:
+    def in_mynetworks(self, client: str) -> bool:
+        """Return whether Postfix counts client in $mynetworks."""
+        [answer] = self.rcpt_answers(client, ["user@remote.example.org"], self.mynetworks_port)
+        return answer.startswith("250")
+
+    def rcpt_answers(self, client: str, recipients: list[str], port: int | None = None) -> list[str]:
         """Return smtpd's reply ("250 2.1.5 Ok") to each RCPT TO in one session from client (set by XCLIENT)."""
         address = f"IPV6:{client}" if ":" in client else client
-        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as smtp:
+        with smtplib.SMTP("127.0.0.1", port or self.port, timeout=30) as smtp:
             smtp.ehlo("client.example.org")
             code, text = smtp.docmd("XCLIENT", f"ADDR={address} NAME=[UNAVAILABLE]")
             assert code == 220, (client, code, text)
@@ -113,7 +122,7 @@ class PrivatePostfix:
         files = render("postfix", self.snapshot, NOW)
         for name, text in files.items():
             (self.etc / "relayadmin" / name).write_text(text)
-        self.port = _free_port()
+        self.port, self.mynetworks_port = _free_port(), _free_port()
         base = MAIN_CF_BASE.format(directory=self.directory, hostname=HOSTNAME)
         ours = set(re.findall(r"^(\w+) =", files[MAIN_CF], re.MULTILINE))
         assert not ours & set(re.findall(r"^(\w+) =", base, re.MULTILINE)), (
@@ -121,7 +130,9 @@ class PrivatePostfix:
         )
         (self.etc / "main.cf").write_text(base + "\n" + files[MAIN_CF])
         (self.etc / "master.cf").write_text(
-            MASTER_CF_BASE.format(listen=f"127.0.0.1:{self.port}") + "\n" + files[MASTER_CF]
+            MASTER_CF_BASE.format(listen=f"127.0.0.1:{self.port}", probe=f"127.0.0.1:{self.mynetworks_port}")
+            + "\n"
+            + files[MASTER_CF]
         )
         # Postfix waits for table files younger than two seconds to settle; these are complete.
         past = time.time() - 60
@@ -137,7 +148,8 @@ class PrivatePostfix:
         deadline = time.monotonic() + 20
         while True:
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                for port in (self.port, self.mynetworks_port):
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return
             except OSError:
                 if time.monotonic() > deadline:

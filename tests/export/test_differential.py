@@ -141,10 +141,32 @@ def postfix_tools():
         pytest.fail("postfix is missing: DEBIAN_FRONTEND=noninteractive apt-get install -y postfix (make test does)")
 
 
+MYNETWORKS_PROBES = {
+    "10.1.2.3": True,  # trusted
+    "10.66.1.1": False,  # denied, inside the trusted 10.0.0.0/8
+    "10.66.5.9": False,
+    "::ffff:10.66.1.1": False,
+    "2001:db8::1": True,
+    "2001:db8:bad::1": False,  # denied, inside the trusted 2001:db8::/32
+    "192.0.2.7": False,  # its trust expired before the export
+    "198.51.100.7": False,
+    "127.0.0.1": False,  # not even localhost, unless a trusted network says so
+}
+
+
+@pytest.mark.parametrize("listed_ips", [True, False], ids=["these-addresses-on", "these-addresses-off"])
+def test_postfix_mynetworks_holds_trusted_networks_less_denied_ones_and_is_empty_when_off(postfix_tools, listed_ips):
+    with PrivatePostfix(make_snapshot(listed_ips, False, False)) as postfix:
+        found = {client: postfix.in_mynetworks(client) for client in MYNETWORKS_PROBES}
+    assert found == {client: listed_ips and trusted for client, trusted in MYNETWORKS_PROBES.items()}
+
+
 @pytest.mark.parametrize(
     ("listed_ips", "authenticated"), [(True, False), (False, True)], ids=["these-addresses-on", "these-addresses-off"]
 )
-def test_relayd_postfix_and_exim_agree_on_relaying(tmp_path, exim_binary, postfix_tools, listed_ips, authenticated):
+def test_relayd_postfix_and_exim_agree_on_relaying(
+    tmp_path, capsys, exim_binary, postfix_tools, listed_ips, authenticated
+):
     # Internal addresses stay off: Postfix serves them on listeners bound to those addresses.
     snapshot = make_snapshot(listed_ips, authenticated, False)
     policy = compile_policy(validate_snapshot(snapshot))
@@ -189,11 +211,13 @@ def test_relayd_postfix_and_exim_agree_on_relaying(tmp_path, exim_binary, postfi
                 why = "UNEXPLAINED"
             counts[f"{target}: differs on a {case.kind} recipient, {why}"] += 1
 
-    print(f"\ndifferential, these addresses {'on' if listed_ips else 'off'}: {len(cases)} cases")
-    for key, count in sorted(counts.items()):
-        print(f"  {key}: {count}")
-    for target, case, reply, rule, answer in unexplained:
-        print(f"  UNEXPLAINED {target}: {case.client} <{case.recipient}>: {answer!r}; relayd {reply} ({rule})")
+    # Shown in every run, not only on failure: the closing note quotes these counts.
+    with capsys.disabled():
+        print(f"\ndifferential, these addresses {'on' if listed_ips else 'off'}: {len(cases)} cases")
+        for key, count in sorted(counts.items()):
+            print(f"  {key}: {count}")
+        for target, case, reply, rule, answer in unexplained:
+            print(f"  UNEXPLAINED {target}: {case.client} <{case.recipient}>: {answer!r}; relayd {reply} ({rule})")
     # No MTA accepts mail to a non-local domain from a client that the policy does not let relay,
     # and every other difference from relayd is a documented class the tester announces.
     assert beyond_policy == []

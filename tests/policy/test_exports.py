@@ -6,7 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from policy.export import verify
+from policy.export import exim, postfix, verify
 from policy.models import AuditEntry, LocalDomain, TrustedNetwork
 from policy.revisions import policy_change
 
@@ -64,3 +64,11 @@ def test_export_command_writes_files_and_protects_hand_edits(tmp_path, policy, c
 def test_relayd_export_into_a_directory_says_which_file_to_give(tmp_path, policy):
     with pytest.raises(CommandError, match="is a directory"):
         call_command("export", "--format", "relayd", "--output", str(tmp_path))
+
+
+def test_each_export_card_shows_its_own_renderer_description(viewer_client):
+    page = viewer_client.get(reverse("policy:exports")).content.decode()
+    for module in (postfix, exim):
+        assert f"<h2>{module.TITLE}</h2>" in page
+        assert module.DESCRIPTION in page
+    assert postfix.DESCRIPTION != exim.DESCRIPTION
