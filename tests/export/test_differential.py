@@ -216,6 +216,7 @@ def test_relayd_postfix_and_exim_agree_on_relaying(
         print(f"\ndifferential, these addresses {'on' if listed_ips else 'off'}: {len(cases)} cases")
         for key, count in sorted(counts.items()):
             print(f"  {key}: {count}")
+        print(f"  accepted for a non-local domain from a client that may not relay: {len(beyond_policy)}")
         for target, case, reply, rule, answer in unexplained:
             print(f"  UNEXPLAINED {target}: {case.client} <{case.recipient}>: {answer!r}; relayd {reply} ({rule})")
     # No MTA accepts mail to a non-local domain from a client that the policy does not let relay,
