@@ -53,6 +53,18 @@ def test_relay_tricks_from_untrusted_clients_are_refused(start_relay, recipient)
     assert relay.queued() == []
 
 
+@pytest.mark.parametrize("route", ["@remote.test", "@[192.0.2.1]", "@[IPv6:2001:db8::1],@relay.test"])
+def test_source_route_to_a_local_domain_is_ignored_and_the_mailbox_is_spooled(start_relay, route):
+    # RFC 5321 appendix C, as Postfix and Exim do (docs/verdicts.md): the mailbox after the route decides.
+    relay = start_relay(policy())
+    with relay.smtp() as client:
+        rcpt, data = send(client, "a@client.test", f"<{route}:bob@example.com>")
+    assert rcpt[0] == 250 and data[0] == 250
+    [queued] = relay.queued()
+    envelope = json.loads(queued.read_bytes().partition(b"\n")[0])
+    assert [rcpt["address"] for rcpt in envelope["rcpts"]] == ["bob@example.com"]
+
+
 def test_denied_network_never_relays_even_when_trusted(start_relay):
     relay = start_relay(
         policy(trusted_networks=[network(1, "127.0.0.0/8")], denied_networks=[network(2, "127.0.0.1/32", denied=True)])
