@@ -75,6 +75,7 @@ class PrivatePostfix:
         self.directory = Path(tempfile.mkdtemp(prefix="relayadmin-postfix-"))
         self.etc = self.directory / "etc"
         self.port = self.mynetworks_port = 0
+        self.internal_ports: dict[str, int] = {}  # internal address -> port of its listener
 
     def __enter__(self) -> PrivatePostfix:
         try:
@@ -97,10 +98,14 @@ class PrivatePostfix:
         [answer] = self.rcpt_answers(client, ["user@remote.example.org"], self.mynetworks_port)
         return answer.startswith("250")
 
-    def rcpt_answers(self, client: str, recipients: list[str], port: int | None = None) -> list[str]:
-        """Return smtpd's reply ("250 2.1.5 Ok") to each RCPT TO in one session from client (set by XCLIENT)."""
+    def rcpt_answers(self, client: str, recipients: list[str], port: int | None = None, local: str | None = None):
+        """Return smtpd's reply ("250 2.1.5 Ok") to each RCPT TO in one session from client (set by XCLIENT).
+
+        local is an internal address to connect to (its own listener); by default, the main one.
+        """
         address = f"IPV6:{client}" if ":" in client else client
-        with smtplib.SMTP("127.0.0.1", port or self.port, timeout=30) as smtp:
+        host, port = (local, self.internal_ports[local]) if local else ("127.0.0.1", port or self.port)
+        with smtplib.SMTP(host, port, timeout=30) as smtp:
             smtp.ehlo("client.example.org")
             code, text = smtp.docmd("XCLIENT", f"ADDR={address} NAME=[UNAVAILABLE]")
             assert code == 220, (client, code, text)
@@ -129,15 +134,21 @@ class PrivatePostfix:
             "the base must not set the export's parameters"
         )
         (self.etc / "main.cf").write_text(base + "\n" + files[MAIN_CF])
+        # The export's internal-address listeners use port 25; here each gets an ephemeral port.
+        internal = re.sub(r"^(\[?)([^\s\]]+)(\]?):smtp inet", self._internal_listener, files[MASTER_CF], flags=re.M)
         (self.etc / "master.cf").write_text(
             MASTER_CF_BASE.format(listen=f"127.0.0.1:{self.port}", probe=f"127.0.0.1:{self.mynetworks_port}")
             + "\n"
-            + files[MASTER_CF]
+            + internal
         )
         # Postfix waits for table files younger than two seconds to settle; these are complete.
         past = time.time() - 60
         for path in [self.etc / "main.cf", self.etc / "master.cf", *(self.etc / "relayadmin").iterdir()]:
             os.utime(path, (past, past))
+
+    def _internal_listener(self, match: re.Match) -> str:
+        self.internal_ports[match[2]] = port = _free_port()
+        return f"{match[1]}{match[2]}{match[3]}:{port} inet"
 
     def _postfix(self, command: str) -> None:
         result = subprocess.run(["postfix", "-c", str(self.etc), command], capture_output=True, text=True, check=False)
@@ -148,8 +159,13 @@ class PrivatePostfix:
         deadline = time.monotonic() + 20
         while True:
             try:
-                for port in (self.port, self.mynetworks_port):
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                listeners = [
+                    ("127.0.0.1", self.port),
+                    ("127.0.0.1", self.mynetworks_port),
+                    *self.internal_ports.items(),
+                ]
+                for host, port in listeners:
+                    socket.create_connection((host, port), timeout=1).close()
                 return
             except OSError:
                 if time.monotonic() > deadline:

@@ -49,9 +49,14 @@ REMOTE_LITERALS = ["[192.0.2.99]", "[IPv6:2001:db8:ffff::1]"]
 HOST_DOMAINS = [HOSTNAME, "localhost", "[127.0.0.1]"]
 
 
+# An internal address on loopback, so that a private Postfix can listen on it.
+INTERNAL = "127.0.0.2"
+
+
 @dataclass(frozen=True)
 class Case:
     client: str
+    local: str | None  # the internal address the client connected to, or None for the main listener
     recipient: str
     kind: str  # what the recipient is: local, remote, host (the MTA's own names) or syntax
 
@@ -109,10 +114,10 @@ def generate(seed: int) -> list[Case]:
     rng = random.Random(seed)
     cases = []
     for _ in range(CLIENTS_PER_POLICY):
-        client = random_client(rng)
+        client, local = random_client(rng), rng.choice([None, None, INTERNAL])
         for _ in range(RECIPIENTS_PER_CLIENT):
             recipient, kind = recipient_forms(rng)
-            cases.append(Case(client, recipient, kind))
+            cases.append(Case(client, local, recipient, kind))
     return cases
 
 
@@ -120,11 +125,11 @@ def accepted(answer: str) -> bool:
     return answer.startswith("250")
 
 
-def sessions(cases: list[Case]) -> dict[str, list[Case]]:
-    """Group cases by client: one SMTP session per client."""
-    grouped: dict[str, list[Case]] = {}
+def sessions(cases: list[Case]) -> dict[tuple[str, str | None], list[Case]]:
+    """Group cases by client and local address: one SMTP session each."""
+    grouped: dict[tuple[str, str | None], list[Case]] = {}
     for case in cases:
-        grouped.setdefault(case.client, []).append(case)
+        grouped.setdefault((case.client, case.local), []).append(case)
     return grouped
 
 
@@ -162,32 +167,37 @@ def test_postfix_mynetworks_holds_trusted_networks_less_denied_ones_and_is_empty
 
 
 @pytest.mark.parametrize(
-    ("listed_ips", "authenticated"), [(True, False), (False, True)], ids=["these-addresses-on", "these-addresses-off"]
+    ("listed_ips", "authenticated", "internal"),
+    [(True, False, True), (False, True, False)],
+    ids=["these-addresses-and-internal-on", "these-addresses-and-internal-off"],
 )
 def test_relayd_postfix_and_exim_agree_on_relaying(
-    tmp_path, capsys, exim_binary, postfix_tools, listed_ips, authenticated
+    tmp_path, capsys, exim_binary, postfix_tools, listed_ips, authenticated, internal
 ):
-    # Internal addresses stay off: Postfix serves them on listeners bound to those addresses.
-    snapshot = make_snapshot(listed_ips, authenticated, False)
+    internal_addresses = [{"id": 1, "address": INTERNAL, "description": "loopback alias"}]
+    snapshot = make_snapshot(listed_ips, authenticated, internal, internal_addresses=internal_addresses)
     policy = compile_policy(validate_snapshot(snapshot))
     cases = generate(SEED + listed_ips)
     config = install(tmp_path, snapshot, "smtp_max_synprot_errors = 10000")
 
     answers: dict[str, dict[Case, str]] = {"postfix": {}, "exim": {}}
     with PrivatePostfix(snapshot) as postfix:
-        for client, group in sessions(cases).items():
+        for (client, local), group in sessions(cases).items():
             recipients = [case.recipient for case in group]
-            answers["postfix"].update(zip(group, postfix.rcpt_answers(client, recipients), strict=True))
-            answers["exim"].update(zip(group, rcpt_answers(config, client, None, recipients), strict=True))
+            # With the checkbox off there is no internal listener: the main one stands for it.
+            listener = local if local in postfix.internal_ports else None
+            replies = postfix.rcpt_answers(client, recipients, local=listener)
+            answers["postfix"].update(zip(group, replies, strict=True))
+            answers["exim"].update(zip(group, rcpt_answers(config, client, local, recipients), strict=True))
 
-    def accepts(client: str) -> Callable[[str], bool]:
-        return lambda path: decide(policy, client, None, None, path, now=NOW).allowed
+    def accepts(case: Case) -> Callable[[str], bool]:
+        return lambda path: decide(policy, case.client, case.local, None, path, now=NOW).allowed
 
     counts: Counter[str] = Counter()
     unexplained, beyond_policy = [], []
     for case in cases:
-        verdict = decide(policy, case.client, None, None, case.recipient, now=NOW)
-        may_relay = accepts(case.client)("probe@remote.example.org")
+        verdict = decide(policy, case.client, case.local, None, case.recipient, now=NOW)
+        may_relay = accepts(case)("probe@remote.example.org")
         counts[f"{case.kind} cases"] += 1
         for target, mta in answers.items():
             answer = mta[case]
@@ -200,7 +210,7 @@ def test_relayd_postfix_and_exim_agree_on_relaying(
                 # The MTA's own host: Postfix and Exim deliver to their own users there (or refuse
                 # unknown ones, 550 5.1.1); relayd has no mailboxes. Local delivery, not relaying.
                 why = "own host name"
-            elif export_differences(target, case.recipient, accepts(case.client)):
+            elif export_differences(target, case.recipient, accepts(case)):
                 why = "announced by the tester"
             elif case.kind == "syntax" and accepted(answer):
                 # The MTA reads a path relayd refuses as malformed (501) into some address; that it
@@ -213,12 +223,13 @@ def test_relayd_postfix_and_exim_agree_on_relaying(
 
     # Shown in every run, not only on failure: the closing note quotes these counts.
     with capsys.disabled():
-        print(f"\ndifferential, these addresses {'on' if listed_ips else 'off'}: {len(cases)} cases")
+        state = "on" if listed_ips else "off"
+        print(f"\ndifferential, these addresses and internal addresses {state}: {len(cases)} cases")
         for key, count in sorted(counts.items()):
             print(f"  {key}: {count}")
         print(f"  accepted for a non-local domain from a client that may not relay: {len(beyond_policy)}")
         for target, case, reply, rule, answer in unexplained:
-            print(f"  UNEXPLAINED {target}: {case.client} <{case.recipient}>: {answer!r}; relayd {reply} ({rule})")
+            print(f"  UNEXPLAINED {target}: {case}: {answer!r}; relayd {reply} ({rule})")
     # No MTA accepts mail to a non-local domain from a client that the policy does not let relay,
     # and every other difference from relayd is a documented class the tester announces.
     assert beyond_policy == []
