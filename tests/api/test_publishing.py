@@ -84,6 +84,13 @@ def test_check(ro_key, two_revisions, method):
     assert "octet 300 is out of range" in bad.json()["client"][0]
 
 
+def test_check_says_where_an_export_answers_otherwise(ro_key, two_revisions):
+    response = token_client(ro_key).get("/api/v1/check/", {"client": "10.1.2.3", "recipient": "a@b@example.net"})
+    body = response.json()
+    assert (body["allowed"], body["rule"]) == (True, "trusted_network")
+    assert [note[:27] for note in body["notes"]] == ["Exim would refuse it: 501, "]
+
+
 def test_selftest_api(api, ro_key, serve_smtp):
     port = serve_smtp(ClosedSink())
     response = api.post("/api/v1/selftests/", {"target": f"127.0.0.1:{port}"}, format="json")
