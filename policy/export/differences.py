@@ -33,8 +33,6 @@ def export_differences(target: str, recipient: str, accepts: Callable[[str], boo
     if target == "exim" and rcpt.routing == "more than one @":
         # Exim's address parser refuses an unquoted @ in a local part before any ACL runs.
         return (f'{title(target)} would refuse it: 501, an unquoted "@" in the local part is a syntax error there.',)
-    if target == "postfix" and rcpt.local_part == "" and rcpt.domain is not None:
-        return (f"{title(target)} would refuse it: 501, it does not accept an empty local part.",)
     return ()
 
 
