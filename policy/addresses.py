@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import netaddr
 from django.core.exceptions import ValidationError
 
+from relayd import matcher
+
 EXAMPLES = "e.g. 10.1.0.0/16, 10.1.0.0/255.255.0.0, 192.0.2.7 or 2001:db8::/32"
 _DOTTED_QUAD = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 
@@ -36,6 +38,23 @@ NON_GLOBAL_BLOCKS = tuple(
         "fe80::/10",
         "ff00::/8",
         "2001:db8::/32",
+    )
+)
+# IPv6 blocks that hold a copy of the whole IPv4 internet: a client of any IPv4 address can
+# connect from one of them (through NAT64, SIIT or a tunnel), so trusting the block trusts
+# every IPv4 host. Trusting a network that covers one is refused like 0.0.0.0/0. The /96 blocks
+# embed the IPv4 address in their last 32 bits, so a network inside one of them is judged as
+# the IPv4 network it embeds (64:ff9b::/97 is 0.0.0.0/1). ::ffff:0:0/96 (IPv4-mapped) is absent:
+# parse_network already writes those networks as IPv4.
+IPV4_EMBEDDING_BLOCKS = tuple(
+    (netaddr.IPNetwork(block), name)
+    for block, name in (
+        ("::/96", "as IPv4-compatible addresses, ::a.b.c.d"),
+        ("::ffff:0:0:0/96", "through SIIT translation, ::ffff:0:a.b.c.d"),
+        ("64:ff9b::/96", "through NAT64, 64:ff9b::a.b.c.d, RFC 6052"),
+        ("64:ff9b:1::/48", "through local-use NAT64, RFC 8215"),
+        ("2001::/32", "through Teredo tunnels, RFC 4380"),
+        ("2002::/16", "through 6to4 tunnels, RFC 3056"),
     )
 )
 ADDRESS_BITS = {4: 32, 6: 128}
@@ -77,10 +96,24 @@ def parse_network(address: str, mask: str = "") -> netaddr.IPNetwork:
     network = netaddr.IPNetwork(f"{ip}/{prefixlen}")
     if network.ip != network.network:
         raise AddressError(
-            f"Host bits are set in {ip}/{prefixlen}. Did you mean {network.cidr}? For just this host, enter {ip}.",
+            f"Host bits are set in {address_text(ip)}/{prefixlen}. Did you mean {network_text(network.cidr)}? "
+            f"For just this host, enter {address_text(ip)}.",
             code="host_bits",
         )
     return _unmap_ipv4(network.cidr)
+
+
+def network_text(network: netaddr.IPNetwork) -> str:
+    """Return the canonical text of a network: relayd's own, so what is stored, shown and exported is what relayd takes.
+
+    Never str(network): netaddr writes ::a:b/128 as ::0.10.0.11/128, which relayd refuses.
+    """
+    return matcher.network_text(network.version, network.first, network.prefixlen)
+
+
+def address_text(ip: netaddr.IPAddress) -> str:
+    """Return the canonical text of an address (relayd's; see network_text)."""
+    return matcher.address_text(ip.version, int(ip))
 
 
 def parse_address(text: str) -> netaddr.IPAddress:
@@ -195,10 +228,14 @@ def _unmap_ipv4(network: netaddr.IPNetwork) -> netaddr.IPNetwork:
 
 
 def open_relay_problem(network: netaddr.IPNetwork) -> str | None:
-    """Return why trusting this network makes the server an open relay, or None if it does not."""
+    """Return why trusting this network makes the server an open relay, or None if it does not.
+
+    The one home of the open-relay rule: the dialog, the API, CSV import and the risk analysis all ask here.
+    """
+    text = network_text(network)
     if network.prefixlen == 0:
         return (
-            f"{network} is every IPv{network.version} address: this makes the server an open relay. "
+            f"{text} is every IPv{network.version} address: this makes the server an open relay. "
             "Trust your own networks instead."
         )
     limit = BROADEST_PUBLIC_PREFIX[network.version]
@@ -206,9 +243,21 @@ def open_relay_problem(network: netaddr.IPNetwork) -> str | None:
         network.version == block.version and network in block for block in NON_GLOBAL_BLOCKS
     ):
         return (
-            f"{network} is a public range broader than /{limit}: this makes the server an open relay "
+            f"{text} is a public range broader than /{limit}: this makes the server an open relay "
             "for everyone in it. Trust only your own networks."
         )
+    for block, name in IPV4_EMBEDDING_BLOCKS if network.version == 6 else ():
+        if block in network:
+            holds = "holds" if block == network else f"covers {network_text(block)}, which holds"
+            return (
+                f"{text} {holds} every IPv4 address ({name}): trusting it trusts every IPv4 host, like "
+                "0.0.0.0/0, and this makes the server an open relay. Trust your own networks instead."
+            )
+        if block.prefixlen == 96 and network in block:
+            ipv4 = netaddr.IPNetwork(f"{netaddr.IPAddress(network.first & 0xFFFFFFFF, 4)}/{network.prefixlen - 96}")
+            problem = open_relay_problem(ipv4)
+            if problem:
+                return f"{text} is {network_text(ipv4)} ({name}): {problem}"
     return None
 
 
@@ -222,7 +271,8 @@ class ListedNetwork:
     active: bool = True  # disabled or expired entries still count as duplicates, but overlap nothing
 
     def label(self) -> str:
-        return f"{self.network.cidr} ({self.description})" if self.description else str(self.network.cidr)
+        text = network_text(self.network)
+        return f"{text} ({self.description})" if self.description else text
 
 
 def duplicate_message(entry: ListedNetwork) -> str:
@@ -244,9 +294,10 @@ def overlap_warnings(network: netaddr.IPNetwork, listed: Iterable[ListedNetwork]
             covering.append(entry)
         elif entry.network in network:
             covered.append(entry)
-    warnings = [f"{network} is already covered by {entry.label()}." for entry in covering]
+    text = network_text(network)
+    warnings = [f"{text} is already covered by {entry.label()}." for entry in covering]
     if covered:
         names = ", ".join(entry.label() for entry in covered[:3])
         more = f" and {len(covered) - 3} more" if len(covered) > 3 else ""
-        warnings.append(f"{network} covers existing entries {names}{more}; they become redundant.")
+        warnings.append(f"{text} covers existing entries {names}{more}; they become redundant.")
     return warnings

@@ -6,7 +6,7 @@ import idna
 import netaddr
 from django.core.exceptions import ValidationError
 
-from policy.addresses import AddressError, parse_address
+from policy.addresses import AddressError, address_text, parse_address
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 DEFAULT_SMTP_PORT = 25
@@ -65,7 +65,9 @@ def normalise_route(text: str) -> str:
         if host.startswith("["):
             raise ValidationError(f"{host} is not a valid IPv6 address.", code="invalid_route") from None
         return f"{normalise_domain(host)}:{port}"
-    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+    if ip.is_ipv4_mapped():
+        ip = ip.ipv4()  # relayd takes an IPv4 next hop only as IPv4
+    return f"[{address_text(ip)}]:{port}" if ip.version == 6 else f"{address_text(ip)}:{port}"
 
 
 def _split_host_port(route: str) -> tuple[str, int | None]:

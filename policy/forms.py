@@ -75,7 +75,7 @@ class NetworkEntryForm(forms.Form):
     def entry_data(self) -> dict:
         """Return the entry as plain JSON-safe data for the pending draft."""
         return {
-            "network": str(self.network),
+            "network": addresses.network_text(self.network),
             "description": self.cleaned_data["description"],
         }
 
@@ -139,8 +139,8 @@ class InternalAddressForm(forms.Form):
         except addresses.AddressError as exc:
             raise ValidationError(exc.messages, code=exc.code) from None
         if ip in self.listed:
-            raise ValidationError(f"{ip} is already an internal address.", code="duplicate")
-        return str(ip)
+            raise ValidationError(f"{addresses.address_text(ip)} is already an internal address.", code="duplicate")
+        return addresses.address_text(ip)
 
     def entry_data(self) -> dict:
         return {
@@ -266,6 +266,6 @@ class CheckForm(forms.Form):
 
 def _address_field(text: str) -> str:
     try:
-        return str(addresses.parse_address(text))
+        return addresses.address_text(addresses.parse_address(text))
     except addresses.AddressError as exc:
         raise ValidationError(exc.messages, code=exc.code) from None

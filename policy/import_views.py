@@ -13,6 +13,7 @@ from policy.network_csv import LISTS, CsvError
 from policy.revisions import rehearsal
 from policy.risks import DANGER, analyse
 from policy.roles import ViewerRequiredMixin, require_editor
+from policy.snapshot import UnpublishablePolicy
 from policy.tester import current_snapshot
 
 SESSION_KEY = "network_import"
@@ -128,6 +129,10 @@ class NetworkImportPreviewView(ViewerRequiredMixin, View):
             return self.render(request, pending, status=400)
         try:
             result = check(pending, dry_run=False, confirmed=safety.is_confirmed_word(request.POST.get("confirm_word")))
+        except UnpublishablePolicy as exc:
+            request.session[SESSION_KEY] = pending
+            messages.error(request, exc.messages[0])
+            return self.render(request, pending, status=400)
         except safety.DangerousChange as exc:
             pending["result"]["risks"] = [{"level": risk.level, "message": risk.message} for risk in exc.risks]
             request.session[SESSION_KEY] = pending

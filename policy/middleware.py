@@ -4,9 +4,12 @@ import re
 import uuid
 
 from django.db import transaction
+from django.http import JsonResponse
+from django.shortcuts import render
 
 from policy.audit import audit_context
 from policy.revisions import policy_change
+from policy.snapshot import UnpublishablePolicy
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -31,7 +34,9 @@ class AuditContextMiddleware:
 class PolicyChangeMiddleware:
     """Run each writing request as one policy change: one transaction, at most one revision.
 
-    Reads pass straight through. A 5xx response rolls the request's writes back.
+    Reads pass straight through. A 5xx response rolls the request's writes back. A change whose
+    snapshot relayd would refuse is rolled back too and answered 400, saying which entry; pages
+    that can show it beside their form catch it earlier (revisions.settle()).
     """
 
     def __init__(self, get_response):
@@ -40,8 +45,23 @@ class PolicyChangeMiddleware:
     def __call__(self, request):
         if request.method in ("GET", "HEAD", "OPTIONS"):
             return self.get_response(request)
-        with policy_change():
-            response = self.get_response(request)
-            if response.status_code >= 500:
-                transaction.set_rollback(True)
+        try:
+            with policy_change():
+                response = self.get_response(request)
+                if response.status_code >= 500:
+                    transaction.set_rollback(True)
+        except UnpublishablePolicy as exc:
+            return self.refusal(request, exc)
         return response
+
+    def process_exception(self, request, exception):
+        """Answer a refusal raised inside the view (revisions.settle()) as the end of the change would."""
+        if isinstance(exception, UnpublishablePolicy):
+            return self.refusal(request, exception)
+        return None
+
+    @staticmethod
+    def refusal(request, error: UnpublishablePolicy):
+        if request.path.startswith("/api/"):
+            return JsonResponse({"detail": error.messages[0]}, status=400)
+        return render(request, "policy/unpublishable.html", {"message": error.messages[0]}, status=400)

@@ -128,7 +128,7 @@ class NetworkEntry(TrackedModel):
         network if you have already parsed it.
         """
         network = network or addresses.parse_network(self.network)
-        self.network = str(network)
+        self.network = addresses.network_text(network)
         self.family = network.version
         self.range_start = f"{network.first:032x}"
         self.range_end = f"{network.last:032x}"
@@ -157,7 +157,7 @@ class NetworkEntry(TrackedModel):
             network = addresses.parse_network(self.network)
         except addresses.AddressError as exc:
             raise ValidationError({"network": exc.messages}) from None
-        self.network = str(network)
+        self.network = addresses.network_text(network)
         return network
 
     def check_network(self, network: netaddr.IPNetwork) -> None:
@@ -234,7 +234,7 @@ class InternalAddress(TrackedModel):
 
     def clean(self):
         try:
-            self.address = str(addresses.parse_host(self.address))
+            self.address = addresses.address_text(addresses.parse_host(self.address))
         except addresses.AddressError as exc:
             raise ValidationError({"address": exc.messages}) from None
         if InternalAddress.objects.filter(address=self.address).exclude(pk=self.pk).exists():

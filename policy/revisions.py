@@ -24,7 +24,7 @@ from django.db.models.signals import post_delete, post_save, pre_delete, pre_sav
 from policy import audit
 from policy.models import PolicyRevision
 from policy.restore import inactive_state, restore_snapshot
-from policy.snapshot import build_snapshot, dumps, policy_content
+from policy.snapshot import build_snapshot, check_publishable, dumps, policy_content
 
 
 @dataclass
@@ -88,6 +88,18 @@ def watch(model) -> None:
     post_delete.connect(_after_write, sender=model, dispatch_uid=uid)
 
 
+def settle() -> None:
+    """Record the revision of the current change's writes now, still inside its transaction.
+
+    A policy relayd would refuse then raises UnpublishablePolicy here, where the caller can show
+    it beside its form, rather than when the change ends. Later writes make another revision.
+    """
+    change = _active.get()
+    if change is not None and change.dirty:
+        record_revision()
+        change.dirty = False
+
+
 def note_bulk_write() -> None:
     """Make writes that send no model signals (`bulk_create`) part of the current change.
 
@@ -146,6 +158,7 @@ def record_revision(rolled_back_to: int | None = None) -> PolicyRevision | None:
     audit.lock_chain()
     snapshot["audit"] = audit.anchor()
     text = dumps(snapshot)
+    check_publishable(snapshot, text)  # raises, and the caller's transaction rolls the change back
     context = audit.current_context()
     revision = PolicyRevision.objects.create(
         serial=snapshot["serial"],

@@ -211,7 +211,8 @@ def _shadowed(trusted: list[addresses.ListedNetwork], denied: list[netaddr.IPNet
                 Risk(
                     WARNING,
                     "denied_trusted",
-                    f"{entry.label()} is inside the NEVER list entry {candidates[index]}: it can never relay.",
+                    f"{entry.label()} is inside the NEVER list entry {addresses.network_text(candidates[index])}: "
+                    "it can never relay.",
                 )
             )
     return risks

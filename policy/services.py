@@ -29,7 +29,8 @@ def apply_routing_draft(draft: Draft, user) -> None:
     is validated again against the database, because another admin may have changed it
     since the draft was made.
     """
-    with transaction.atomic():
+    # The savepoint undoes the writes when settle() refuses them, inside a request's change too.
+    with revisions.policy_change(), transaction.atomic():
         if draft.flags is not None:
             restrictions = RoutingRestrictions.load()
             for name in FLAGS:
@@ -38,6 +39,7 @@ def apply_routing_draft(draft: Draft, user) -> None:
             restrictions.save()
         for kind, changes in draft.lists.items():
             _apply_list_changes(LIST_KINDS[kind], changes, user)
+        revisions.settle()
 
 
 def _apply_list_changes(kind, changes: dict, user) -> None:
@@ -188,6 +190,7 @@ def import_networks(model, rows, *, mode="add", dry_run=False, row_errors=None, 
             object_repr=f"{len(batch)} rows: {result.summary()}",
             after={"created": result.created, "updated": result.updated, "deleted": result.deleted},
         )
+        revisions.settle()
     return result
 
 

@@ -1,10 +1,13 @@
 """Build the policy snapshot: the one contract between the dashboard and relayd (docs/snapshot.md)."""
 
 import json
+import re
 
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from policy.models import DeniedNetwork, InternalAddress, LocalDomain, RoutingRestrictions, SmtpUser, TrustedNetwork
+from relayd.config import SnapshotError, parse_snapshot
 
 SCHEMA = 1
 
@@ -55,6 +58,45 @@ def build_snapshot(serial: int) -> dict:
 
 # What a revision adds around the policy: its serial, its time, and the audit anchor it witnesses.
 ENVELOPE = ("serial", "generated_at", "audit")
+
+
+class UnpublishablePolicy(ValidationError):
+    """The policy's snapshot is one relayd would refuse, so it must not become a revision."""
+
+
+# The snapshot's lists, as the refusal names an entry of them: what it is and which key says which one.
+_ENTRY_NAMES = {
+    "trusted_networks": ("trusted network", "network"),
+    "denied_networks": ("denied network", "network"),
+    "internal_addresses": ("internal address", "address"),
+    "local_domains": ("local domain", "domain"),
+    "smtp_users": ("SMTP user", "username"),
+}
+_ENTRY_PATH = re.compile(r"(?P<list>[a-z_]+)\[(?P<index>\d+)\](?:\.(?P<key>\w+))?")
+
+
+def check_publishable(snapshot: dict, text: str) -> None:
+    """Raise UnpublishablePolicy naming the entry if relayd would refuse the snapshot text.
+
+    The check is relayd's own loader on the exact text that would be published, so a revision
+    that every node would refuse (and so keep enforcing an older one) can never be recorded.
+    """
+    try:
+        parse_snapshot(text)
+    except SnapshotError as exc:
+        raise UnpublishablePolicy(refusal_message(snapshot, exc), code="unpublishable") from None
+
+
+def refusal_message(snapshot: dict, error: SnapshotError) -> str:
+    """Say in a sentence which entry relayd refuses and why."""
+    found = _ENTRY_PATH.fullmatch(error.path)
+    if found and found["list"] in _ENTRY_NAMES:
+        label, name_key = _ENTRY_NAMES[found["list"]]
+        entry = snapshot[found["list"]][int(found["index"])]
+        key = found["key"]
+        what = f"{label} {entry.get(name_key)}" + (f" ({key})" if key and key != name_key else "")
+        return f"Nothing was saved: relayd would refuse the {what}: {error.problem}."
+    return f"Nothing was saved: relayd would refuse this policy ({error.path}: {error.problem})."
 
 
 def policy_content(snapshot: dict) -> dict:

@@ -17,7 +17,7 @@ from django.views.generic import (
     UpdateView,
 )
 
-from policy import daemons, safety, services, traffic
+from policy import addresses, daemons, safety, services, traffic
 from policy.audit import update_context
 from policy.audit_views import history_for
 from policy.draft import FLAGS, LIST_KINDS, Draft
@@ -125,7 +125,7 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
         return redirect("policy:dashboard")
 
     def add_localhost(self, request, draft):
-        present = {str(entry.network) for entry in draft.listed("trusted")}
+        present = {addresses.network_text(entry.network) for entry in draft.listed("trusted")}
         added = [network for network in LOCALHOST_NETWORKS if network not in present]
         for network in added:
             draft.add(

@@ -85,7 +85,7 @@ def parse_host_address(text: str) -> Address:
     if version == 6 and value >> 32 == _MAPPED:
         raise ValueError(f"IPv4-mapped IPv6 address: write it as IPv4 ({ipaddress.IPv4Address(value & 0xFFFFFFFF)})")
     if not _is_normalised(version, text, packed):
-        raise ValueError(f"not normalised: write it as {ipaddress.ip_address(packed)}")
+        raise ValueError(f"not normalised: write it as {address_text(version, value)}")
     return Address(version, value)
 
 
@@ -105,9 +105,9 @@ def parse_network(text: str) -> Network:
         ipv4 = ipaddress.IPv4Network((value & 0xFFFFFFFF, prefixlen - 96), strict=False)
         raise ValueError(f"IPv4-mapped IPv6 network: write it as IPv4 ({ipv4})")
     if value & hostmask:
-        raise ValueError(f"host bits set: did you mean {_network_text(version, value & ~hostmask, prefixlen)}?")
+        raise ValueError(f"host bits set: did you mean {network_text(version, value & ~hostmask, prefixlen)}?")
     if not _is_normalised(version, address, packed):
-        raise ValueError(f"not normalised: write it as {_network_text(version, value, prefixlen)}")
+        raise ValueError(f"not normalised: write it as {network_text(version, value, prefixlen)}")
     # tuple.__new__ skips the Python-level __new__ of the NamedTuple: a reload makes 100,000.
     return tuple.__new__(Network, (text, version, value, value | hostmask, prefixlen))
 
@@ -122,20 +122,44 @@ def _pack(text: str) -> tuple[int, bytes]:
 
 
 def _is_normalised(version: int, text: str, packed: bytes) -> bool:
-    """Return whether text is the canonical (RFC 5952 for IPv6) spelling of the packed address."""
+    """Return whether text is the canonical spelling of the packed address (see address_text)."""
     if version == 4:
         return inet_ntop(AF_INET, packed) == text
-    # inet_ntop is an order of magnitude faster than ipaddress and prints RFC 5952 text, except
-    # that glibc writes ::/96 addresses with a dotted IPv4 tail; ipaddress settles those cases.
+    # inet_ntop is an order of magnitude faster than address_text and prints the same text,
+    # except that glibc writes ::/96 and ::ffff:0:0/96 addresses with a dotted IPv4 tail.
     if "." not in text and inet_ntop(AF_INET6, packed) == text:
         return True
-    return str(ipaddress.IPv6Address(packed)) == text
+    return address_text(6, int.from_bytes(packed)) == text
 
 
-def _network_text(version: int, value: int, prefixlen: int) -> str:
+def address_text(version: int, value: int) -> str:
+    """Return the one canonical text of an address, which the dashboard stores and the validator requires.
+
+    IPv4 is dotted decimal without leading zeros. IPv6 is RFC 5952 text (lowercase hex, no
+    leading zeros, the longest run of two or more zero groups, the first of equals, as "::")
+    and always all hex: never a dotted IPv4 tail, whose use differs between libraries
+    (netaddr writes ::a:b as ::0.10.0.11) and Python versions (ipaddress from 3.13 writes
+    IPv4-mapped addresses dotted). So ::1.2.3.4 is ::102:304 and 64:ff9b::1.2.3.4 is 64:ff9b::102:304.
+    """
     if version == 4:
-        return str(ipaddress.IPv4Network((value, prefixlen)))
-    return str(ipaddress.IPv6Network((value, prefixlen)))
+        return inet_ntop(AF_INET, value.to_bytes(4))
+    groups = [f"{value >> shift & 0xFFFF:x}" for shift in range(112, -16, -16)]
+    best_start, best_length, start = 0, 0, None
+    for index, group in enumerate([*groups, "end"]):
+        if group == "0":
+            start = index if start is None else start
+            continue
+        if start is not None and index - start > best_length:
+            best_start, best_length = start, index - start
+        start = None
+    if best_length < 2:
+        return ":".join(groups)
+    return ":".join(groups[:best_start]) + "::" + ":".join(groups[best_start + best_length :])
+
+
+def network_text(version: int, first: int, prefixlen: int) -> str:
+    """Return the one canonical text of a network: its first address (address_text), a slash and its prefix length."""
+    return f"{address_text(version, first)}/{prefixlen}"
 
 
 class NetworkSet(Generic[T]):

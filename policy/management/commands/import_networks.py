@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from policy import network_csv, safety, services
 from policy.audit import audit_context
 from policy.revisions import policy_change
+from policy.snapshot import UnpublishablePolicy
 
 
 class Command(BaseCommand):
@@ -41,6 +42,8 @@ class Command(BaseCommand):
                 result = services.import_networks(
                     target.model, parsed.rows, mode=mode, dry_run=dry_run, row_errors=parsed.errors
                 )
+        except UnpublishablePolicy as exc:
+            raise CommandError(exc.messages[0]) from None
         except safety.DangerousChange as exc:
             raise CommandError(
                 f"Nothing was imported: the result makes the server an open relay. {exc} "
