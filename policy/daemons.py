@@ -20,7 +20,7 @@ COUNTER_NAMES = ("connections", "accepted", "relay_denied", "queue_size", "deliv
 @dataclass(frozen=True)
 class NodeStatus:
     node: RelayNode
-    state: str  # "current", "updating" (just published), "behind" or "silent"
+    state: str  # "current", "updating" (just published), "behind", "refused" or "silent"
 
 
 def record_report(report: dict, remote_addr: str | None, token=None) -> RelayNode:
@@ -36,6 +36,7 @@ def record_report(report: dict, remote_addr: str | None, token=None) -> RelayNod
         isinstance(counters.get(key, 0), int) and counters.get(key, 0) >= 0 for key in COUNTER_NAMES
     ):
         raise ValidationError({"counters": f"Counters are whole numbers ≥ 0: {', '.join(COUNTER_NAMES)}."})
+    refused_serial, refused_reason = _refusal(report, serial)
     now = timezone.now()
     with transaction.atomic():
         node, _ = RelayNode.objects.update_or_create(
@@ -45,6 +46,8 @@ def record_report(report: dict, remote_addr: str | None, token=None) -> RelayNod
                 "serial": serial,
                 "tls": bool(report.get("tls", False)),
                 "counters": {key: counters.get(key, 0) for key in COUNTER_NAMES},
+                "refused_serial": refused_serial,
+                "refused_reason": refused_reason,
                 "last_seen_at": now,
                 "token": token,
             },
@@ -56,6 +59,23 @@ def record_report(report: dict, remote_addr: str | None, token=None) -> RelayNod
     return node
 
 
+def _refusal(report: dict, serial: int | None) -> tuple[int | None, str]:
+    """Return the refused serial and reason of a report; none once the node enforces a newer serial."""
+    refused_serial = report.get("refused_serial")
+    if refused_serial is not None and (
+        not isinstance(refused_serial, int) or isinstance(refused_serial, bool) or refused_serial < 0
+    ):
+        raise ValidationError({"refused_serial": "The refused serial is a whole number ≥ 0, or null."})
+    reason = report.get("refused_reason") or ""
+    if not isinstance(reason, str):
+        raise ValidationError({"refused_reason": "The refusal reason is text, or null."})
+    if refused_serial is not None and not reason:
+        raise ValidationError({"refused_reason": "Say why the node refused the serial."})
+    if refused_serial is not None and serial is not None and serial > refused_serial:
+        return None, ""
+    return refused_serial, reason[:1000]
+
+
 def node_statuses() -> list[NodeStatus]:
     """Return every node with its state, judged against the latest revision."""
     now = timezone.now()
@@ -64,6 +84,8 @@ def node_statuses() -> list[NodeStatus]:
     for node in RelayNode.objects.all():
         if now - node.last_seen_at > SILENT_AFTER:
             state = "silent"
+        elif node.refused_reason:
+            state = "refused"
         elif latest is None or (node.serial or 0) >= latest.serial:
             state = "current"
         elif now - latest.created_at < BEHIND_GRACE:

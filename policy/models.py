@@ -547,6 +547,12 @@ class RelayNode(models.Model):
     serial = models.PositiveIntegerField("enforced serial", null=True, blank=True)
     tls = models.BooleanField("STARTTLS offered", default=False)
     counters = models.JSONField("counters", default=dict, blank=True)
+    refused_serial = models.PositiveIntegerField(
+        "refused serial", null=True, blank=True, help_text="The revision the node last refused; null if unreadable."
+    )
+    refused_reason = models.CharField(
+        "refusal", max_length=1000, blank=True, help_text="Why the node refused it; empty while it refuses nothing."
+    )
     first_seen_at = models.DateTimeField("first report", default=timezone.now)
     last_seen_at = models.DateTimeField("last report", default=timezone.now, db_index=True)
     # The token of the node's last report: revoking it stops this node's policy updates, and the
@@ -561,6 +567,14 @@ class RelayNode(models.Model):
 
     def __str__(self):
         return self.name
+
+    @property
+    def refusal(self) -> str:
+        """Say which revision the node refused and why, or "" while it refuses none."""
+        if not self.refused_reason:
+            return ""
+        revision = f"revision {self.refused_serial}" if self.refused_serial is not None else "a snapshot"
+        return f"refused {revision}: {self.refused_reason}"
 
 
 class RelayNodeSample(models.Model):

@@ -26,12 +26,16 @@ E = TypeVar("E")
 
 
 class SnapshotError(ValueError):
-    """Refuse a snapshot; the message names the JSON path of the first problem and what is wrong."""
+    """Refuse a snapshot; the message names the JSON path of the first problem and what is wrong.
 
-    def __init__(self, path: str, problem: str) -> None:
+    serial is the refused snapshot's serial when it could be read, for the status report.
+    """
+
+    def __init__(self, path: str, problem: str, serial: int | None = None) -> None:
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+        self.serial = serial
 
 
 # Entries are NamedTuples rather than dataclasses because a reload builds 100,000 of them and a
@@ -335,6 +339,16 @@ def validate_snapshot(document: object, previous: Snapshot | None = None) -> Sna
         generated_at = _timestamp(document["generated_at"], "generated_at")
     except _Invalid as exc:
         raise SnapshotError(exc.key or "snapshot", exc.problem) from None
+    try:
+        return _validate_policy(document, serial, generated_at, previous)
+    except SnapshotError as exc:
+        exc.serial = serial
+        raise
+
+
+def _validate_policy(document: dict, serial: int, generated_at: datetime, previous: Snapshot | None) -> Snapshot:
+    """Validate the policy of a document whose envelope (schema, keys, serial, time) is valid."""
+    schema = document["schema"]
     audit = _audit_anchor(document["audit"]) if "audit" in document else None
     row_cache = previous.row_cache if previous is not None else {}
     restrictions = _restrictions(document["restrictions"])

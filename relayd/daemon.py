@@ -102,7 +102,8 @@ class Daemon:
     def _node_report(self) -> dict:
         policy = self.policy_source.policy
         tls = self.settings.tls_cert is not None
-        return node_report(self.settings.node_name, policy.serial if policy else None, tls, self.metrics)
+        serial = policy.serial if policy else None
+        return node_report(self.settings.node_name, serial, tls, self.metrics, self.policy_source.refused)
 
     def status(self) -> dict:
         """Return the status report: node, policy in force, dashboard links, listeners, queue and counters."""

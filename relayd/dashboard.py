@@ -8,11 +8,12 @@ Fetching sends If-None-Match with the ETag of the last snapshot seen, so an unch
 snapshot with a newer serial replaces --policy atomically (temporary file, fsync, rename, fsync of
 the directory), and the policy watcher loads it at once. --policy is therefore the last good
 snapshot on disk: relayd starts from it, and enforces it, while the dashboard is down. An invalid
-snapshot, or one older than the policy in force, is refused and logged once, and the policy in force
-stays.
+snapshot, one older than the policy in force, or one of the serial in force with other content, is
+refused and logged once, and the policy in force stays.
 
-Reporting POSTs the node's name, the serial in force, whether STARTTLS is configured and the
-counters the dashboard charts, every report_interval and as soon as a new policy is in force.
+Reporting POSTs the node's name, the serial in force, whether STARTTLS is configured, the counters
+the dashboard charts and the serial and reason of the last snapshot refused since the policy in force
+came into force, every report_interval and as soon as a new policy is in force or one is refused.
 
 Failures are logged when they start, when the error changes and when they end, not at every
 attempt; fetching backs off while it fails. The token travels only in the Authorization header: it
@@ -43,7 +44,7 @@ from pathlib import Path
 from relayd.config import SnapshotError, parse_snapshot
 from relayd.logs import kv
 from relayd.metrics import Metrics
-from relayd.policy_source import PolicySource
+from relayd.policy_source import PolicySource, succeeds
 
 log = logging.getLogger("relayd.dashboard")
 
@@ -179,6 +180,7 @@ class PolicyFetcher:
         self.etag = await asyncio.to_thread(_etag_of, self.policy_source.path)
         delay = self.interval
         while True:
+            refused = self.policy_source.refused
             try:
                 installed = await asyncio.to_thread(self.fetch)
             except Exception as exc:
@@ -194,6 +196,8 @@ class PolicyFetcher:
             delay = self.interval
             if installed:
                 self.policy_source.request_reload()
+            elif self.policy_source.refused is not refused:
+                self.policy_source.changed.set()  # report the refusal now, not at the next interval
             await asyncio.sleep(delay)
 
     def fetch(self) -> bool:
@@ -211,17 +215,14 @@ class PolicyFetcher:
         # Remembered even for a snapshot that is refused below: the next polls get a 304 instead of
         # downloading and refusing it again, until the dashboard publishes another revision.
         self.etag = response_headers.get("ETag") or f'"{digest}"'
+        in_force = self.policy_source.policy
         try:
             snapshot = parse_snapshot(body)
+            if not succeeds(snapshot, in_force.snapshot if in_force else None):
+                self.metrics.inc("policy_fetches", result="unchanged")
+                return False
         except SnapshotError as exc:
-            return self._refuse(digest, str(exc))
-        in_force = self.policy_source.policy
-        if in_force is not None and snapshot.serial < in_force.serial:
-            problem = f"serial {snapshot.serial} is older than the one in force ({in_force.serial}); serials only grow"
-            return self._refuse(digest, problem)
-        if in_force is not None and snapshot.serial == in_force.serial:
-            self.metrics.inc("policy_fetches", result="unchanged")
-            return False
+            return self._refuse(digest, str(exc), exc.serial)
         try:
             write_atomically(self.policy_source.path, body)
         except OSError as exc:
@@ -230,11 +231,11 @@ class PolicyFetcher:
         log.info(kv(event="policy_fetched", url=self.url, serial=snapshot.serial, path=self.policy_source.path))
         return True
 
-    def _refuse(self, digest: str, problem: str) -> bool:
+    def _refuse(self, digest: str, problem: str, serial: int | None) -> bool:
         self.metrics.inc("policy_fetches", result="refused")
         if digest != self._refused:
             self._refused = digest
-            self.policy_source.refuse(problem, source=self.url)
+            self.policy_source.refuse(problem, source=self.url, serial=serial)
         return False
 
 
@@ -272,8 +273,8 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.close(directory)
 
 
-def node_report(node: str, serial: int | None, tls: bool, metrics: Metrics) -> dict:
-    """Return the status report the dashboard's daemons API takes."""
+def node_report(node: str, serial: int | None, tls: bool, metrics: Metrics, refused: dict | None = None) -> dict:
+    """Return the status report the dashboard's daemons API takes; refused is PolicySource.refused."""
     relay_denied = sum(
         value
         for labels, value in metrics.series("rcpt")
@@ -291,6 +292,8 @@ def node_report(node: str, serial: int | None, tls: bool, metrics: Metrics) -> d
         "serial": serial,
         "tls": tls,
         "counters": {key: int(value) for key, value in counters.items()},
+        "refused_serial": refused["serial"] if refused else None,
+        "refused_reason": refused["reason"] if refused else None,
     }
 
 

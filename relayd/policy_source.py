@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from relayd.config import CompiledPolicy, SnapshotError, compile_policy, parse_snapshot
+from relayd.config import CompiledPolicy, Snapshot, SnapshotError, compile_policy, parse_snapshot
 from relayd.decision import decide
 from relayd.logs import kv
 from relayd.metrics import Metrics
@@ -36,6 +36,9 @@ class PolicySource:
         self.policy: CompiledPolicy | None = None
         self.loaded_at: datetime | None = None
         self.last_error: str | None = None
+        # The last snapshot refused, as {"serial", "reason", "at"} (serial None if unreadable), until a
+        # newer policy comes into force: the status report tells the dashboard, which flags the node.
+        self.refused: dict | None = None
         # The stat of the file last read, good or bad, so an unchanged bad file is not re-read and re-logged.
         self._seen: tuple | None = None
         self._forced = asyncio.Event()
@@ -65,18 +68,16 @@ class PolicySource:
             # large policy with a few changes costs a fraction of a cold load.
             previous = self.policy
             snapshot = parse_snapshot(data, previous=previous.snapshot if previous else None)
-            if self.policy is not None and snapshot.serial < self.policy.serial:
-                raise SnapshotError(
-                    "serial",
-                    f"{snapshot.serial} is older than the serial in force ({self.policy.serial}); serials only grow",
-                )
+            if not succeeds(snapshot, previous.snapshot if previous else None):
+                return False
             policy = compile_policy(snapshot, previous=previous)
         except SnapshotError as exc:
-            self.refuse(str(exc))
+            self.refuse(str(exc), serial=exc.serial)
             return False
         self.policy = policy
         self.loaded_at = datetime.now(UTC)
         self.last_error = None
+        self.refused = None
         self.metrics.set("policy_serial", policy.serial)
         self.metrics.set("policy_loaded_timestamp_seconds", round(time.time(), 3))
         log.info(
@@ -93,9 +94,13 @@ class PolicySource:
         )
         return True
 
-    def refuse(self, error: str, source: object = None) -> None:
-        """Record and log a snapshot refused from source (default: the file); the policy in force stays."""
+    def refuse(self, error: str, source: object = None, serial: int | None = None) -> None:
+        """Record and log a snapshot (of serial, if known) refused from source (default: the file).
+
+        The policy in force stays.
+        """
         self.last_error = error
+        self.refused = {"serial": serial, "reason": error, "at": datetime.now(UTC).isoformat(timespec="seconds")}
         self.metrics.inc("policy_reload_failures")
         serial = self.policy.serial if self.policy else None
         consequence = "keeping the last good policy" if self.policy else "no policy: answering 451 4.3.0 to all"
@@ -113,8 +118,9 @@ class PolicySource:
                 await asyncio.wait_for(self._forced.wait(), self.poll_interval)
             force = self._forced.is_set()
             self._forced.clear()
+            refused = self.refused
             # In a thread: a 100,000-network snapshot takes a few hundred ms to compile.
-            if await asyncio.to_thread(self.load, force):
+            if await asyncio.to_thread(self.load, force) or self.refused is not refused:
                 self.changed.set()
 
     def route_of(self, address: str) -> str | None:
@@ -132,7 +138,26 @@ class PolicySource:
             "generated_at": policy.snapshot.generated_at.isoformat() if policy else None,
             "loaded_at": self.loaded_at.isoformat() if self.loaded_at else None,
             "last_error": self.last_error,
+            "refused_serial": self.refused["serial"] if self.refused else None,
         }
+
+
+def succeeds(snapshot: Snapshot, in_force: Snapshot | None) -> bool:
+    """Return whether snapshot replaces the one in force: False if it is the same; raise SnapshotError if neither.
+
+    Serials only grow, and a serial names one policy: a snapshot of the serial in force with other
+    content is refused rather than taken for the same, because one of the two is not what the
+    dashboard published as that serial.
+    """
+    if in_force is None or snapshot.serial > in_force.serial:
+        return True
+    if snapshot.serial < in_force.serial:
+        problem = f"{snapshot.serial} is older than the serial in force ({in_force.serial}); serials only grow"
+        raise SnapshotError("serial", problem, snapshot.serial)
+    if snapshot != in_force:
+        problem = f"{snapshot.serial} is the serial in force, with other content; serials only grow"
+        raise SnapshotError("serial", problem, snapshot.serial)
+    return False
 
 
 def _signature(stat: os.stat_result) -> tuple:

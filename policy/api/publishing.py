@@ -124,7 +124,19 @@ class NodeSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = RelayNode
-        fields = ["name", "address", "serial", "state", "tls", "counters", "first_seen_at", "last_seen_at"]
+        fields = [
+            "name",
+            "address",
+            "serial",
+            "state",
+            "refused_serial",
+            "refused_reason",
+            "refusal",
+            "tls",
+            "counters",
+            "first_seen_at",
+            "last_seen_at",
+        ]
 
     def get_state(self, node) -> str:
         return self.context["states"].get(node.pk, "unknown")
@@ -137,6 +149,9 @@ class NodeReportSerializer(serializers.Serializer):
     tls = serializers.BooleanField(required=False)
     # Counters land in 64-bit columns (the chart samples).
     counters = serializers.DictField(child=serializers.IntegerField(min_value=0, max_value=2**63 - 1), required=False)
+    # The last snapshot the node refused since the policy it enforces, if any (docs/snapshot.md).
+    refused_serial = serializers.IntegerField(min_value=0, max_value=2**31 - 1, allow_null=True, required=False)
+    refused_reason = serializers.CharField(allow_null=True, allow_blank=True, required=False, trim_whitespace=False)
 
 
 class DaemonViewSet(AuditedAPIMixin, mixins.ListModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):

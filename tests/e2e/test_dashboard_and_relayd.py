@@ -111,3 +111,36 @@ def test_change_enforced_reported_and_rolled_back(relayd, editor):
     assert response.status_code == 201
     assert wait_for(lambda: rcpt_code(relayd, remote) == 550, timeout=1.0) <= 1.0
     wait_for(lambda: RelayNode.objects.filter(name="e2e", serial=serial + 1).exists(), timeout=5)
+
+
+def test_every_accepted_entry_keeps_relayd_on_the_newest_revision_and_a_refusal_is_flagged(relayd, editor):
+    """Issue 10: entries with embedded IPv4 go API → revision → relayd; a refused snapshot turns the node red."""
+    api = token_client(issue_token(editor, name="automation"))
+    for entry in (
+        {"network": "::a:b/128"},
+        {"network": "::1.2.3.4"},
+        {"network": "::ffff:10.0.0.0/104"},
+        {"network": "64:ff9b::/96", "open_relay_override": True},
+    ):
+        response = api.post("/api/v1/trusted-networks/", entry, format="json")
+        assert response.status_code == 201, response.json()
+        serial = PolicyRevision.objects.order_by("-serial").first().serial
+        wait_for(lambda serial=serial: RelayNode.objects.filter(name="e2e", serial=serial).exists(), timeout=5)
+    assert api.post("/api/v1/trusted-networks/", {"network": "::/96"}, format="json").status_code == 400
+
+    # The database restored from a backup hands out the serial in force again, with other content.
+    latest = PolicyRevision.objects.order_by("-serial").first()
+    other = latest.snapshot.replace('"allow_authenticated": true', '"allow_authenticated": false')
+    assert other != latest.snapshot
+    PolicyRevision.objects.filter(pk=latest.pk).update(snapshot=other, sha256="0" * 64)
+    wait_for(lambda: RelayNode.objects.filter(name="e2e", refused_serial=latest.serial).exists(), timeout=5)
+    node = api.get("/api/v1/daemons/").json()["results"][0]
+    assert (node["serial"], node["state"]) == (latest.serial, "refused")
+    assert node["refusal"].startswith(
+        f"refused revision {latest.serial}: serial: {latest.serial} is the serial in force"
+    )
+
+    # The next revision is enforced, and the flag goes.
+    assert api.post("/api/v1/trusted-networks/", {"network": "192.0.2.0/24"}, format="json").status_code == 201
+    wait_for(lambda: RelayNode.objects.filter(name="e2e", serial=latest.serial + 1, refused_serial=None).exists(), 5)
+    assert api.get("/api/v1/daemons/").json()["results"][0]["state"] == "current"

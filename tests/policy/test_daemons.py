@@ -75,3 +75,44 @@ def test_dashboard_shows_nodes_and_chart(viewer_client):
     assert "mx1" in body
     assert "state-current" in body
     assert "No traffic yet" in body  # one report is only the baseline of the counters
+
+
+def test_a_refusal_is_stored_flagged_in_red_and_cleared_by_a_newer_serial(editor_client):
+    for _ in range(12):
+        publish()
+    reason = "trusted_networks[0].network: not normalised: write it as ::a:b/128"
+    daemons.record_report({"node": "mx1", "serial": 11, "refused_serial": 12, "refused_reason": reason}, None)
+    node = RelayNode.objects.get()
+    assert (node.refused_serial, node.refused_reason) == (12, reason)
+    assert [status.state for status in daemons.node_statuses()] == ["refused"]
+    page = editor_client.get(reverse("policy:dashboard")).content.decode()
+    assert f'<p class="bad refusal" role="alert">refused revision 12: {reason}</p>' in page
+    listed = editor_client.get("/api/v1/daemons/").json()["results"][0]
+    assert listed["state"] == "refused"
+    assert (listed["refused_serial"], listed["refused_reason"]) == (12, reason)
+    assert listed["refusal"] == f"refused revision 12: {reason}"
+    # A report that still carries the refusal but enforces a newer serial clears it, as does one without.
+    daemons.record_report({"node": "mx1", "serial": 13, "refused_serial": 12, "refused_reason": reason}, None)
+    assert (RelayNode.objects.get().refused_serial, RelayNode.objects.get().refusal) == (None, "")
+    assert "refused revision" not in editor_client.get(reverse("policy:dashboard")).content.decode()
+
+
+def test_a_refused_unreadable_snapshot_has_no_serial():
+    daemons.record_report(
+        {"node": "mx1", "serial": 3, "refused_serial": None, "refused_reason": "not valid JSON"}, None
+    )
+    assert RelayNode.objects.get().refusal == "refused a snapshot: not valid JSON"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"refused_serial": "12", "refused_reason": "x"},
+        {"refused_serial": -1, "refused_reason": "x"},
+        {"refused_serial": 12},
+        {"refused_serial": 12, "refused_reason": 5},
+    ],
+)
+def test_bad_refusals_are_refused(payload):
+    with pytest.raises(ValidationError):
+        daemons.record_report({"node": "mx1", "serial": 3, **payload}, None)

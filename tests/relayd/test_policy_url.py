@@ -92,7 +92,8 @@ def test_a_bad_or_older_snapshot_is_refused_once_and_the_last_good_stays(start_r
     for bad, problem in (
         ("{ not json", "not valid JSON"),
         ({**policy(serial=6), "surprise": True}, "surprise"),
-        (policy(serial=4), "older than the one in force (5)"),
+        (policy(serial=4), "older than the serial in force (5)"),
+        (policy(serial=5), "5 is the serial in force, with other content"),
     ):
         dashboard.publish(bad)
         wait_for(lambda problem=problem: problem in (status(relay)["policy"]["last_error"] or ""))

@@ -45,6 +45,8 @@ def test_the_report_carries_the_serial_tls_and_counters_with_the_token(start_rel
         "serial": 4,
         "tls": True,
         "counters": {"connections": 2, "accepted": 1, "relay_denied": 3, "queue_size": 1, "deliveries": 0},
+        "refused_serial": None,
+        "refused_reason": None,
     }
     wait_for(lambda: expected in dashboard.reports, message=f"no report like {expected}: {dashboard.reports[-1:]}")
     posts = [headers for method, path, headers, _ in dashboard.requests if method == "POST"]
@@ -64,6 +66,21 @@ def test_a_new_policy_is_reported_at_once(start_relay, dashboard, token_file):
     wait_for(lambda: dashboard.reports[-1]["serial"] == 2, timeout=3)
     assert time.monotonic() - published < 3
     assert relay.daemon.status()["status_report"]["error"] is None
+
+
+def test_a_refused_snapshot_is_reported_at_once_until_a_newer_one_is_enforced(start_relay, dashboard, token_file):
+    dashboard.publish(policy(serial=11))
+    start_relay(policy(serial=11), policy_url=dashboard.url, token_file=token_file, report_interval=60)
+    wait_for(lambda: dashboard.reports, message="no report at start-up")
+    assert (dashboard.reports[0]["refused_serial"], dashboard.reports[0]["refused_reason"]) == (None, None)
+    dashboard.publish(policy(serial=12, trusted_networks=[network(1, "::0.10.0.11/128")]))
+    wait_for(lambda: dashboard.reports[-1]["refused_serial"] == 12, timeout=3)  # not 60 s
+    report = dashboard.reports[-1]
+    assert report["serial"] == 11
+    assert "trusted_networks[0].network: not normalised: write it as ::a:b/128" in report["refused_reason"]
+    dashboard.publish(policy(serial=13))
+    wait_for(lambda: dashboard.reports[-1]["serial"] == 13, timeout=3)
+    assert (dashboard.reports[-1]["refused_serial"], dashboard.reports[-1]["refused_reason"]) == (None, None)
 
 
 def test_no_policy_is_reported_as_a_null_serial(start_relay, token_file):
@@ -145,4 +162,6 @@ def test_relay_denied_counts_only_the_rules_that_refuse_relaying():
         "serial": 9,
         "tls": False,
         "counters": {"connections": 0, "accepted": 0, "relay_denied": 4, "queue_size": 3, "deliveries": 1},
+        "refused_serial": None,
+        "refused_reason": None,
     }
