@@ -217,8 +217,11 @@ class DeniedNetwork(NetworkEntry):
 class InternalAddress(TrackedModel):
     """One of this server's own addresses, used by "connecting to these internal addresses"."""
 
-    address = models.GenericIPAddressField(
+    # Text, not GenericIPAddressField: PostgreSQL's inet type writes ::a:b back as ::10.0.0.11, which
+    # relayd refuses. The canonical text (addresses.address_text) is stored as it is published.
+    address = models.CharField(
         "address",
+        max_length=39,
         unique=True,
         help_text="An address of this server, e.g. 192.168.1.10 on the internal network card.",
     )

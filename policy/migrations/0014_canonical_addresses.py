@@ -1,14 +1,15 @@
 """Rewrite stored addresses and networks in the canonical text relayd requires (issue 10).
 
 Earlier versions stored netaddr's text, which writes some IPv6 addresses with a dotted IPv4 tail
-(::a:b/128 as ::0.10.0.11/128); relayd refuses that text, and with it the whole snapshot. The
-rows are rewritten with relayd's own function; run `manage.py publish` after migrating, so that
-the nodes get a revision they accept.
+(::a:b/128 as ::0.10.0.11/128), and internal addresses in PostgreSQL's inet type, which does the
+same; relayd refuses that text, and with it the whole snapshot. Internal addresses become text,
+and every row is rewritten with relayd's own function. Run `manage.py publish` after migrating,
+so that the nodes get a revision they accept.
 """
 
 import ipaddress
 
-from django.db import migrations
+from django.db import migrations, models
 
 from relayd.matcher import address_text, network_text
 
@@ -19,7 +20,8 @@ def _canonical_network(text: str) -> str:
 
 
 def _canonical_address(text: str) -> str:
-    address = ipaddress.ip_address(text)
+    # An inet column cast to text carries a /32 or /128.
+    address = ipaddress.ip_interface(text).ip
     return address_text(address.version, int(address))
 
 
@@ -53,5 +55,15 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AlterField(
+            model_name="internaladdress",
+            name="address",
+            field=models.CharField(
+                help_text="An address of this server, e.g. 192.168.1.10 on the internal network card.",
+                max_length=39,
+                unique=True,
+                verbose_name="address",
+            ),
+        ),
         migrations.RunPython(canonicalise, migrations.RunPython.noop),
     ]
