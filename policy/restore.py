@@ -47,6 +47,17 @@ def restore_snapshot(snapshot: dict, inactive: dict | None = None) -> None:
         setattr(restrictions, name, value)
     restrictions.save()
 
+    # Revisions recorded before the canonical text (issue 10) may spell an entry otherwise.
+    snapshot = {
+        **snapshot,
+        "trusted_networks": [_canonical(entry, "network") for entry in snapshot["trusted_networks"]],
+        "denied_networks": [_canonical(entry, "network") for entry in snapshot["denied_networks"]],
+        "internal_addresses": [_canonical(entry, "address") for entry in snapshot["internal_addresses"]],
+    }
+    inactive = {
+        **inactive,
+        "trusted_networks": [_canonical(entry, "network") for entry in inactive["trusted_networks"]],
+    }
     trusted = {
         entry["network"]: {
             "description": entry["description"],
@@ -77,6 +88,12 @@ def restore_snapshot(snapshot: dict, inactive: dict | None = None) -> None:
     _make_equal(DeniedNetwork, "network", snapshot["denied_networks"], ("description",))
     _make_equal(InternalAddress, "address", snapshot["internal_addresses"], ("description",))
     _make_equal(LocalDomain, "domain", snapshot["local_domains"], ("include_subdomains", "route"))
+
+
+def _canonical(entry: dict, key: str) -> dict:
+    if key == "address":
+        return {**entry, key: addresses.address_text(addresses.parse_host(entry[key]))}
+    return {**entry, key: addresses.network_text(addresses.parse_network(entry[key]))}
 
 
 def _make_equal(model, key: str, entries: list[dict], fields: tuple[str, ...]) -> None:

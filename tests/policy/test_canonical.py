@@ -218,3 +218,19 @@ def test_fixing_the_entry_publishes_again(api, legacy_row, policy_file, django_c
         response = api.patch(f"{TRUSTED}{legacy_row.pk}/", {"network": "::a:b/128"}, format="json")
     assert response.status_code == 200, response.json()
     assert load_snapshot(policy_file).trusted_networks[0].network.text == "::a:b/128"
+
+
+def test_rollback_to_a_revision_in_the_old_spelling_restores_it_canonically(api):
+    with policy_change():
+        TrustedNetwork.objects.create(network="::a:b/128", description="v6 host")
+        InternalAddress.objects.create(address="::a:1")
+    old = PolicyRevision.objects.get()
+    spelled = old.snapshot.replace('"::a:b/128"', '"::0.10.0.11/128"').replace('"::a:1"', '"::0.10.0.1"')
+    PolicyRevision.objects.filter(pk=old.pk).update(snapshot=spelled)
+    with policy_change():
+        TrustedNetwork.objects.all().delete()
+        InternalAddress.objects.all().delete()
+    response = api.post(f"/api/v1/revisions/{old.serial}/rollback/", {}, format="json")
+    assert response.status_code == 201, response.content
+    assert list(TrustedNetwork.objects.values_list("network", flat=True)) == ["::a:b/128"]
+    assert list(InternalAddress.objects.values_list("address", flat=True)) == ["::a:1"]
