@@ -1,4 +1,4 @@
-"""Property: decide() agrees with an independent reference of DESIGN.md's rules on random policies and probes.
+"""Property: decide() agrees with an independent reference of docs/design.md's rules on random policies and probes.
 
 The reference is written from the design notes, not from decision.py: netaddr IPSet membership
 for the networks, plain string comparison for the domains. Policies are drawn from small spaces,
@@ -100,7 +100,7 @@ def _recipient(draw, document: dict) -> tuple[str, str]:
 
 
 class Reference:
-    """DESIGN.md's policy semantics, over netaddr sets of the snapshot's networks."""
+    """docs/design.md's policy semantics, over netaddr sets of the snapshot's networks."""
 
     def __init__(self, document: dict) -> None:
         self.document = document
