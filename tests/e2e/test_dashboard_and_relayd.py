@@ -120,7 +120,7 @@ def test_every_accepted_entry_keeps_relayd_on_the_newest_revision_and_a_refusal_
         {"network": "::a:b/128"},
         {"network": "::1.2.3.4"},
         {"network": "::ffff:10.0.0.0/104"},
-        {"network": "64:ff9b::/96", "open_relay_override": True},
+        {"network": "64:ff9b::/96", "open_relay_override": True, "confirm_open_relay": True},
     ):
         response = api.post("/api/v1/trusted-networks/", entry, format="json")
         assert response.status_code == 201, response.json()

@@ -87,7 +87,7 @@ def test_embedded_ipv4_entries_keep_relayd_on_the_newest_revision(api, policy_fi
         {"network": "::a:b/128"},
         {"network": "::1.2.3.4"},
         {"network": "::ffff:10.0.0.0/104"},
-        {"network": "64:ff9b::/96", "open_relay_override": True},
+        {"network": "64:ff9b::/96", "open_relay_override": True, "confirm_open_relay": True},
     ]
     for serial, entry in enumerate(entries, 1):
         with django_capture_on_commit_callbacks(execute=True):
@@ -106,7 +106,9 @@ def test_prefixes_that_embed_every_ipv4_host_are_an_open_relay(api, network):
     assert response.status_code == 400
     assert "open relay" in response.json()["network"][0]
     assert not TrustedNetwork.objects.exists()
-    response = api.post(TRUSTED, {"network": network, "open_relay_override": True}, format="json")
+    response = api.post(
+        TRUSTED, {"network": network, "open_relay_override": True, "confirm_open_relay": True}, format="json"
+    )
     assert response.status_code == 201, response.json()
 
 
@@ -116,7 +118,7 @@ def test_embedded_ipv4_prefix_is_judged_as_the_ipv4_network_it_holds(api):
 
 
 def test_risk_analysis_says_an_overridden_embedding_prefix_is_an_open_relay(editor_client, api):
-    api.post(TRUSTED, {"network": "::/96", "open_relay_override": True}, format="json")
+    api.post(TRUSTED, {"network": "::/96", "open_relay_override": True, "confirm_open_relay": True}, format="json")
     page = editor_client.get(reverse("policy:dashboard")).content.decode()
     assert "::/96 holds every IPv4 address" in page
     assert "this makes the server an open relay" in page

@@ -91,6 +91,7 @@ def _api_network(api, entry: dict):
     for name in ("enabled", "open_relay_override"):
         if name in entry:
             body[name] = entry[name]
+    body["confirm_open_relay"] = entry.get("open_relay_override", False)  # the override, confirmed (issue 13)
     if entry.get("expires_at"):
         body["expires_at"] = entry["expires_at"].isoformat()
     return api.post(f"/api/v1/{entry['list']}-networks/", body, format="json")
