@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from relayd import matcher
 
 EXAMPLES = "e.g. 10.1.0.0/16, 10.1.0.0/255.255.0.0, 192.0.2.7 or 2001:db8::/32"
-_DOTTED_QUAD = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+_DOTTED_QUAD = re.compile(r"^\d+\.\d+\.\d+\.\d+$", re.ASCII)
 
 # Ranges that are not reachable from the public internet. A broad entry inside one of
 # them (say fc00::/7) cannot turn the server into an open relay for the world.
@@ -164,7 +164,8 @@ def parse_host(text: str) -> netaddr.IPAddress:
 def _parse_mask(mask: str, ip: netaddr.IPAddress) -> int:
     """Return the prefix length for a "/16"-style length or a dotted IPv4 subnet mask."""
     width = ADDRESS_BITS[ip.version]
-    if mask.isdigit():
+    # ASCII only: str.isdigit() takes "²" (which int() then refuses, a 500) and int() reads "٨" as 8.
+    if mask.isascii() and mask.isdigit():
         prefixlen = int(mask)
         if prefixlen > width:
             raise AddressError(

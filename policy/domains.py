@@ -89,7 +89,8 @@ def _split_host_port(route: str) -> tuple[str, int | None]:
         host, _, port_text = route.partition(":")
     if not port_text:
         return host, None
-    if not port_text.isdigit():
+    # ASCII only: str.isdigit() takes "²", which int() then refuses.
+    if not (port_text.isascii() and port_text.isdigit()):
         raise ValidationError(f"“{port_text}” is not a port number.", code="invalid_route")
     return host, int(port_text)
 

@@ -27,7 +27,8 @@ class NetworkField(forms.CharField):
         try:
             return addresses.parse_network(value)
         except addresses.AddressError as exc:
-            raise ValidationError(exc.messages, code=exc.code) from None
+            # Through params: django-filter %-formats every message, and "fe80::1%lo" holds a "%".
+            raise ValidationError("%(message)s", code=exc.code, params={"message": exc.messages[0]}) from None
 
 
 @extend_schema_field(OpenApiTypes.STR)

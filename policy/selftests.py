@@ -11,9 +11,11 @@ from datetime import timedelta
 
 import netaddr
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from policy.audit import current_context
+from policy.domains import normalise_domain
 from policy.models import LocalDomain, PolicyRevision, SelfTestRun
 from relayd import selftest
 
@@ -49,6 +51,7 @@ def run_selftest(target: str, user=None, domain: str = "") -> SelfTestRun:
     except ValueError as exc:
         raise SelfTestRefused(f"{exc}: enter the target as host:port, e.g. 127.0.0.1:2525.") from None
     _check_target(host, port)
+    domain = _checked_domain(domain)
     if user is not None:
         _check_rate(user)
     domain = domain or LocalDomain.objects.values_list("domain", flat=True).first() or ""
@@ -73,6 +76,16 @@ def run_selftest(target: str, user=None, domain: str = "") -> SelfTestRun:
         )
     run.save()
     return run
+
+
+def _checked_domain(domain: str) -> str:
+    """Return the domain to test with, normalised; a CR or LF in it would inject SMTP commands."""
+    if not domain:
+        return ""
+    try:
+        return normalise_domain(domain)
+    except ValidationError as exc:
+        raise SelfTestRefused(f"Domain: {exc.messages[0]}") from None
 
 
 def _check_target(host: str, port: int) -> None:

@@ -118,7 +118,7 @@ def _greeting_domain(banner: bytes) -> str | None:
 def split_target(text: str) -> tuple[str, int]:
     """Return (host, port) from "host:port" or "[v6]:port"; raise ValueError if malformed."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    if not sep or not (port.isascii() and port.isdigit()) or not host:
         raise ValueError(f"{text!r} is not HOST:PORT")
     return host.strip("[]"), int(port)
 

@@ -5,11 +5,11 @@ import contextlib
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, generics, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
 from policy import audit, filtersets, safety, services
 from policy.api import serializers
+from policy.api.parsers import BoundedJSONParser
 from policy.models import (
     ApiToken,
     AuditEntry,
@@ -106,7 +106,7 @@ class NetworkViewSet(PolicyViewSet):
         description="Add many networks, or with mode=replace make the list exactly these, all or nothing. "
         "The body is a JSON list of entries as for a single create. A refusal lists every bad row.",
     )
-    @action(detail=False, methods=["post"], parser_classes=[JSONParser])
+    @action(detail=False, methods=["post"], parser_classes=[BoundedJSONParser])
     def bulk(self, request):
         mode = request.query_params.get("mode", "add")
         if mode not in services.IMPORT_MODES:

@@ -12,7 +12,7 @@ from policy.audit import audit_context
 
 
 def positive_days(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"“{text}” is not a number of days: use a whole number, 1 or more.")
     return int(text)
 

@@ -1,0 +1,47 @@
+"""Request body parsers that refuse hostile JSON with a 400 instead of failing with a 500."""
+
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+
+# No request of this API nests deeper than a list of objects holding a list or an object.
+MAX_JSON_DEPTH = 32
+
+
+class BoundedJSONParser(JSONParser):
+    """Parse JSON as DRF does, refusing documents nested deeper than MAX_JSON_DEPTH.
+
+    Python's decoder recurses once per level: a few thousand "[" raise RecursionError (a 500),
+    and data nested hundreds deep can still exhaust the stack in later code that walks it.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError(too_deep_message()) from None
+        if json_depth(data) > MAX_JSON_DEPTH:
+            raise ParseError(too_deep_message())
+        return data
+
+
+def too_deep_message() -> str:
+    return f"JSON parse error - the document is nested more than {MAX_JSON_DEPTH} levels deep."
+
+
+def json_depth(data) -> int:
+    """Return how deeply lists and objects nest in data (a scalar is 0), without recursion."""
+    deepest = 0
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            break  # already too deep: no need to walk the rest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
