@@ -1,5 +1,6 @@
 """Import networks from CSV (upload, preview with every error, then commit) and export them as CSV."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
@@ -9,6 +10,7 @@ from django.views import View
 from policy import network_csv, safety, services
 from policy.audit import audit_context
 from policy.forms import NetworkImportForm
+from policy.middleware import own_policy_change
 from policy.network_csv import LISTS, CsvError
 from policy.revisions import rehearsal
 from policy.risks import DANGER, analyse
@@ -31,7 +33,7 @@ def check(pending: dict, *, dry_run: bool, confirmed: bool = False) -> services.
     refuses (safety.DangerousChange) to make an open relay unless `confirmed`.
     """
     network_list = LISTS[pending["list"]]
-    parsed = network_csv.read(pending["csv"], network_list)
+    parsed = network_csv.read(pending["csv"], network_list, max_rows=settings.BULK_MAX_ROWS)
     added_risks = []
     with audit_context(source="import", reason=f"CSV import of {pending['filename']}"):
         if dry_run:
@@ -56,7 +58,9 @@ def check(pending: dict, *, dry_run: bool, confirmed: bool = False) -> services.
         "unchanged": result.unchanged,
         "warnings": result.warnings,
         "removed": result.removed[:SHOWN_REMOVALS],
-        "errors": sorted(result.errors.items()),
+        # The session keeps only the errors a preview shows: 10,000 of them would bloat every request.
+        "errors": sorted(result.errors.items())[:SHOWN_ERRORS],
+        "error_count": len(result.errors),
         "risks": [{"level": risk.level, "message": risk.message} for risk in added_risks],
     }
     return result
@@ -78,6 +82,8 @@ class NetworkImportView(ViewerRequiredMixin, View):
     def get(self, request):
         return self.render(request, NetworkImportForm(lists=LISTS.values()))
 
+    # Only a check: the file is parsed before any lock; the risk rehearsal holds one only while it runs.
+    @own_policy_change
     def post(self, request):
         require_editor(request.user)
         form = NetworkImportForm(request.POST, request.FILES, lists=LISTS.values())
@@ -158,12 +164,14 @@ class NetworkImportPreviewView(ViewerRequiredMixin, View):
 
     def render(self, request, pending, status=200):
         result = pending["result"]
+        error_count = result.get("error_count", len(result["errors"]))  # previews stored before the count
         context = {
             "pending": pending,
             "network_list": LISTS[pending["list"]],
             "result": result,
             "errors": result["errors"][:SHOWN_ERRORS],
-            "more_errors": max(0, len(result["errors"]) - SHOWN_ERRORS),
+            "error_count": error_count,
+            "more_errors": max(0, error_count - SHOWN_ERRORS),
             "more_removed": max(0, result["deleted"] - len(result.get("removed", ()))),
             "confirm_removal": needs_removal_confirmation(result),
             "dangerous": is_dangerous(result),

@@ -56,8 +56,11 @@ def decode(data: bytes) -> str:
         raise CsvError("The file is not UTF-8 text. In your spreadsheet, save it as “CSV UTF-8”.") from None
 
 
-def read(text: str, network_list: NetworkList) -> ParsedFile:
-    """Parse CSV text: a first line naming the columns, then one network per line."""
+def read(text: str, network_list: NetworkList, max_rows: int | None = None) -> ParsedFile:
+    """Parse CSV text: a first line naming the columns, then one network per line.
+
+    More than max_rows data rows is a CsvError, raised before any row is checked.
+    """
     reader = csv.DictReader(io.StringIO(text))
     columns = network_list.columns
     header = [name.strip().lower() for name in reader.fieldnames or []]
@@ -73,6 +76,11 @@ def read(text: str, network_list: NetworkList) -> ParsedFile:
     reader.fieldnames = header
     records, lines, shape_errors = [], [], {}
     for number, record in enumerate(reader, 1):
+        if max_rows is not None and number > max_rows:
+            raise CsvError(
+                f"The file has more than {max_rows:,} networks; import at most that many at a time "
+                "(RELAYADMIN_BULK_MAX_ROWS): split it, or use manage.py import_networks."
+            )
         lines.append(reader.line_num)
         if record.pop(None, None):  # DictReader files surplus cells under None
             shape_errors[number] = {"line": ["This line has more cells than the first line has columns."]}

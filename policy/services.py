@@ -1,5 +1,6 @@
 """Policy operations, so that views, the API and commands change the policy the same way."""
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -166,7 +167,8 @@ def import_networks(model, rows, *, mode="add", dry_run=False, row_errors=None, 
     if mode not in IMPORT_MODES:
         raise ValueError(f"mode must be one of {IMPORT_MODES}")
     result = ImportResult(errors=dict(row_errors or {}))
-    with transaction.atomic():
+    # A dry run reads only: no transaction, which on SQLite would take the write lock.
+    with contextlib.nullcontext() if dry_run else transaction.atomic():
         if not dry_run:
             revisions.lock_policy()  # nobody changes the list between these checks and the writes
         existing = {obj.network: obj for obj in model.objects.all()}

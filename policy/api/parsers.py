@@ -1,22 +1,41 @@
-"""Request body parsers that refuse hostile JSON with a 400 instead of failing with a 500."""
+"""Request body parsers that refuse hostile JSON with a 400 or 413 instead of failing with a 500."""
 
-from rest_framework.exceptions import ParseError
+import io
+
+from django.conf import settings
+from rest_framework import status
+from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
 
 # No request of this API nests deeper than a list of objects holding a list or an object.
 MAX_JSON_DEPTH = 32
 
 
-class BoundedJSONParser(JSONParser):
-    """Parse JSON as DRF does, refusing documents nested deeper than MAX_JSON_DEPTH.
+class BodyTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "body_too_large"
 
+
+class BoundedJSONParser(JSONParser):
+    """Parse JSON as DRF does, within settings.DATA_UPLOAD_MAX_MEMORY_SIZE and MAX_JSON_DEPTH.
+
+    Django checks the size of form bodies only; DRF's JSON parser reads the stream whole.
     Python's decoder recurses once per level: a few thousand "[" raise RecursionError (a 500),
     and data nested hundreds deep can still exhaust the stack in later code that walks it.
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        # DRF hands over no stream for an empty body, so there is one: read one byte more than
+        # the limit, so that a body larger than it is refused however long it says it is.
+        body = stream.read(limit + 1)
+        if len(body) > limit:
+            raise BodyTooLarge(
+                f"The request body is larger than {limit:,} bytes (RELAYADMIN_MAX_BODY_BYTES); "
+                "send fewer rows at a time."
+            )
         try:
-            data = super().parse(stream, media_type, parser_context)
+            data = super().parse(io.BytesIO(body), media_type, parser_context)
         except RecursionError:
             raise ParseError(too_deep_message()) from None
         if json_depth(data) > MAX_JSON_DEPTH:

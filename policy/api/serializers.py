@@ -196,7 +196,7 @@ class RowErrorSerializer(serializers.Serializer):
 
 
 class BulkErrorSerializer(serializers.Serializer):
-    """A refused bulk write: nothing was saved. Every bad row is listed."""
+    """A refused bulk write: nothing was saved. The first 1,000 bad rows are listed; `detail` counts them all."""
 
     detail = serializers.CharField()
     errors = RowErrorSerializer(many=True, required=False, help_text="Absent when the request as a whole is wrong.")

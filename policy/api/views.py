@@ -2,6 +2,7 @@
 
 import contextlib
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, generics, status, viewsets
 from rest_framework.decorators import action
@@ -10,6 +11,7 @@ from rest_framework.response import Response
 from policy import audit, filtersets, safety, services
 from policy.api import serializers
 from policy.api.parsers import BoundedJSONParser
+from policy.middleware import own_policy_change
 from policy.models import (
     ApiToken,
     AuditEntry,
@@ -20,6 +22,9 @@ from policy.models import (
     SmtpUser,
     TrustedNetwork,
 )
+from policy.revisions import policy_change
+
+MAX_ROW_ERRORS = 1000
 
 
 def bad_request(detail: str, errors=None) -> Response:
@@ -52,6 +57,18 @@ def open_relay_guard(request):
             yield
     except safety.DangerousChange as exc:
         raise OpenRelayRefused(exc) from None
+
+
+def row_errors_summary(errors: dict, total: int) -> tuple[str, list[dict]]:
+    """Return the refusal of a bulk write and its first MAX_ROW_ERRORS row errors.
+
+    A list of every error of 10,000 bad rows would be megabytes that nobody reads.
+    """
+    shown = [{"row": row, "errors": errors[row]} for row in sorted(errors)[:MAX_ROW_ERRORS]]
+    detail = f"{len(errors):,} of {total:,} rows are invalid; nothing was saved."
+    if len(errors) > len(shown):
+        detail += f" {len(shown):,} errors shown of {len(errors):,}; fix these and retry."
+    return detail, shown
 
 
 class AuditedAPIMixin:
@@ -104,9 +121,12 @@ class NetworkViewSet(PolicyViewSet):
         ],
         responses={200: serializers.BulkResultSerializer, 400: serializers.BulkErrorSerializer},
         description="Add many networks, or with mode=replace make the list exactly these, all or nothing. "
-        "The body is a JSON list of entries as for a single create. A refusal lists every bad row.",
+        "The body is a JSON list of entries as for a single create, at most RELAYADMIN_BULK_MAX_ROWS of them "
+        "(default 10,000) and RELAYADMIN_MAX_BODY_BYTES long (default 5 MiB; larger bodies get a 413). "
+        "A refusal lists the bad rows, the first 1,000 of them.",
     )
     @action(detail=False, methods=["post"], parser_classes=[BoundedJSONParser])
+    @own_policy_change
     def bulk(self, request):
         mode = request.query_params.get("mode", "add")
         if mode not in services.IMPORT_MODES:
@@ -114,14 +134,21 @@ class NetworkViewSet(PolicyViewSet):
         dry_run = request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
         if not isinstance(request.data, list):
             return bad_request('Send a JSON list of networks, e.g. [{"network": "10.1.0.0/16"}].')
-        rows, row_errors = serializers.parse_rows(self.get_serializer_class(), request.data)
-        with self.guard():
-            result = services.import_networks(
-                self.queryset.model, rows, mode=mode, dry_run=dry_run, row_errors=row_errors, user=request.user
+        if len(request.data) > settings.BULK_MAX_ROWS:
+            return bad_request(
+                f"Send at most {settings.BULK_MAX_ROWS:,} rows per request (RELAYADMIN_BULK_MAX_ROWS), "
+                f"not {len(request.data):,}; nothing was saved. Split the list: mode=add adds to what is there."
             )
+        # Rows are parsed before the policy lock is taken; a dry run never takes it.
+        rows, row_errors = serializers.parse_rows(self.get_serializer_class(), request.data)
+        task = {"mode": mode, "dry_run": dry_run, "row_errors": row_errors, "user": request.user}
+        if dry_run:  # it writes nothing, so it needs neither the lock nor the open-relay guard
+            result = services.import_networks(self.queryset.model, rows, **task)
+        else:
+            with policy_change(), self.guard():
+                result = services.import_networks(self.queryset.model, rows, **task)
         if result.errors:
-            errors = [{"row": row, "errors": result.errors[row]} for row in sorted(result.errors)]
-            return bad_request(f"{len(errors)} of {len(rows)} rows are invalid; nothing was saved.", errors)
+            return bad_request(*row_errors_summary(result.errors, len(rows)))
         return Response(
             {
                 "dry_run": dry_run,

@@ -45,6 +45,7 @@ def test_export_writes_every_column_and_imports_again_unchanged(editor_client):
         "removed": [],
         "errors": [],
         "risks": [],
+        "error_count": 0,
     }
 
 
