@@ -186,7 +186,9 @@ def publish_latest() -> PolicyRevision | None:
     if revision is None:
         return None
     path = Path(settings.RELAYD_POLICY_PATH)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # No access for others: the snapshot holds the SMTP password hashes (the file itself is 0640,
+    # so that a relayd running as another user of the group may read it).
+    path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
     # Two processes may publish at once; the lock keeps a slower, older write from landing last.
     with open(path.parent / ".publish.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

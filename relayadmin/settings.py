@@ -8,8 +8,11 @@ DEBUG         "1"/"true" turns debug mode on; it is off otherwise
 RELAYADMIN_VAR_DIR  where all data lives (default: var/ in a checkout, ./var where installed with pip)
 RELAYADMIN_MAX_BODY_BYTES  the largest request body (default: 5 MiB)
 RELAYADMIN_BULK_MAX_ROWS   the most rows in one bulk import (default: 10,000)
+RELAYADMIN_HTTPS           "1": served over HTTPS only (redirect, HSTS, secure cookies)
+RELAYADMIN_TRUSTED_PROXIES comma-separated proxy addresses/networks whose X-Forwarded-Proto is believed
 """
 
+import contextlib
 import os
 import secrets
 import sys
@@ -18,13 +21,28 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from relayadmin.csp import POLICY as CSP_POLICY
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 # In a checkout, templates/ and static/ sit beside the packages; `pip install .` puts them under
 # share/relayadmin/ of the environment (pyproject.toml's data-files), and data must not go to site-packages.
 IN_CHECKOUT = (BASE_DIR / "manage.py").exists()
 ASSETS_DIR = BASE_DIR if IN_CHECKOUT else Path(sys.prefix) / "share" / "relayadmin"
 VAR_DIR = Path(os.environ.get("RELAYADMIN_VAR_DIR", BASE_DIR / "var" if IN_CHECKOUT else Path.cwd() / "var"))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# 0700: var/ holds the secret key, the database and the snapshot with the SMTP password hashes.
+# A directory that already exists keeps the mode its owner gave it.
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create an empty file readable by this user only, unless it exists.
+
+    SQLite creates its database file (and the -wal and -shm files, which copy its mode) with
+    the process umask, usually world-readable; an empty file is a valid empty database.
+    """
+    # Already there, or in a directory that is not: SQLite will say so when it opens it.
+    with contextlib.suppress(FileExistsError, FileNotFoundError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _env_flag(name: str) -> bool:
@@ -83,7 +101,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "relayadmin.proxies.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "relayadmin.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -123,6 +143,9 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    _sqlite_file = str(DATABASES["default"]["NAME"])
+    if _sqlite_file and _sqlite_file != ":memory:" and not _sqlite_file.startswith("file:"):
+        _create_private_file(Path(_sqlite_file))
     # IMMEDIATE: a transaction takes the write lock when it starts, so two writers cannot both
     # read the same "latest" audit hash or revision serial. WAL lets readers go on meanwhile.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -222,7 +245,10 @@ SPECTACULAR_SETTINGS = {
     "SMTP users, the routing restrictions and the audit log. Authenticate with `Authorization: Token <key>`.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # The schema maps every endpoint, parameter and error message: an attacker's survey for
+    # free. It is for people and scripts that may use the API, so it takes their role, as
+    # every other read does: a viewer or editor session, or any token (issue 11, finding 11).
+    "SERVE_PERMISSIONS": ["policy.api.permissions.RolePermission"],
     # Separate request and response components, so write-only and read-only fields are exact.
     "COMPONENT_SPLIT_REQUEST": True,
     # Swagger UI and Redoc from the installed sidecar package: the UI must work without internet access.
@@ -235,6 +261,30 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+CONTENT_SECURITY_POLICY = {"DIRECTIVES": CSP_POLICY}
+
+# HTTPS (issue 11, finding 10). RELAYADMIN_HTTPS=1 says the dashboard is served only over
+# HTTPS: plain HTTP is redirected, browsers are told so for a year (HSTS, subdomains
+# included) and cookies travel over HTTPS only. Behind a reverse proxy that ends TLS, list
+# it in RELAYADMIN_TRUSTED_PROXIES: its X-Forwarded-Proto is believed, nobody else's.
+HTTPS = _env_flag("RELAYADMIN_HTTPS")
+RELAYADMIN_TRUSTED_PROXIES = [
+    proxy.strip() for proxy in os.environ.get("RELAYADMIN_TRUSTED_PROXIES", "").split(",") if proxy.strip()
+]
+if RELAYADMIN_TRUSTED_PROXIES:
+    # Safe only with TrustedProxyMiddleware, which drops the header from every other peer.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+if HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = _env_int("RELAYADMIN_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = _env_flag("RELAYADMIN_HSTS_PRELOAD")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    if not SECURE_HSTS_PRELOAD:
+        # Asking for the browsers' preload list is a decision for the owner of the whole
+        # registrable domain (hstspreload.org), not for one app on one host name.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 LOGGING = {
     "version": 1,

@@ -1,5 +1,6 @@
+from django.contrib.auth.decorators import login_required
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
 from policy.api import publishing, reputation, views
@@ -26,7 +27,13 @@ urlpatterns = [
     path("reputation/check/", reputation.CheckView.as_view(), name="reputation-check"),
     path("reputation/metrics", reputation.MetricsView.as_view(), name="reputation-metrics"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("schema/swagger-ui/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="swagger-ui"),
-    path("schema/redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    # The docs are pages for people: a browser without a session is sent to the login page.
+    # The split view serves Swagger UI's start-up script as a file: the CSP allows no inline script.
+    path(
+        "schema/swagger-ui/",
+        login_required(SpectacularSwaggerSplitView.as_view(url_name="api:schema")),
+        name="swagger-ui",
+    ),
+    path("schema/redoc/", login_required(SpectacularRedocView.as_view(url_name="api:schema")), name="redoc"),
     path("", include(router.urls)),
 ]

@@ -82,7 +82,7 @@ class Command(BaseCommand):
         openssl = shutil.which("openssl")
         if openssl is None:
             raise CommandError("openssl is needed to make a STARTTLS certificate; or pass --tls-cert and --tls-key.")
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # no window in which others may read the key
         subprocess.run(  # noqa: S603 (fixed arguments, no shell)
             [
                 openssl,
