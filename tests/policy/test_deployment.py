@@ -1,6 +1,7 @@
 """Deployment hardening: RELAYADMIN_HTTPS, trusted proxies and the CSP header (issue 11, finding 10)."""
 
 import os
+import runpy
 import secrets
 import subprocess
 import sys
@@ -55,15 +56,28 @@ def test_check_deploy_warns_without_it(tmp_path):
         assert check in result.stderr
 
 
+HTTPS_SETTINGS = (
+    "SECURE_SSL_REDIRECT",
+    "SECURE_REDIRECT_EXEMPT",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SECURE_HSTS_PRELOAD",
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
+    "SECURE_PROXY_SSL_HEADER",
+    "RELAYADMIN_TRUSTED_PROXIES",
+)
+
+
 @pytest.fixture
-def https(settings):
-    """The settings RELAYADMIN_HTTPS=1 and RELAYADMIN_TRUSTED_PROXIES=10.9.8.7 produce."""
-    settings.SECURE_SSL_REDIRECT = True
-    settings.SECURE_HSTS_SECONDS = 31536000
-    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = True
-    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    settings.RELAYADMIN_TRUSTED_PROXIES = [PROXY, "2001:db8::/64"]
+def https(settings, monkeypatch, tmp_path):
+    """Apply what relayadmin/settings.py makes of RELAYADMIN_HTTPS=1 and RELAYADMIN_TRUSTED_PROXIES."""
+    monkeypatch.setenv("RELAYADMIN_HTTPS", "1")
+    monkeypatch.setenv("RELAYADMIN_TRUSTED_PROXIES", f"{PROXY}, 2001:db8::/64")
+    monkeypatch.setenv("RELAYADMIN_VAR_DIR", str(tmp_path))
+    produced = runpy.run_path(str(ROOT / "relayadmin" / "settings.py"))
+    for name in HTTPS_SETTINGS:
+        setattr(settings, name, produced[name])
     return settings
 
 
@@ -71,6 +85,11 @@ def test_plain_http_is_redirected_to_https(https):
     response = Client().get("/login/")
     assert response.status_code == 301
     assert response["Location"] == "https://testserver/login/"
+
+
+@pytest.mark.django_db
+def test_healthz_answers_plain_http_for_load_balancers(https):
+    assert Client().get("/healthz").status_code == 200
 
 
 @pytest.mark.django_db
