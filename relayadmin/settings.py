@@ -9,7 +9,7 @@ RELAYADMIN_VAR_DIR  where all data lives (default: var/ in a checkout, ./var whe
 RELAYADMIN_MAX_BODY_BYTES  the largest request body (default: 5 MiB)
 RELAYADMIN_BULK_MAX_ROWS   the most rows in one bulk import (default: 10,000)
 RELAYADMIN_HTTPS           "1": served over HTTPS only (redirect, HSTS, secure cookies)
-RELAYADMIN_TRUSTED_PROXIES comma-separated proxy addresses/networks whose X-Forwarded-Proto is believed
+RELAYADMIN_TRUSTED_PROXIES comma-separated proxy addresses/networks whose X-Forwarded-Proto/-For are believed
 """
 
 import contextlib

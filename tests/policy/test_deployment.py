@@ -118,6 +118,35 @@ def test_the_session_cookie_is_secure(https, editor):
     assert response.cookies["sessionid"]["httponly"] is True
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "seen"),
+    [
+        (PROXY, "198.51.100.7", "198.51.100.7"),
+        (PROXY, "6.6.6.6, 198.51.100.7", "198.51.100.7"),  # the left entry is the client's own claim
+        (PROXY, "198.51.100.7, 10.9.8.7", "198.51.100.7"),  # through two listed proxies
+        (PROXY, "::ffff:198.51.100.7", "198.51.100.7"),
+        (PROXY, "198.51.100.7, garbage", PROXY),  # a malformed hop: believe nothing beyond it
+        (PROXY, "", PROXY),
+        ("203.0.113.9", "198.51.100.7", "203.0.113.9"),  # not a listed proxy: the header is ignored
+    ],
+)
+def test_the_client_address_behind_a_listed_proxy(https, peer, forwarded_for, seen):
+    from policy.models import AuditEntry
+
+    Client().post(
+        reverse("login"),
+        {"username": "nobody", "password": "wrong"},
+        REMOTE_ADDR=peer,
+        HTTP_X_FORWARDED_PROTO="https",
+        HTTP_X_FORWARDED_FOR=forwarded_for,
+    )
+    if peer == PROXY:
+        assert AuditEntry.objects.get().remote_addr == seen
+    else:
+        assert not AuditEntry.objects.exists()  # redirected to HTTPS before the login ran
+
+
 def test_a_bad_proxy_entry_stops_the_start():
     with pytest.raises(ImproperlyConfigured, match=r"“proxy\.example” is not an IP address or network"):
         parse_proxies(["10.0.0.1", "proxy.example"])
