@@ -224,11 +224,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["policy.api.permissions.RolePermission"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    # DRF's parsers, with JSON bounded in depth: deeply nested JSON must be a 400, not a 500.
+    # DRF's parsers, bounded in size (a 413) and, for JSON, in depth (a 400, not a 500).
     "DEFAULT_PARSER_CLASSES": [
         "policy.api.parsers.BoundedJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "policy.api.parsers.BoundedFormParser",
+        "policy.api.parsers.BoundedMultiPartParser",
     ],
     "DEFAULT_PAGINATION_CLASS": "policy.api.pagination.Pagination",
     "DEFAULT_RENDERER_CLASSES": [

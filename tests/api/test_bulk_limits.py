@@ -33,9 +33,18 @@ def test_a_body_over_the_limit_is_refused_with_413_before_it_is_parsed(api, sett
         "detail": "The request body is larger than 2,000 bytes (RELAYADMIN_MAX_BODY_BYTES); send fewer rows at a time."
     }
     assert not TrustedNetwork.objects.exists()
-    # Every JSON endpoint has the same limit, not only bulk/.
+    # Every endpoint has the same limit, not only bulk/, in every format the API parses.
     big = {"network": "10.0.0.0/8", "description": "x" * 3000}
-    assert api.post(reverse("api:trustednetwork-list"), big).status_code == 413
+    for fmt in ("json", "multipart"):
+        assert api.post(reverse("api:trustednetwork-list"), big, format=fmt).status_code == 413
+    form = api.generic(
+        "POST",
+        reverse("api:trustednetwork-list"),
+        f"network=10.0.0.0/8&description={'x' * 3000}",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert form.status_code == 413
+    assert not TrustedNetwork.objects.exists()
 
 
 @pytest.mark.django_db
