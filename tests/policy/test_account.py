@@ -1,10 +1,13 @@
 """Every logged-in user may change their own password (issue 11, finding 11)."""
 
+import json
+
 import pytest
 from django.contrib.auth import SESSION_KEY
 from django.test import Client
 from django.urls import reverse
 
+from policy.models import AuditEntry
 from tests.conftest import PASSWORD, make_user
 
 pytestmark = pytest.mark.django_db
@@ -36,6 +39,16 @@ def test_any_user_changes_their_own_password_and_stays_logged_in(client, role):
     assert client.session[SESSION_KEY] == str(user.pk)  # this session goes on
     assert logs_in("pat", NEW)
     assert not logs_in("pat", PASSWORD)
+
+
+def test_the_change_is_audited_without_the_password(viewer_client, viewer):
+    change(viewer_client)
+    entry = AuditEntry.objects.filter(action="update", object_id=str(viewer.pk)).latest("id")
+    assert entry.actor_name == "vic"
+    assert entry.before["password"] != entry.after["password"]
+    assert NEW not in json.dumps(entry.after)
+    viewer.refresh_from_db()
+    assert viewer.password not in json.dumps(entry.after)  # not even the hash: a fingerprint
 
 
 def test_other_sessions_of_the_user_end(client, viewer):
