@@ -1,5 +1,6 @@
 """Bulk requests are bounded: body size, row count, error list; a dry run locks nothing (issue 11, finding 6)."""
 
+import io
 import json
 import threading
 import time
@@ -7,6 +8,7 @@ import time
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.urls import reverse
 
@@ -88,10 +90,11 @@ def test_the_error_list_is_capped_and_says_how_many_there_are(api):
     assert "Did you mean 10.0.0.0/24?" in body["errors"][0]["errors"]["network"][0]
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_dry_run_takes_no_write_lock(api):
-    """A dry run goes through while another writer holds the policy lock (on SQLite: the database's)."""
-    api.get(reverse("api:trustednetwork-list"))  # the token's last-use time is written now, not under the lock
+def while_the_policy_is_locked(work):
+    """Run work() while another thread holds the policy lock (on SQLite: the database's write lock).
+
+    Return work's result and how long it took.
+    """
     locked, release, errors = threading.Event(), threading.Event(), []
 
     def writer():
@@ -112,16 +115,36 @@ def test_a_dry_run_takes_no_write_lock(api):
     try:
         locked.wait(10)
         started = time.monotonic()
-        response = api.post(f"{BULK}?dry_run=true", rows(2000))
+        result = work()
         elapsed = time.monotonic() - started
     finally:
         release.set()
         holder.join()
     assert errors == []
+    return result, elapsed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dry_run_takes_no_write_lock(api):
+    """A dry run goes through while another writer holds the lock; SQLite would wait 20 s, then fail."""
+    api.get(reverse("api:trustednetwork-list"))  # the token's last-use time is written now, not under the lock
+    response, elapsed = while_the_policy_is_locked(lambda: api.post(f"{BULK}?dry_run=true", rows(2000)))
     assert response.status_code == 200, response.content
     assert response.json()["created"] == 2000
-    assert elapsed < 10  # SQLite would have waited 20 s for the lock, then failed
+    assert elapsed < 10
     assert list(TrustedNetwork.objects.values_list("network", flat=True)) == ["192.0.2.0/24"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dry_run_of_the_import_command_takes_no_write_lock(tmp_path):
+    file = tmp_path / "networks.csv"
+    file.write_text("network\n10.1.0.0/16\n10.2.0.0/16\n")
+    out = io.StringIO()
+    _, elapsed = while_the_policy_is_locked(
+        lambda: call_command("import_networks", str(file), "--list", "trusted", "--dry-run", stdout=out)
+    )
+    assert out.getvalue() == "Would import: 2 created, 0 updated, 0 removed, 0 unchanged.\n"
+    assert elapsed < 10
 
 
 @pytest.mark.django_db(transaction=True)

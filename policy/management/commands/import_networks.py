@@ -1,5 +1,6 @@
 """Import a CSV file of networks into the trusted list or the NEVER list, all or nothing."""
 
+import contextlib
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -33,12 +34,11 @@ class Command(BaseCommand):
             parsed = network_csv.read(network_csv.decode(Path(file).read_bytes()), target)
         except (OSError, network_csv.CsvError) as exc:
             raise CommandError(str(exc)) from None
+        # A dry run writes nothing: it takes no write lock and needs no open-relay guard.
+        change = contextlib.nullcontext() if dry_run else policy_change()
+        guard = contextlib.nullcontext() if dry_run else safety.guard(confirmed=confirm_open_relay)
         try:
-            with (
-                audit_context(source="cli", command="import_networks", reason=f"CSV import of {file}"),
-                policy_change(),
-                safety.guard(confirmed=confirm_open_relay),
-            ):
+            with audit_context(source="cli", command="import_networks", reason=f"CSV import of {file}"), change, guard:
                 result = services.import_networks(
                     target.model, parsed.rows, mode=mode, dry_run=dry_run, row_errors=parsed.errors
                 )
