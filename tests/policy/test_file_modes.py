@@ -28,9 +28,9 @@ def mode(path: Path) -> str:
     return oct(path.stat().st_mode & 0o777)
 
 
-def test_a_first_start_creates_var_the_key_and_the_database_private(tmp_path):
+def test_a_first_start_creates_var_the_keys_and_the_database_private(tmp_path):
     var = tmp_path / "var"
-    environ = {key: value for key, value in os.environ.items() if key not in ("SECRET_KEY", "DATABASE_URL")}
+    environ = {key: value for key, value in os.environ.items() if key not in ("SECRET_KEY", "DATABASE_URL", "RELAYADMIN_AUDIT_KEY")}
     environ |= {"DJANGO_SETTINGS_MODULE": "relayadmin.settings", "RELAYADMIN_VAR_DIR": str(var)}
     result = subprocess.run(
         [sys.executable, "-c", FIRST_START, str(var)],
@@ -43,6 +43,7 @@ def test_a_first_start_creates_var_the_key_and_the_database_private(tmp_path):
     )
     modes = dict(line.split() for line in result.stdout.splitlines())
     assert modes == {
+        "audit_key": "0o600",
         "relayadmin.sqlite3": "0o600",
         "relayadmin.sqlite3-shm": "0o600",
         "relayadmin.sqlite3-wal": "0o600",
