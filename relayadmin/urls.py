@@ -24,7 +24,7 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    # Every user may change their own password; users & roles in the admin is for superusers only.
+    # Every user may change their own password; Users & roles (resetting anyone's) is for superusers.
     path("password/", auth_views.PasswordChangeView.as_view(), name="password_change"),
     path("password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
     path("admin/", admin.site.urls),

@@ -30,7 +30,11 @@ def mode(path: Path) -> str:
 
 def test_a_first_start_creates_var_the_keys_and_the_database_private(tmp_path):
     var = tmp_path / "var"
-    environ = {key: value for key, value in os.environ.items() if key not in ("SECRET_KEY", "DATABASE_URL", "RELAYADMIN_AUDIT_KEY")}
+    environ = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("SECRET_KEY", "DATABASE_URL", "RELAYADMIN_AUDIT_KEY")
+    }
     environ |= {"DJANGO_SETTINGS_MODULE": "relayadmin.settings", "RELAYADMIN_VAR_DIR": str(var)}
     result = subprocess.run(
         [sys.executable, "-c", FIRST_START, str(var)],
