@@ -40,6 +40,14 @@ def make_user(username, role=None, **extra):
     return user
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Start every test with an empty cache: throttle counts must not leak from one test into the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def serve_smtp():
     """Return a function that serves an aiosmtpd handler on 127.0.0.1 and returns the port; stopped after."""
