@@ -103,13 +103,17 @@ def allowed_targets() -> set[tuple[str, int]]:
     return allowed
 
 
+def format_target(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _check_target(host: str, port: int) -> None:
     # Compared as text, before any DNS lookup or connection: a refusal says nothing about the port.
     if (host, port) not in allowed_targets():
-        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         raise SelfTestRefused(
-            f"{shown} is not a self-test target. Only the bundled relayd (RELAYD_SMTP_TARGET) and the targets "
-            "in SELFTEST_ALLOWED_TARGETS may be tested, so that the self-test cannot scan other hosts or ports."
+            f"{format_target(host, port)} is not a self-test target. Only the bundled relayd (RELAYD_SMTP_TARGET) "
+            "and the targets in SELFTEST_ALLOWED_TARGETS may be tested, so that the self-test cannot scan "
+            "other hosts or ports."
         )
 
 

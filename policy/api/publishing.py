@@ -273,7 +273,7 @@ class SelfTestSerializer(serializers.ModelSerializer):
 class SelfTestViewSet(
     AuditedAPIMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
 ):
-    """Open-relay self-tests: run one (editors; loopback or configured targets; rate-limited) or read results."""
+    """Open-relay self-tests: run one (editors; configured targets only; rate-limited) or read results."""
 
     queryset = SelfTestRun.objects.all()
     serializer_class = SelfTestSerializer

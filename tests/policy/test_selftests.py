@@ -168,3 +168,17 @@ def test_a_failure_to_run_is_shown_as_a_failure_never_green(editor_client):
     assert 'class="selftest-result failed"' in dashboard
     detail = editor_client.get(reverse("policy:selftest", args=[run.pk])).content.decode()
     assert 'class="verdict selftest-result failed"' in detail
+
+
+def test_dashboard_names_the_allowed_targets(editor_client, settings):
+    settings.RELAYD_SMTP_TARGET = "127.0.0.1:2525"
+    settings.SELFTEST_ALLOWED_TARGETS = ["[2001:db8::25]:25"]
+    page = editor_client.get(reverse("policy:dashboard")).content.decode()
+    assert "Only these targets may be tested:\n    127.0.0.1:2525, [2001:db8::25]:25" in page
+
+
+def test_a_refused_target_is_explained_on_the_dashboard(editor_client, settings):
+    settings.RELAYD_SMTP_TARGET = "127.0.0.1:2525"
+    response = editor_client.post(reverse("policy:selftest-start"), {"target": "127.0.0.1:22"}, follow=True)
+    assert "127.0.0.1:22 is not a self-test target" in response.content.decode()
+    assert not SelfTestRun.objects.exists()
