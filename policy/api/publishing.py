@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
@@ -161,7 +161,16 @@ class DaemonViewSet(AuditedAPIMixin, mixins.ListModelMixin, mixins.CreateModelMi
         states = {status.node.pk: status.state for status in daemons.node_statuses()}
         return {**super().get_serializer_context(), "states": states}
 
-    @extend_schema(request=NodeReportSerializer, responses={201: NodeSerializer})
+    @extend_schema(
+        request=NodeReportSerializer,
+        responses={
+            201: NodeSerializer,
+            403: OpenApiResponse(description="Not a node token, or a node token reporting for another node."),
+            409: OpenApiResponse(description="A new node past RELAYADMIN_MAX_NODES."),
+            429: OpenApiResponse(description="More reports than RELAYADMIN_NODE_REPORT_RATE from this token."),
+        },
+        description="Report a relayd node's status. Node tokens only, each for the node name bound to it.",
+    )
     def create(self, request, *args, **kwargs):
         body = NodeReportSerializer(data=request.data)
         body.is_valid(raise_exception=True)
