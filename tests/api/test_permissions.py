@@ -223,7 +223,7 @@ class Page:
     """A page of the web UI, who may open it (a role) and what success looks like."""
 
     name: str
-    role: str  # "viewer", "editor" or "superuser"
+    role: str  # "public", "viewer", "editor", "superuser" or "admin" (the Django admin, which has its own login)
     args: tuple = ()
     query: object = ""  # text, or a function that makes the objects the query names and returns it
     method: str = "get"
@@ -234,12 +234,14 @@ class Page:
         return reverse(self.name, args=[arg() if callable(arg) else arg for arg in self.args]) + query
 
     def expected(self, caller: str) -> int | str:
+        if self.role == "public":
+            return self.success
         if caller not in SESSIONS:
             return "login"  # pages ignore API tokens: a token alone is not signed in
-        allowed = {"viewer": SESSIONS, "editor": ["editor", "superuser"], "superuser": ["superuser"]}[self.role]
+        allowed = {"viewer": SESSIONS, "editor": ["editor", "superuser"]}.get(self.role, ["superuser"])
         if caller in allowed:
             return self.success
-        return "login" if self.role == "superuser" else 403
+        return "login" if self.role == "admin" else 403
 
 
 def a_domain():
@@ -258,6 +260,10 @@ def a_revision():
 
 def two_revisions():
     return f"?a={a_revision()}&b={a_revision()}"
+
+
+def a_user():
+    return (User.objects.filter(username="someone").first() or User.objects.create_user("someone")).pk
 
 
 def a_selftest_run():
@@ -294,8 +300,13 @@ PAGES = [
     Page("policy:api-tokens", "viewer"),
     Page("policy:network-import", "viewer"),
     Page("policy:network-export", "viewer", ("trusted",)),
-    Page("admin:index", "superuser"),
-    Page("admin:auth_user_changelist", "superuser"),
+    Page("policy:users", "superuser"),
+    Page("policy:user-add", "superuser"),
+    Page("policy:user-edit", "superuser", (a_user,)),
+    Page("policy:user-password-reset", "superuser", (a_user,), method="post"),  # shows the new password once
+    Page("admin:index", "admin"),
+    Page("admin:auth_user_changelist", "admin"),
+    Page("healthz", "public"),
 ]
 
 
@@ -307,7 +318,7 @@ def outcome(response) -> int | str:
 
 def page_id(page: Page) -> str:
     args = "".join(str(arg) for arg in page.args if isinstance(arg, str))
-    return f"{page.method}-{page.name.partition(':')[2]}{args}{page.query if isinstance(page.query, str) else ''}"
+    return f"{page.method}-{page.name.rpartition(':')[2]}{args}{page.query if isinstance(page.query, str) else ''}"
 
 
 @pytest.mark.parametrize("caller", CALLERS)
