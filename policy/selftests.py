@@ -56,7 +56,7 @@ def run_selftest(target: str, user=None, domain: str = "", *, any_target: bool =
     domain = domain or LocalDomain.objects.values_list("domain", flat=True).first() or ""
     context = current_context()
     run = SelfTestRun(
-        target=f"{host}:{port}",
+        target=format_target(host, port),
         domain=domain,
         run_by=user,
         run_by_name=context.actor_name,
