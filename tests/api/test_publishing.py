@@ -147,3 +147,15 @@ def test_check_refuses_a_body_that_is_not_an_object(api):
     response = api.post("/api/v1/check/", -38912, format="json")
     assert response.status_code == 400
     assert "Send an object" in response.json()["detail"]
+
+
+def test_finding_1_a_viewers_own_token_gets_no_hashes(viewer_client, two_revisions):
+    """Issue 11, finding 1, as reported: a viewer makes a token on the tokens page and calls the API with it."""
+    response = viewer_client.post("/api-tokens/", {"name": "mine", "node_token": "on", "node": "mx1"})
+    key = response.context["new_key"]
+    client = token_client(key)
+    for url in ("/api/v1/export/relayd/", "/api/v1/revisions/2/", "/api/v1/revisions/1/"):
+        response = client.get(url)
+        assert response.status_code == 403, url
+        assert b"password_hash" not in response.content
+    assert client.get("/api/v1/revisions/").status_code == 200  # what a viewer may read, it still reads
