@@ -132,7 +132,7 @@ def test_users_without_a_role_get_403(client):
 
 
 def test_revoke_asks_first_and_names_the_relayd_node_that_uses_the_token(editor_client, editor):
-    key = issue_token(editor, name="relayd on mx2", read_only=True)
+    key = issue_token(editor, name="relayd on mx2", node="mx2", read_only=True)
     token = ApiToken.objects.get(name="relayd on mx2")
     report = {"node": "mx2", "serial": 1, "tls": True, "counters": {}}
     assert token_client(key).post(reverse("api:relaynode-list"), report, format="json").status_code == 201
