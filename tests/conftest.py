@@ -26,7 +26,7 @@ def allow_flushing_the_audit_log():
 
 @pytest.fixture(autouse=True)
 def _empty_cache():
-    """Start each test with an empty cache: login failures of one test must not throttle the next."""
+    """Start each test with an empty cache: login failures or node reports of one test must not throttle the next."""
     from django.core.cache import cache
 
     cache.clear()
@@ -38,14 +38,6 @@ def make_user(username, role=None, **extra):
         # get_or_create: transactional tests flush the groups that the roles migration made.
         user.groups.add(Group.objects.get_or_create(name=role)[0])
     return user
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    """Start every test with an empty cache: throttle counts must not leak from one test into the next."""
-    from django.core.cache import cache
-
-    cache.clear()
 
 
 @pytest.fixture

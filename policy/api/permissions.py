@@ -103,8 +103,8 @@ class NodeReportPermission(permissions.BasePermission):
 class NodeReportThrottle(throttling.SimpleRateThrottle):
     """Limit each node token's reports to RELAYADMIN_NODE_REPORT_RATE (relayd sends one every 10 s).
 
-    The count lives in Django's cache: per process with the default local-memory cache, shared
-    by every app server once a shared cache (e.g. Redis) is configured.
+    The count lives in Django's cache: by default files under var/cache/, shared by every worker
+    on the host; app servers on several hosts share it once CACHES names a shared cache (e.g. Redis).
     """
 
     scope = "node_report"
