@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -15,6 +16,20 @@ SILENT_AFTER = timedelta(seconds=30)
 BEHIND_GRACE = timedelta(seconds=10)
 SAMPLE_RETENTION = timedelta(days=2)
 COUNTER_NAMES = ("connections", "accepted", "relay_denied", "queue_size", "deliveries")
+
+
+class TooManyNodes(Exception):
+    """A new node would pass RELAYADMIN_MAX_NODES; the message says what to do."""
+
+
+def admit(name: str) -> None:
+    """Raise TooManyNodes if a node of this name is new and the dashboard already tracks the most it may."""
+    limit = settings.RELAYADMIN_MAX_NODES
+    if RelayNode.objects.count() >= limit and not RelayNode.objects.filter(name=name).exists():
+        raise TooManyNodes(
+            f"The dashboard already tracks {limit} relayd nodes, the most RELAYADMIN_MAX_NODES allows; "
+            f"raise the limit to add node “{name}”."
+        )
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from policy import addresses
-from policy.models import LocalDomain, RoutingRestrictions, SmtpUser
+from policy.models import LocalDomain, RoutingRestrictions, SmtpUser, validate_node_name
+from policy.roles import can_edit
 from policy.tester import Probe
 
 
@@ -208,6 +209,33 @@ class ApiTokenForm(forms.Form):
         required=False,
         help_text="Empty: never expires. Short-lived tokens limit the damage of a leaked key.",
     )
+    node_token = forms.BooleanField(
+        label="Node token: for a relayd node, which may only read relayd's export and report its status",
+        required=False,
+    )
+    node = forms.CharField(
+        label="Node name",
+        max_length=100,
+        required=False,
+        validators=[validate_node_name],
+        help_text="The name the node reports (relayd's --node-name); the token may report for this node only.",
+    )
+
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if user is not None and not can_edit(user):
+            # relayd's export holds the SMTP password hashes: only editors may make node tokens.
+            del self.fields["node_token"], self.fields["node"]
+
+    def clean(self):
+        data = super().clean()
+        wants_node = data.pop("node_token", False)
+        node = data.get("node", "")
+        if wants_node and not node and "node" not in self.errors:
+            self.add_error("node", "Give the name of the relayd node this token is for.")
+        elif node and not wants_node:
+            self.add_error("node_token", "Tick “Node token” to make a node token, or leave the node name empty.")
+        return data
 
 
 class NetworkImportForm(forms.Form):

@@ -194,6 +194,10 @@ class TrustedNetwork(NetworkEntry):
         verbose_name = "trusted network"
 
     @property
+    def is_node(self) -> bool:
+        return bool(self.node)
+
+    @property
     def is_expired(self) -> bool:
         return self.expires_at is not None and self.expires_at <= timezone.now()
 
@@ -431,8 +435,18 @@ class AuditEntry(models.Model):
         raise PermissionDenied("Audit entries are append-only.")
 
 
+def validate_node_name(name: str) -> None:
+    """Refuse a node name relayd could not send: it travels as --node-name and in JSON reports."""
+    if name != name.strip() or not all(character.isprintable() and not character.isspace() for character in name):
+        raise ValidationError("A node name has no spaces or control characters, e.g. “mx1.example.net”.")
+
+
 class ApiToken(models.Model):
-    """A key for the REST API (`Authorization: Token <key>`), acting as its user.
+    """A key for the REST API (`Authorization: Token <key>`).
+
+    A person's token (no `node`) acts as its user, with the user's role and never more. A node
+    token (`node` set) is a relayd node's: it may read relayd's export and report the status of
+    that one node, nothing else, whatever its user's role (issue 11, findings 1 and 2).
 
     The key is `<prefix>.<secret>`. Only the prefix (to find the row) and a SHA-256 digest of
     the secret are stored, so the key is shown once, when it is made, and never again. The
@@ -447,6 +461,14 @@ class ApiToken(models.Model):
     digest = models.CharField("SHA-256 of the secret", max_length=64, editable=False)
     read_only = models.BooleanField(
         "read-only", default=False, help_text="A read-only token can never write, whatever its user's role."
+    )
+    node = models.CharField(
+        "relayd node",
+        max_length=100,
+        blank=True,
+        validators=[validate_node_name],
+        help_text="Empty: a person's token. A node name: a relayd node's token, which may only read relayd's "
+        "export and report this node's status.",
     )
     expires_at = models.DateTimeField("expires", null=True, blank=True, help_text="Empty: never expires.")
     created_at = models.DateTimeField("created", auto_now_add=True)
@@ -465,6 +487,10 @@ class ApiToken(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_node(self) -> bool:
+        return bool(self.node)
 
     @property
     def is_expired(self) -> bool:

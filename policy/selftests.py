@@ -1,15 +1,18 @@
 """Run the open-relay self-test from the dashboard, the API and the CLI, with guards against abuse.
 
-An open-relay scanner is a tool spammers would love to borrow, so by default it only tests
-loopback targets (the bundled relayd) or the targets listed in settings.SELFTEST_ALLOWED_TARGETS,
-and each user may start only a few runs.
+An open-relay scanner is a tool spammers would love to borrow, and a self-test that connects
+anywhere is a port scanner (issue 11, finding 9). So the dashboard and the API only test the
+bundled relayd (settings.RELAYD_SMTP_TARGET) and the targets listed in
+settings.SELFTEST_ALLOWED_TARGETS; any other target is refused before any lookup or connection,
+with the same answer whether a port is open or closed. Each user may start only a few runs.
+`manage.py relaytest` is for the host's administrators, who could run `python -m relayd.selftest`
+anyway, and tests any target.
 """
 
+import ipaddress
 import smtplib
-import socket
 from datetime import timedelta
 
-import netaddr
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
@@ -40,24 +43,23 @@ def latest_serial() -> int | None:
     return PolicyRevision.objects.order_by("-serial").values_list("serial", flat=True).first()
 
 
-def run_selftest(target: str, user=None, domain: str = "") -> SelfTestRun:
+def run_selftest(target: str, user=None, domain: str = "", *, any_target: bool = False) -> SelfTestRun:
     """Run the battery against target (host:port), store the result and return it.
 
-    Raise SelfTestRefused for a target that is not allowed or a user over the rate limit.
-    A server that cannot be reached is a stored result with an error, not an exception.
+    Raise SelfTestRefused for a target that is not allowed (any_target: the CLI's administrators
+    may test anything) or a user over the rate limit. A server that cannot be reached is a stored
+    result with an error, not an exception.
     """
-    try:
-        host, port = selftest.split_target(target.strip())
-    except ValueError as exc:
-        raise SelfTestRefused(f"{exc}: enter the target as host:port, e.g. 127.0.0.1:2525.") from None
-    _check_target(host, port)
+    host, port = parse_target(target)
+    if not any_target:
+        _check_target(host, port)
     domain = _checked_domain(domain)
     if user is not None:
         _check_rate(user)
     domain = domain or LocalDomain.objects.values_list("domain", flat=True).first() or ""
     context = current_context()
     run = SelfTestRun(
-        target=f"{host}:{port}",
+        target=format_target(host, port),
         domain=domain,
         run_by=user,
         run_by_name=context.actor_name,
@@ -88,17 +90,43 @@ def _checked_domain(domain: str) -> str:
         raise SelfTestRefused(f"Domain: {exc.messages[0]}") from None
 
 
-def _check_target(host: str, port: int) -> None:
-    if f"{host}:{port}" in settings.SELFTEST_ALLOWED_TARGETS:
-        return
+def parse_target(text: str) -> tuple[str, int]:
+    """Return (host, port) of "host:port" or "[v6]:port", an IP address in its canonical text; raise SelfTestRefused."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise SelfTestRefused(f"Cannot resolve {host}: {exc.strerror}.") from None
-    if not all(netaddr.IPAddress(info[4][0].split("%")[0]).is_loopback() for info in infos):
+        host, port = selftest.split_target(text.strip())
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} is out of range")
+    except ValueError as exc:
+        raise SelfTestRefused(f"{exc}: enter the target as host:port, e.g. 127.0.0.1:2525.") from None
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        host = host.lower().rstrip(".")
+    return host, port
+
+
+def allowed_targets() -> set[tuple[str, int]]:
+    """Return the targets the self-test may test: the bundled relayd and SELFTEST_ALLOWED_TARGETS."""
+    allowed = set()
+    for text in (settings.RELAYD_SMTP_TARGET, *settings.SELFTEST_ALLOWED_TARGETS):
+        try:
+            allowed.add(parse_target(text))
+        except SelfTestRefused:
+            continue  # a malformed setting allows nothing
+    return allowed
+
+
+def format_target(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_target(host: str, port: int) -> None:
+    # Compared as text, before any DNS lookup or connection: a refusal says nothing about the port.
+    if (host, port) not in allowed_targets():
         raise SelfTestRefused(
-            f"{host}:{port} is not a loopback address. Only loopback targets and the targets in "
-            "SELFTEST_ALLOWED_TARGETS may be tested, so that this scanner cannot be turned against others."
+            f"{format_target(host, port)} is not a self-test target. Only the bundled relayd (RELAYD_SMTP_TARGET) "
+            "and the targets in SELFTEST_ALLOWED_TARGETS may be tested, so that the self-test cannot scan "
+            "other hosts or ports."
         )
 
 

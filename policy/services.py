@@ -283,16 +283,23 @@ def network_warnings(obj) -> list[str]:
     return addresses.overlap_warnings(obj.ip_network, [entry.as_listed() for entry in related])
 
 
-def issue_api_token(user, name: str, *, read_only=False, expires_in_days: int | None = None):
+def issue_api_token(user, name: str, *, read_only=False, expires_in_days: int | None = None, node: str = ""):
     """Create an API token and return it with its key: the only time the key exists in clear.
 
     A token never has more rights than its user: a viewer's token is read-only from the start.
-    Raises ValidationError for a name this user already has.
+    A node token (node set) is read-only and bound to that relayd node; only an editor may make
+    one, because relayd's export holds the SMTP password hashes.
+    Raises ValidationError for a name this user already has, or a node token for a non-editor.
     """
+    if node and not can_edit(user):
+        raise ValidationError(
+            {"node": "Only editors may create node tokens: relayd's export holds the SMTP password hashes."}
+        )
     token = ApiToken(
         user=user,
         name=name,
-        read_only=read_only or not can_edit(user),
+        node=node,
+        read_only=read_only or bool(node) or not can_edit(user),
         expires_at=timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None,
     )
     key = token.generate_key()

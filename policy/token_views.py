@@ -21,17 +21,17 @@ class ApiTokenView(ViewerRequiredMixin, View):
     template_name = "policy/api_tokens.html"
 
     def get(self, request):
-        return self.render(request, ApiTokenForm())
+        return self.render(request, ApiTokenForm(user=request.user))
 
     def post(self, request):
-        form = ApiTokenForm(request.POST)
+        form = ApiTokenForm(request.POST, user=request.user)
         if form.is_valid():
             try:
                 token, key = services.issue_api_token(request.user, **form.cleaned_data)
             except ValidationError as exc:
                 form.add_error(None, exc)
             else:
-                response = self.render(request, ApiTokenForm(), new_token=token, new_key=key)
+                response = self.render(request, ApiTokenForm(user=request.user), new_token=token, new_key=key)
                 response["Cache-Control"] = "no-store"  # the key must not stay in any cache
                 return response
         return self.render(request, form, status=400)

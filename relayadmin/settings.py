@@ -14,6 +14,7 @@ RELAYADMIN_TRUSTED_PROXIES comma-separated proxy addresses/networks whose X-Forw
 
 import contextlib
 import os
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -199,6 +200,8 @@ RELAYD_POLICY_PATH = Path(os.environ.get("RELAYD_POLICY_PATH", VAR_DIR / "relayd
 # Where relayd nodes on this host reach the dashboard (the bundled relayd reports its status there).
 RELAYADMIN_URL = os.environ.get("RELAYADMIN_URL", "http://127.0.0.1:8000").rstrip("/")
 RELAYD_SMTP_TARGET = os.environ.get("RELAYD_SMTP_TARGET", "127.0.0.1:2525")
+# The self-test may test RELAYD_SMTP_TARGET and these host:port targets, nothing else: it must not
+# be a port scanner (issue 11, finding 9).
 SELFTEST_ALLOWED_TARGETS = [t.strip() for t in os.environ.get("SELFTEST_ALLOWED_TARGETS", "").split(",") if t.strip()]
 
 # DNS blocklist checks (docs/reputation.md). Use your own resolver: Spamhaus and others refuse
@@ -206,6 +209,20 @@ SELFTEST_ALLOWED_TARGETS = [t.strip() for t in os.environ.get("SELFTEST_ALLOWED_
 RELAYADMIN_DNS_RESOLVER = os.environ.get("RELAYADMIN_DNS_RESOLVER", "").strip()
 RELAYADMIN_DNS_TIMEOUT = float(os.environ.get("RELAYADMIN_DNS_TIMEOUT", "5"))
 RELAYADMIN_DNSBL_CONCURRENCY = int(os.environ.get("RELAYADMIN_DNSBL_CONCURRENCY", "8"))
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip() or str(default)
+    if not text.isdigit() or int(text) < 1:
+        raise ImproperlyConfigured(f"{name} must be a whole number, 1 or more, not “{text}”.")
+    return int(text)
+
+
+# relayd nodes the dashboard tracks at most, and how often each node token may report.
+RELAYADMIN_MAX_NODES = _env_int("RELAYADMIN_MAX_NODES", 100)
+RELAYADMIN_NODE_REPORT_RATE = os.environ.get("RELAYADMIN_NODE_REPORT_RATE", "30/min").strip()
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", RELAYADMIN_NODE_REPORT_RATE):
+    raise ImproperlyConfigured("RELAYADMIN_NODE_REPORT_RATE is a count per period, e.g. “30/min” or “1000/hour”.")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

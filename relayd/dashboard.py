@@ -119,7 +119,10 @@ def _http_problem(error: urllib.error.HTTPError) -> str:
     if 300 <= error.code < 400:
         return f"{problem}, redirecting to {error.headers.get('Location')}: give that URL instead"
     if error.code in (401, 403):
-        return f"{problem}: check the token in --token-file and that its user may read the policy"
+        return (
+            f"{problem}: check the token in --token-file: it must be a node token for this --node-name "
+            "(manage.py create_api_token USER --node NAME) whose user is an editor"
+        )
     return problem
 
 

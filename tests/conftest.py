@@ -26,7 +26,7 @@ def allow_flushing_the_audit_log():
 
 @pytest.fixture(autouse=True)
 def _empty_cache():
-    """Start each test with an empty cache: login failures of one test must not throttle the next."""
+    """Start each test with an empty cache: login failures or node reports of one test must not throttle the next."""
     from django.core.cache import cache
 
     cache.clear()

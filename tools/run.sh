@@ -18,6 +18,8 @@ mkdir -p var/log
 RELAYADMIN_URL="$URL" "$BIN/python" manage.py runrelay --listen "$SMTP_LISTEN" \
   > >("$BIN/python" tools/rotating_log.py var/log/relayd.log) 2>&1 &
 relayd=$!
+# The self-test's default (and allowed) target is where this relayd listens: its first listen address.
+export RELAYD_SMTP_TARGET="${RELAYD_SMTP_TARGET:-${SMTP_LISTEN%%,*}}"
 "$BIN/gunicorn" relayadmin.wsgi --bind "$HOST:$PORT" --workers 2 --access-logfile - --error-logfile - &
 web=$!
 # Stop both by their PIDs however this script ends; SIGTERM lets relayd finish sessions in flight.

@@ -5,37 +5,30 @@ from collections.abc import Mapping
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, permissions, serializers, status, viewsets
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from policy import audit, daemons
-from policy.api.permissions import RolePermission
+from policy.api.permissions import (
+    NodeReportPermission,
+    NodeReportThrottle,
+    ReaderPermission,
+    RelaydExportPermission,
+    RolePermission,
+    SecretsReaderPermission,
+    node_token,
+)
 from policy.api.views import AuditedAPIMixin, open_relay_guard
 from policy.exports import FORMATS, export, latest_revision
 from policy.forms import CheckForm
-from policy.models import ApiToken, PolicyRevision, RelayNode, SelfTestRun
+from policy.models import PolicyRevision, RelayNode, SelfTestRun
 from policy.revisions import rollback_to
-from policy.roles import can_edit, can_view
 from policy.selftests import SelfTestRateLimited, SelfTestRefused, default_target, latest_serial, run_selftest
 from policy.tester import check
-
-
-class NodeOrEditor(permissions.BasePermission):
-    """relayd nodes use tokens, read-only ones included: the snapshot and status reports are theirs.
-
-    A person needs the editor role, because relayd's snapshot carries the SMTP password hashes.
-    """
-
-    message = "Use an API token (read-only is enough) or an editor account."
-
-    def has_permission(self, request, view):
-        if isinstance(request.auth, ApiToken):
-            return can_view(request.user)
-        return can_edit(request.user)
 
 
 class RevisionSerializer(serializers.ModelSerializer):
@@ -63,14 +56,12 @@ class RevisionViewSet(AuditedAPIMixin, viewsets.ReadOnlyModelViewSet):
     lookup_field = "serial"
     permission_classes = [RolePermission]
 
+    def get_permissions(self):
+        # A revision's snapshot holds the SMTP password hashes: like relayd's export, editors only.
+        return [SecretsReaderPermission()] if self.action == "retrieve" else super().get_permissions()
+
     def get_serializer_class(self):
         return RevisionSerializer if self.action == "list" else RevisionDetailSerializer
-
-    def retrieve(self, request, *args, **kwargs):
-        # The snapshot holds password hashes: like the export, only for editors and tokens.
-        if not NodeOrEditor().has_permission(request, self):
-            self.permission_denied(request, message=NodeOrEditor.message)
-        return super().retrieve(request, *args, **kwargs)
 
     @extend_schema(request=RollbackSerializer, responses={201: RevisionSerializer, 200: RevisionSerializer})
     @action(detail=True, methods=["post"])
@@ -93,7 +84,7 @@ class ExportView(AuditedAPIMixin, APIView):
 
     def get_permissions(self):
         if self.kwargs.get("fmt") == "relayd":
-            return [NodeOrEditor()]
+            return [RelaydExportPermission()]
         return super().get_permissions()
 
     @extend_schema(
@@ -161,19 +152,39 @@ class DaemonViewSet(AuditedAPIMixin, mixins.ListModelMixin, mixins.CreateModelMi
     serializer_class = NodeSerializer
 
     def get_permissions(self):
-        return [NodeOrEditor()] if self.action == "create" else [RolePermission()]
+        return [NodeReportPermission()] if self.action == "create" else [RolePermission()]
+
+    def get_throttles(self):
+        return [NodeReportThrottle()] if self.action == "create" else super().get_throttles()
 
     def get_serializer_context(self):
         states = {status.node.pk: status.state for status in daemons.node_statuses()}
         return {**super().get_serializer_context(), "states": states}
 
-    @extend_schema(request=NodeReportSerializer, responses={201: NodeSerializer})
+    @extend_schema(
+        request=NodeReportSerializer,
+        responses={
+            201: NodeSerializer,
+            403: OpenApiResponse(description="Not a node token, or a node token reporting for another node."),
+            409: OpenApiResponse(description="A new node past RELAYADMIN_MAX_NODES."),
+            429: OpenApiResponse(description="More reports than RELAYADMIN_NODE_REPORT_RATE from this token."),
+        },
+        description="Report a relayd node's status. Node tokens only, each for the node name bound to it.",
+    )
     def create(self, request, *args, **kwargs):
         body = NodeReportSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        bound = node_token(request).node
+        if body.validated_data["node"].strip() != bound:
+            self.permission_denied(request, message=f"This token reports for node “{bound}” only.")
         try:
-            token = request.auth if isinstance(request.auth, ApiToken) else None
-            node = daemons.record_report(body.validated_data, request.META.get("REMOTE_ADDR"), token=token)
+            daemons.admit(bound)
+        except daemons.TooManyNodes as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        try:
+            node = daemons.record_report(
+                body.validated_data, request.META.get("REMOTE_ADDR"), token=node_token(request)
+            )
         except ValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
         return Response(self.get_serializer(node).data, status=status.HTTP_201_CREATED)
@@ -200,13 +211,8 @@ class CheckResultSerializer(serializers.Serializer):
 class CheckView(AuditedAPIMixin, APIView):
     """Would this relay? relayd's own decision on the current policy. GET takes query parameters."""
 
-    permission_classes = [permissions.IsAuthenticated]
-
-    def check_permissions(self, request):
-        super().check_permissions(request)
-        # A question, not a change: POST is allowed to every reader, read-only tokens included.
-        if not can_view(request.user):
-            self.permission_denied(request, message="Your account has no role.")
+    # A question, not a change: POST is allowed to every reader, read-only tokens included.
+    permission_classes = [ReaderPermission]
 
     @extend_schema(parameters=[CheckQuerySerializer], responses=CheckResultSerializer)
     def get(self, request):
@@ -276,7 +282,7 @@ class SelfTestSerializer(serializers.ModelSerializer):
 class SelfTestViewSet(
     AuditedAPIMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
 ):
-    """Open-relay self-tests: run one (editors; loopback or configured targets; rate-limited) or read results."""
+    """Open-relay self-tests: run one (editors; configured targets only; rate-limited) or read results."""
 
     queryset = SelfTestRun.objects.all()
     serializer_class = SelfTestSerializer

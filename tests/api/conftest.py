@@ -43,16 +43,28 @@ def api(rw_key):
 
 
 @pytest.fixture
+def node_key(editor):
+    """A node token for relayd node “mx1”, owned by an editor (as only editors may make one)."""
+    return issue_token(editor, name="relayd mx1", node="mx1", read_only=True)
+
+
+@pytest.fixture
 def caller_client(request, db):
     """Return a function that gives the client of one kind of caller of the authorisation matrix."""
+    token_fixtures = {
+        "editor token": "rw_key",
+        "read-only token": "ro_key",
+        "node token": "node_key",
+    }
 
     def client_for(caller: str) -> APIClient:
         if caller == "anonymous":
             return APIClient()
-        if caller in ("viewer", "editor"):
+        if caller in ("viewer", "editor", "superuser"):
             return session_client(request.getfixturevalue(caller))
-        return token_client(
-            request.getfixturevalue({"read-only token": "ro_key", "read-write token": "rw_key"}[caller])
-        )
+        if caller == "viewer token":
+            # Read-write, as a token made before its user became a viewer would be: the role still rules.
+            return token_client(issue_token(request.getfixturevalue("viewer"), name="viewer's"))
+        return token_client(request.getfixturevalue(token_fixtures[caller]))
 
     return client_for

@@ -8,7 +8,7 @@ import pytest
 
 from policy.models import AuditEntry, LocalDomain, PolicyRevision, RelayNode, TrustedNetwork
 from policy.revisions import policy_change
-from tests.api.conftest import session_client, token_client
+from tests.api.conftest import issue_token, session_client, token_client
 from tests.relayd.test_selftest import ClosedSink
 
 pytestmark = pytest.mark.django_db
@@ -62,8 +62,8 @@ def test_viewer_cannot_roll_back(viewer, two_revisions):
     assert session_client(viewer).post("/api/v1/revisions/1/rollback/").status_code == 403
 
 
-def test_node_report_with_a_read_only_token(ro_key, viewer, two_revisions):
-    node = token_client(ro_key)
+def test_node_report_with_a_node_token(node_key, ro_key, viewer, two_revisions):
+    node = token_client(node_key)
     report = {"node": "mx1", "serial": 2, "tls": True, "counters": {"accepted": 4, "relay_denied": 1}}
     response = node.post("/api/v1/daemons/", report, format="json")
     assert (response.status_code, response.json()["state"]) == (201, "current")
@@ -71,6 +71,48 @@ def test_node_report_with_a_read_only_token(ro_key, viewer, two_revisions):
     assert node.post("/api/v1/daemons/", {"node": ""}, format="json").status_code == 400
     assert session_client(viewer).post("/api/v1/daemons/", report, format="json").status_code == 403
     assert [n["name"] for n in session_client(viewer).get("/api/v1/daemons/").json()["results"]] == ["mx1"]
+
+
+def test_only_node_tokens_report_and_each_for_its_own_node(node_key, ro_key, rw_key, editor, two_revisions):
+    """Finding 2: a person's token (read-only, read-write, an editor's session) cannot forge node status."""
+    forged = {"node": "mx1", "serial": 0, "tls": False}
+    for client in (token_client(ro_key), token_client(rw_key), session_client(editor)):
+        response = client.post("/api/v1/daemons/", forged, format="json")
+        assert response.status_code == 403
+        assert "Only node tokens may report" in response.json()["detail"]
+    response = token_client(node_key).post("/api/v1/daemons/", {**forged, "node": "mx2"}, format="json")
+    assert response.status_code == 403
+    assert response.json()["detail"] == "This token reports for node “mx1” only."
+    assert not RelayNode.objects.exists()
+
+
+def test_a_node_token_of_a_demoted_user_stops_working(node_key, editor, two_revisions):
+    editor.groups.clear()
+    client = token_client(node_key)
+    assert client.post("/api/v1/daemons/", {"node": "mx1"}, format="json").status_code == 403
+    response = client.get("/api/v1/export/relayd/")
+    assert (response.status_code, "no longer an editor" in response.json()["detail"]) == (403, True)
+
+
+def test_node_count_is_capped(editor, settings, two_revisions):
+    settings.RELAYADMIN_MAX_NODES = 2
+    clients = {name: token_client(issue_token(editor, name=name, node=name)) for name in ("a", "b", "c")}
+    for name in ("a", "b"):
+        assert clients[name].post("/api/v1/daemons/", {"node": name}, format="json").status_code == 201
+    response = clients["c"].post("/api/v1/daemons/", {"node": "c"}, format="json")
+    assert response.status_code == 409
+    assert "RELAYADMIN_MAX_NODES" in response.json()["detail"]
+    assert clients["a"].post("/api/v1/daemons/", {"node": "a"}, format="json").status_code == 201  # known: fine
+    assert sorted(RelayNode.objects.values_list("name", flat=True)) == ["a", "b"]
+
+
+def test_reports_are_rate_limited_per_node_token(editor, settings, two_revisions):
+    settings.RELAYADMIN_NODE_REPORT_RATE = "3/min"
+    first, second = (token_client(issue_token(editor, name=name, node=name)) for name in ("a", "b"))
+    codes = [first.post("/api/v1/daemons/", {"node": "a"}, format="json").status_code for _ in range(4)]
+    assert codes == [201, 201, 201, 429]
+    assert second.post("/api/v1/daemons/", {"node": "b"}, format="json").status_code == 201  # its own budget
+    assert first.get("/api/v1/export/relayd/").status_code == 200  # polling the export is not throttled
 
 
 @pytest.mark.parametrize("method", ["get", "post"])
@@ -91,8 +133,9 @@ def test_check_says_where_an_export_answers_otherwise(ro_key, two_revisions):
     assert [note[:27] for note in body["notes"]] == ["Exim would refuse it: 501, "]
 
 
-def test_selftest_api(api, ro_key, serve_smtp):
+def test_selftest_api(api, ro_key, serve_smtp, settings):
     port = serve_smtp(ClosedSink())
+    settings.SELFTEST_ALLOWED_TARGETS = [f"127.0.0.1:{port}"]
     response = api.post("/api/v1/selftests/", {"target": f"127.0.0.1:{port}"}, format="json")
     assert (response.status_code, response.json()["open_relay"], response.json()["total"]) == (201, False, 20)
     assert api.post("/api/v1/selftests/", {"target": f"127.0.0.1:{port}"}, format="json").status_code == 429
@@ -104,3 +147,15 @@ def test_check_refuses_a_body_that_is_not_an_object(api):
     response = api.post("/api/v1/check/", -38912, format="json")
     assert response.status_code == 400
     assert "Send an object" in response.json()["detail"]
+
+
+def test_finding_1_a_viewers_own_token_gets_no_hashes(viewer_client, two_revisions):
+    """Issue 11, finding 1, as reported: a viewer makes a token on the tokens page and calls the API with it."""
+    response = viewer_client.post("/api-tokens/", {"name": "mine", "node_token": "on", "node": "mx1"})
+    key = response.context["new_key"]
+    client = token_client(key)
+    for url in ("/api/v1/export/relayd/", "/api/v1/revisions/2/", "/api/v1/revisions/1/"):
+        response = client.get(url)
+        assert response.status_code == 403, url
+        assert b"password_hash" not in response.content
+    assert client.get("/api/v1/revisions/").status_code == 200  # what a viewer may read, it still reads

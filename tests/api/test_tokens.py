@@ -132,7 +132,7 @@ def test_users_without_a_role_get_403(client):
 
 
 def test_revoke_asks_first_and_names_the_relayd_node_that_uses_the_token(editor_client, editor):
-    key = issue_token(editor, name="relayd on mx2", read_only=True)
+    key = issue_token(editor, name="relayd on mx2", node="mx2", read_only=True)
     token = ApiToken.objects.get(name="relayd on mx2")
     report = {"node": "mx2", "serial": 1, "tls": True, "counters": {}}
     assert token_client(key).post(reverse("api:relaynode-list"), report, format="json").status_code == 201
@@ -144,3 +144,58 @@ def test_revoke_asks_first_and_names_the_relayd_node_that_uses_the_token(editor_
     assert "“mx2” will no longer receive policy updates" in response.content.decode()
     assert not ApiToken.objects.filter(pk=token.pk).exists()
     assert token_client(key).get(reverse("api:export", args=["relayd"])).status_code == 401
+
+
+def test_command_makes_a_node_token(editor):
+    out = io.StringIO()
+    call_command("create_api_token", "erin", "--node", "mx1.example.net", "--name", "relayd mx1", stdout=out)
+    assert "node token for “mx1.example.net”" in out.getvalue()
+    key = out.getvalue().strip().splitlines()[-1]
+    token = ApiToken.objects.get(name="relayd mx1")
+    assert (token.node, token.read_only) == ("mx1.example.net", True)
+    client = token_client(key)
+    assert client.get(reverse("api:export", kwargs={"fmt": "relayd"})).status_code == 200
+    assert client.post(reverse("api:relaynode-list"), {"node": "mx1.example.net"}).status_code == 201
+    response = client.get(TRUSTED)
+    assert response.status_code == 403
+    assert "node token may only read relayd's export" in response.json()["detail"]
+
+
+def test_command_refuses_node_tokens_for_viewers_and_bad_names(editor, viewer):
+    with pytest.raises(CommandError, match="Only editors may create node tokens"):
+        call_command("create_api_token", "vic", "--node", "mx1")
+    with pytest.raises(CommandError, match="no spaces or control characters"):
+        call_command("create_api_token", "erin", "--node", "mx 1")
+    assert not ApiToken.objects.exists()
+
+
+def test_page_makes_a_node_token(editor_client):
+    response = editor_client.post(TOKENS, {"name": "relayd mx2", "node_token": "on", "node": "mx2"})
+    assert response.status_code == 200
+    token = ApiToken.objects.get()
+    assert (token.node, token.read_only) == ("mx2", True)
+    page = response.content.decode()
+    assert "Node token for “mx2”" in page
+    assert "node “mx2”" in page  # the list's Access column
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"node_token": "on"}, "Give the name of the relayd node"),
+        ({"node": "mx2"}, "Tick “Node token”"),
+        ({"node_token": "on", "node": "mx\t2"}, "no spaces or control characters"),
+    ],
+)
+def test_page_refuses_an_incomplete_node_token(editor_client, fields, message):
+    response = editor_client.post(TOKENS, {"name": "relayd", **fields})
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not ApiToken.objects.exists()
+
+
+def test_viewers_cannot_make_node_tokens_on_the_page(viewer_client):
+    assert "Node name" not in viewer_client.get(TOKENS).content.decode()
+    viewer_client.post(TOKENS, {"name": "sneaky", "node_token": "on", "node": "mx1"})
+    token = ApiToken.objects.get()
+    assert (token.node, token.read_only) == ("", True)  # a viewer's ordinary read-only token

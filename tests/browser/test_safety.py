@@ -159,7 +159,7 @@ def test_rollback_past_an_added_open_relay_leaves_nothing_behind(new_page, edito
 
 
 def test_revoking_the_token_of_a_relayd_node_names_the_node(new_page, editor):
-    key = _token(editor, read_only=True)
+    key = _token(editor, node="mx2", read_only=True)
     page = new_page()
     report = {"node": "mx2", "serial": None, "tls": True, "counters": {}}
     response = page.request.post("/api/v1/daemons/", data=report, headers={"Authorization": f"Token {key}"})

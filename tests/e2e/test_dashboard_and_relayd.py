@@ -43,7 +43,7 @@ def wait_for(condition, timeout: float, interval: float = 0.02):
 
 @pytest.fixture
 def relayd(live_server, editor, tmp_path):
-    key = issue_token(editor, name="relayd", read_only=True)
+    key = issue_token(editor, name="relayd", node="e2e", read_only=True)
     token_file = tmp_path / "token"
     token_file.write_text(key + "\n")
     port = free_port()

@@ -2,13 +2,16 @@
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from policy import services
 from policy.audit import audit_context
 from policy.models import ApiToken
 from policy.revisions import commit_revision, publish_latest
@@ -46,28 +49,37 @@ class Command(BaseCommand):
             cert, key = self.self_signed_pair(relayd_dir / "tls")
             defaults.update({"--tls-cert": str(cert), "--tls-key": str(key)})
         if "--report-url" not in given and "--token-file" not in given and "--policy-url" not in given:
-            token_file = self.report_token(relayd_dir / "report.token")
+            node = node_name(given)
+            token_file = self.report_token(relayd_dir / "report.token", node)
             if token_file:
                 defaults.update(
-                    {"--report-url": f"{settings.RELAYADMIN_URL}/api/v1/daemons/", "--token-file": str(token_file)}
+                    {
+                        "--report-url": f"{settings.RELAYADMIN_URL}/api/v1/daemons/",
+                        "--token-file": str(token_file),
+                        # The token may report for this name only: relayd must send the same one.
+                        "--node-name": node,
+                    }
                 )
         return [part for option, value in defaults.items() if option not in given for part in (option, value)]
 
-    def report_token(self, token_file):
-        """Return a file holding a read-only token for the bundled relayd's status reports, made once.
+    def report_token(self, token_file, node: str):
+        """Return a file holding a node token for the bundled relayd's status reports, made once per node name.
 
         The token belongs to the first superuser; without one, relayd runs without reporting.
         """
-        if token_file.exists() and ApiToken.find(token_file.read_text().strip()) is not None:
-            return token_file
+        if token_file.exists():
+            token = ApiToken.find(token_file.read_text().strip())
+            if token is not None and token.node == node and not token.is_expired:
+                return token_file
         owner = get_user_model().objects.filter(is_superuser=True, is_active=True).order_by("pk").first()
         if owner is None:
             return None
-        with audit_context(source="cli", command="runrelay"):
-            ApiToken.objects.filter(user=owner, name=BUNDLED_RELAYD_TOKEN).delete()
-            token = ApiToken(user=owner, name=BUNDLED_RELAYD_TOKEN, read_only=True)
-            key = token.generate_key()
-            token.save()
+        try:
+            with audit_context(source="cli", command="runrelay"):
+                ApiToken.objects.filter(user=owner, name=BUNDLED_RELAYD_TOKEN).delete()
+                _, key = services.issue_api_token(owner, BUNDLED_RELAYD_TOKEN, node=node)
+        except ValidationError as exc:
+            raise CommandError(f"Cannot make a node token for “{node}”: {' '.join(exc.messages)}") from None
         token_file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -108,3 +120,13 @@ class Command(BaseCommand):
         os.chmod(key, 0o600)
         self.stdout.write(f"Made a self-signed STARTTLS certificate in {directory}")
         return cert, key
+
+
+def node_name(relayd_args: list[str]) -> str:
+    """Return the node name relayd will report: --node-name if given, else RELAYD_NODE_NAME or this host's name."""
+    for index, arg in enumerate(relayd_args):
+        if arg == "--node-name" and index + 1 < len(relayd_args):
+            return relayd_args[index + 1]
+        if arg.startswith("--node-name="):
+            return arg.partition("=")[2]
+    return os.environ.get("RELAYD_NODE_NAME", "").strip() or socket.gethostname()
