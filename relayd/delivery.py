@@ -215,7 +215,12 @@ class QueueRunner:
 
     async def _scan(self) -> None:
         """Schedule the messages in queue/ that the runner does not know, and forget those gone from it."""
-        queued = set(await asyncio.to_thread(self.spool.queued))
+        try:
+            queued = set(await asyncio.to_thread(self.spool.queued))
+        except OSError as exc:
+            # A spool that vanished or cannot be read (an unmounted disk, say): one line, then try again later.
+            repeats.log(log, logging.ERROR, f"scan:{exc.errno}", event="spool_error", error=exc, action="rescan later")
+            return
         for gone in self.waiting.keys() - queued:
             del self.waiting[gone]
         for message_id in queued - self.waiting.keys() - self.tasks.keys():

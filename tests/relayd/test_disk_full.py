@@ -23,7 +23,10 @@ SIZE = 4 * 1024 * 1024
 
 @pytest.fixture
 def small_fs(tmp_path):
-    """Return a directory on a tmpfs of SIZE bytes; unmount it after."""
+    """Return a directory on a tmpfs of SIZE bytes; unmount it after.
+
+    Ask for it before start_relay: fixtures are torn down in reverse, so the relays stop before the unmount.
+    """
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs for the spool needs root (CI runs as root)")
     mountpoint = tmp_path / "fs"
@@ -61,7 +64,7 @@ def fill(directory: Path, leave: int = 0) -> Path:
     return filler
 
 
-def test_full_spool_answers_452_at_mail_never_250_and_recovers(start_relay, small_fs):
+def test_full_spool_answers_452_at_mail_never_250_and_recovers(small_fs, start_relay):
     early = start_relay(policy(), spool=small_fs / "early", min_free_space=1024 * 1024)
     late = start_relay(policy(), spool=small_fs / "late", min_free_space=0)  # no early refusal: DATA must fail
     filler = fill(small_fs)
@@ -83,7 +86,7 @@ def test_full_spool_answers_452_at_mail_never_250_and_recovers(start_relay, smal
         assert client.docmd("MAIL FROM:<a@client.test> SIZE=1000")[0] == 250
 
 
-def test_runner_with_no_room_for_state_logs_one_line(start_relay, small_fs, serve_smtp, relayd_stderr):
+def test_runner_with_no_room_for_state_logs_one_line(small_fs, start_relay, serve_smtp, relayd_stderr):
     class Deferring:
         async def handle_RCPT(self, server, session, envelope, address, options):
             return "450 4.2.0 Try again later"
