@@ -208,14 +208,7 @@ SELFTEST_ALLOWED_TARGETS = [t.strip() for t in os.environ.get("SELFTEST_ALLOWED_
 # queries that come through public resolvers. Empty: the system resolver (/etc/resolv.conf).
 RELAYADMIN_DNS_RESOLVER = os.environ.get("RELAYADMIN_DNS_RESOLVER", "").strip()
 RELAYADMIN_DNS_TIMEOUT = float(os.environ.get("RELAYADMIN_DNS_TIMEOUT", "5"))
-RELAYADMIN_DNSBL_CONCURRENCY = int(os.environ.get("RELAYADMIN_DNSBL_CONCURRENCY", "8"))
-
-
-def _env_int(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip() or str(default)
-    if not text.isdigit() or int(text) < 1:
-        raise ImproperlyConfigured(f"{name} must be a whole number, 1 or more, not “{text}”.")
-    return int(text)
+RELAYADMIN_DNSBL_CONCURRENCY = _env_int("RELAYADMIN_DNSBL_CONCURRENCY", 8)
 
 
 # relayd nodes the dashboard tracks at most, and how often each node token may report.
