@@ -60,6 +60,10 @@ _AUTH_PARAMETER = re.compile(r"<>|(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
 # Compared against when the user name is unknown, so that the reply takes as long as for a known one.
 _DECOY_DIGEST = "A" * 43 + "="
 _DJANGO_DEFAULT_ITERATIONS = 1_000_000
+_ADMISSION_REPLIES = {
+    "max_connections": "421 4.7.0 Too many connections, try again later",
+    "too_many_connections": "421 4.7.0 Too many connections from your address, try again later",
+}
 
 
 class RelayEnvelope(Envelope):
@@ -162,20 +166,18 @@ class RelaySession(SMTP):
         self.client_key = client_key(address)
         self.local_ip = self.transport.get_extra_info("sockname")[0]
         relay.metrics.inc("connections")
-        if len(relay.sessions) >= relay.settings.max_connections:
-            # All clients together: one host with many addresses must not exhaust memory or descriptors.
-            self._log_cut("max_connections", refused=True)
-            await self.push("421 4.7.0 Too many connections, try again later")
-            self.transport.close()
-            return
-        if not relay.connections.acquire(self.client_key):
-            self._log_cut("too_many_connections", refused=True)
-            await self.push("421 4.7.0 Too many connections from your address, try again later")
+        # Counted across every intake worker (relayd/limits.py ClientLimits), not per process.
+        refusal, greet_pass = await relay.limits.admit(self.client_key)
+        if refusal is not None:
+            # max_connections is all clients together: one host with many addresses must not exhaust
+            # memory or descriptors.
+            self._log_cut(refusal, refused=True)
+            await self.push(_ADMISSION_REPLIES[refusal])
             self.transport.close()
             return
         relay.sessions.add(self)
         try:
-            if await self._spoke_before_greeting():
+            if await self._spoke_before_greeting(greet_pass):
                 self._log_cut("early_talker", refused=True)
                 await self.push("554 5.5.1 Protocol error: command sent before the greeting")
                 self.transport.close()
@@ -184,11 +186,11 @@ class RelaySession(SMTP):
             await super()._handle_client()
         finally:
             relay.sessions.discard(self)
-            relay.connections.release(self.client_key)
+            relay.limits.release(self.client_key)
             if self._lifetime_handle:
                 self._lifetime_handle.cancel()
 
-    async def _spoke_before_greeting(self) -> bool:
+    async def _spoke_before_greeting(self, greet_pass: bool) -> bool:
         """Wait greet_delay before the greeting and return whether the client sent anything meanwhile.
 
         A real MTA waits for the greeting; spamware often does not. Clients in a trusted network
@@ -196,17 +198,15 @@ class RelaySession(SMTP):
         """
         relay = self.relay
         delay = relay.settings.greet_delay
-        if delay > 0 and not self._spoke_early.is_set() and not self._greet_exempt():
+        if delay > 0 and not self._spoke_early.is_set() and not greet_pass and not self._trusted_client():
             try:
                 await asyncio.wait_for(self._spoke_early.wait(), delay)
             except TimeoutError:
-                relay.greet_passes.remember(self.client_key)
+                relay.limits.greet_passed(self.client_key)
         self._greeted = True
         return self._spoke_early.is_set()
 
-    def _greet_exempt(self) -> bool:
-        if self.relay.greet_passes.passed(self.client_key):
-            return True
+    def _trusted_client(self) -> bool:
         policy = self.relay.policy_source.policy
         return policy is not None and policy.trusted.lookup(parse_address(self.client), datetime.now(UTC)) is not None
 
@@ -628,7 +628,7 @@ class RelaySession(SMTP):
     # AUTH PLAIN and LOGIN (aiosmtpd has already refused AUTH before STARTTLS with 538 5.7.11).
 
     async def smtp_AUTH(self, arg: str) -> None:
-        if self._tls_protocol and self.relay.auth_throttle.refused(self.client_key):
+        if self._tls_protocol and await self.relay.limits.auth_refused(self.client_key):
             await self._refuse_auth()
             return
         await super().smtp_AUTH(arg)
@@ -684,8 +684,7 @@ class RelaySession(SMTP):
             relay.metrics.inc("auth", result="success")
             log.info(kv(event="auth", session=self.id, client=self.client, user=username, result="success"))
             return AuthResult(success=True, auth_data=username)
-        throttle = relay.auth_throttle
-        delay = throttle.fail(self.client_key)
+        delay, failures = await relay.limits.auth_failed(self.client_key)
         relay.metrics.inc("auth", result="failure")
         log.warning(
             kv(
@@ -694,12 +693,12 @@ class RelaySession(SMTP):
                 client=self.client,
                 user=username,
                 result="failure",
-                failures=throttle.failures(self.client_key),
+                failures=failures,
                 delay=delay,
             )
         )
         await asyncio.sleep(delay)
-        if throttle.refused(self.client_key):
+        if await relay.limits.auth_refused(self.client_key):
             await self._refuse_auth()
             return AuthResult(success=False, handled=True)
         return AuthResult(success=False, handled=False, message="535 5.7.8 Authentication credentials invalid")
