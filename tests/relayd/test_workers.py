@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.relayd.conftest import policy, publish
+from tests.relayd.conftest import network, policy, publish
 from tests.relayd.test_runner_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,3 +194,37 @@ def status(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except OSError:
         return "Z"
+
+
+def relay_verdicts(port: int, count: int) -> list[int]:
+    """Return the RCPT reply codes of count sessions asking to relay to a remote domain."""
+    codes = []
+    for _ in range(count):
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.ehlo("client.test")
+            client.docmd("MAIL FROM:<a@client.test>")
+            codes.append(client.docmd("RCPT TO:<bob@remote.test>")[0])
+    return codes
+
+
+def test_workers_enforce_each_new_policy_and_count_into_relayds_metrics(tmp_path, stderr):
+    metrics_port = free_port()
+    relayd = Relayd(tmp_path, stderr, "--workers", "2", "--metrics-listen", f"127.0.0.1:{metrics_port}")
+    try:
+        assert relay_verdicts(relayd.port, 20) == [550] * 20
+        publish(tmp_path / "policy.json", policy(serial=2, trusted_networks=[network(1, "127.0.0.0/8")]))
+        refused = 20
+        deadline = time.monotonic() + 10
+        while relay_verdicts(relayd.port, 1) != [250]:
+            refused += 1
+            assert time.monotonic() < deadline, "the new policy was not enforced"
+        time.sleep(0.5)  # the other process's poll, well within the second the design promises
+        assert relay_verdicts(relayd.port, 20) == [250] * 20
+        # Counted in relayd's own /metrics, whichever process had the session.
+        series = f'relayd_rcpt_total{{rule="default_deny",verdict="refuse"}} {refused}'
+        deadline = time.monotonic() + 5
+        while series not in urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode():
+            assert time.monotonic() < deadline, "the workers' refusals were not all counted"
+            time.sleep(0.1)
+    finally:
+        relayd.stop()
