@@ -49,9 +49,7 @@ async def serve_worker(
     held: Counter[str] = Counter()
     stores: set[asyncio.Task] = set()
 
-    def reply(text: str) -> None:
-        if not writer.is_closing():
-            writer.write(text.encode() + b"\n")
+    reply = _Batched(writer).line
 
     try:
         while line := await reader.readline():
@@ -106,6 +104,29 @@ async def _store(
         reply(f"{request} 0")
 
 
+class _Batched:
+    """Write the lines of one turn of the event loop to a stream in one go.
+
+    Each write is a system call and wakes the process at the other end; under load many sessions
+    speak to the parent in the same turn, and one write serves them all.
+    """
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._lines: list[bytes] = []
+
+    def line(self, text: str, payload: bytes = b"") -> None:
+        """Queue text as a line, followed by payload, for the end of this turn."""
+        if not self._lines:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._lines.append(text.encode() + b"\n" + payload)
+
+    def _flush(self) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(b"".join(self._lines))
+        self._lines.clear()
+
+
 class ParentLink:
     """A worker's view of the parent: the client limits, the spool and the metrics, each as the parent's own."""
 
@@ -115,6 +136,7 @@ class ParentLink:
         self._on_lost = on_lost
         self._replies: dict[int, asyncio.Future[list[str]]] = {}
         self._next = 0
+        self._out = _Batched(writer)
         self._task = asyncio.create_task(self._read_replies())
         self._counts: dict[tuple[str, tuple], int] = {}
         self._flush: asyncio.TimerHandle | None = None
@@ -135,8 +157,7 @@ class ParentLink:
         self._on_lost()
 
     def _send(self, line: str, payload: bytes = b"") -> None:
-        if not self._writer.is_closing():
-            self._writer.write(line.encode() + b"\n" + payload)
+        self._out.line(line, payload)
 
     async def _ask(self, op: str, argument: str, payload: bytes = b"") -> list[str]:
         if self.lost:
@@ -219,6 +240,7 @@ class ParentLink:
         if self._flush is not None:
             self._flush.cancel()
             self._send_counts()
+        await asyncio.sleep(0)  # the batch just queued goes out at the end of this turn
         self._writer.close()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
