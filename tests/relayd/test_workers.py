@@ -228,3 +228,63 @@ def test_workers_enforce_each_new_policy_and_count_into_relayds_metrics(tmp_path
             time.sleep(0.1)
     finally:
         relayd.stop()
+
+
+def test_auth_lockout_holds_in_every_worker(tmp_path, stderr, tls_files, tls_client):
+    cert, key = tls_files
+    relayd = Relayd(
+        tmp_path,
+        stderr,
+        *("--workers", "2", "--tls-cert", str(cert), "--tls-key", str(key)),
+        *("--auth-slow-after", "10", "--auth-refuse-after", "3"),
+    )
+    try:
+        codes, locked_in = [], set()
+        for _ in range(40):
+            with smtplib.SMTP("127.0.0.1", relayd.port, timeout=10) as client:
+                client.ehlo("client.test")
+                client.starttls(context=tls_client)
+                client.ehlo("client.test")
+                holder = owner(relayd.port, client.sock.getsockname()[1], relayd.pids())
+                code = auth_plain(client, "alice", "wrong")
+            codes.append(code)
+            if code == 421:
+                locked_in.add(holder)
+            if len(locked_in) == 2:
+                break
+        # Three failures in all, whichever process saw them, then locked out in both.
+        assert codes[:3] == [535, 535, 421]
+        assert set(codes[3:]) == {421}
+        assert len(locked_in) == 2 and None not in locked_in, "the locked-out sessions never reached both processes"
+    finally:
+        relayd.stop()
+
+
+def test_a_greeting_pass_earned_in_one_worker_holds_in_the_other(tmp_path, stderr):
+    relayd = Relayd(tmp_path, stderr, "--workers", "2", "--greet-delay", "0.6")
+    try:
+        # Relayd() waited for one greeting already, which earned 127.0.0.1 its pass.
+        fast_in = set()
+        for _ in range(40):
+            started = time.monotonic()
+            with socket.create_connection(("127.0.0.1", relayd.port), timeout=10) as sock:
+                assert greeting(sock).startswith(b"220")
+                waited = time.monotonic() - started
+                holder = owner(relayd.port, sock.getsockname()[1], relayd.pids())
+            assert waited < 0.5, f"a client holding a greeting pass waited {waited:.2f} s"
+            fast_in.add(holder)
+            if len(fast_in) == 2:
+                break
+        assert len(fast_in) == 2 and None not in fast_in, "the sessions never reached both processes"
+    finally:
+        relayd.stop()
+
+
+def auth_plain(client: smtplib.SMTP, username: str, password: str) -> int:
+    client.user, client.password = username, password
+    try:
+        return client.auth("PLAIN", client.auth_plain, initial_response_ok=True)[0]
+    except smtplib.SMTPAuthenticationError as exc:
+        return exc.smtp_code
+    except smtplib.SMTPServerDisconnected:
+        return 421
