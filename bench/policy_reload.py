@@ -29,8 +29,10 @@ import orjson
 from relayd.config import CompiledPolicy, compile_policy, load_snapshot
 from relayd.matcher import Address, parse_address
 
+# Issue 14's targets.
 RELOAD_TARGET_MS = 300
-LOOKUP_TARGET_PER_SECOND = 500_000
+WARM_RELOAD_TARGET_MS = 50
+LOOKUP_TARGET_PER_SECOND = 1_000_000
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
@@ -271,7 +273,7 @@ def main() -> None:
     print(
         f"warm reload ({args.changes} entries changed, policy in force given), median of {args.runs}: "
         f"{warm_wall:,.0f} ms wall, {warm_cpu:,.0f} ms CPU"
-        f"   target <= {RELOAD_TARGET_MS} ms: {verdict(warm_cpu <= RELOAD_TARGET_MS)}"
+        f"   target <= {WARM_RELOAD_TARGET_MS} ms: {verdict(warm_cpu <= WARM_RELOAD_TARGET_MS)}"
     )
     print(f"  same snapshot and answers (100,000 addresses) as a cold reload of it: {'yes' if checked else 'NO'}")
     print(

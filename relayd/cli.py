@@ -146,9 +146,15 @@ async def _serve(settings: Settings) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, daemon.policy_source.request_reload)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(daemon))
     try:
         await daemon.start()
         await stop.wait()
     finally:
         await daemon.stop()
+
+
+def _reload(daemon: Daemon) -> None:
+    daemon.policy_source.request_reload()
+    if daemon.workers is not None:
+        daemon.workers.signal(signal.SIGHUP)

@@ -1,9 +1,11 @@
-"""Start and stop relayd's parts in order: spool, policy, fetcher, spool writer, SMTP, HTTP, queue runner, reporter."""
+"""Start and stop relayd's parts in order: spool, policy, fetcher, spool writer, SMTP and its workers, HTTP, queue
+runner, reporter."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -11,20 +13,22 @@ from datetime import UTC, datetime
 
 from relayd.dashboard import Client, PolicyFetcher, Reporter, node_report, read_token
 from relayd.http import start_http
+from relayd.hub import serve_worker
 from relayd.logs import kv
 from relayd.metrics import Metrics
 from relayd.policy_source import PolicySource
 from relayd.runner import Runner
-from relayd.server import Relay, format_address
+from relayd.server import Relay, format_address, open_listeners
 from relayd.settings import Settings, report_url
 from relayd.spool import Spool
 from relayd.spool_writer import SpoolWriter
+from relayd.workers import Workers
 
 log = logging.getLogger("relayd")
 
 
 class Daemon:
-    """One relayd node: intake in this process, the spool writer and the queue runner in processes of their own."""
+    """One relayd node: intake in this process and its workers, the spool writer and the queue runner in their own."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -33,6 +37,7 @@ class Daemon:
         self.spool: Spool | None = None
         self.writer: SpoolWriter | None = None
         self.relay: Relay | None = None
+        self.workers: Workers | None = None
         self.http: asyncio.Server | None = None
         self.runner: Runner | None = None
         self.fetcher: PolicyFetcher | None = None
@@ -60,8 +65,13 @@ class Daemon:
             )
             self._tasks.append(asyncio.create_task(self.fetcher.run()))
         self.writer = SpoolWriter(str(settings.spool), settings.fsync_threads, self._queued)
+        listeners = open_listeners(settings.listen)
         self.relay = Relay(settings, self.policy_source, self.writer, self.metrics)
-        await self.relay.start()
+        await self.relay.start(listeners)
+        if settings.workers > 1:
+            serve = functools.partial(serve_worker, limits=self.relay.limits, spool=self.writer, metrics=self.metrics)
+            self.workers = Workers(settings, listeners, serve)
+            self.workers.start()
         if settings.metrics_listen != "off":
             self.http = await start_http(settings.metrics_listen, self.metrics, self.status)
         if settings.delivery:
@@ -79,9 +89,12 @@ class Daemon:
     async def stop(self) -> None:
         """Stop accepting, finish the sessions and deliveries in flight (bounded), and flush the spool."""
         started = time.monotonic()
-        log.info(kv(event="stopping", sessions=len(self.relay.sessions) if self.relay else 0))
-        if self.relay:
-            await self.relay.stop(self.settings.shutdown_grace)
+        log.info(kv(event="stopping", sessions=self.relay.limits.open if self.relay else 0))
+        # The workers' sessions still need the spool writer, which closes after them.
+        await asyncio.gather(
+            *([self.relay.stop(self.settings.shutdown_grace)] if self.relay else []),
+            *([self.workers.stop()] if self.workers else []),
+        )
         if self.http:
             self.http.close()
             await self.http.wait_closed()
@@ -114,7 +127,8 @@ class Daemon:
             "policy_fetch": self.fetcher.health.status() if self.fetcher else None,
             "status_report": self.reporter.health.status() if self.reporter else None,
             "listen": [format_address(address) for address in self.relay.addresses] if self.relay else [],
-            "sessions": len(self.relay.sessions) if self.relay else 0,
+            "sessions": self.relay.limits.open if self.relay else 0,
+            "workers": self.settings.workers,
             "queue_size": self.spool.queue_size() if self.spool else 0,
             "counters": self.metrics.counters(),
         }

@@ -120,7 +120,7 @@ def split_source_route(path: str) -> tuple[str | None, str]:
 
 def decide(
     policy: CompiledPolicy | None,
-    client_ip: str,
+    client_ip: str | Address,
     local_ip: str | None,
     auth_user: str | None,
     recipient: str,

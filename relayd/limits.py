@@ -109,3 +109,56 @@ class GreetPasses:
         self._passed[key] = self.clock() + self.ttl
         if len(self._passed) > self.capacity:
             del self._passed[next(iter(self._passed))]
+
+
+class ClientLimits:
+    """Every limit on clients that all intake workers share: connections (per client and in all), AUTH, greeting.
+
+    The parent process holds the one instance; intake workers reach it through relayd.hub, so
+    that N workers enforce the same limits as one process would, not N times looser ones. The
+    methods that answer are coroutines because a worker has to ask the parent for the answer.
+    """
+
+    def __init__(
+        self, max_connections: int, per_client: int, auth_throttle: AuthThrottle, greet_passes: GreetPasses
+    ) -> None:
+        self.max_connections = max_connections
+        self.connections = ConnectionLimiter(per_client)
+        self.auth_throttle = auth_throttle
+        self.greet_passes = greet_passes
+        self.open = 0  # sessions of all clients together, in every worker
+
+    def admit_now(self, key: str) -> tuple[str | None, bool]:
+        """Count a new session of key; return (the reason it is refused or None, whether key holds a greeting pass)."""
+        if self.open >= self.max_connections:
+            return "max_connections", False
+        if not self.connections.acquire(key):
+            return "too_many_connections", False
+        self.open += 1
+        return None, self.greet_passes.passed(key)
+
+    async def admit(self, key: str) -> tuple[str | None, bool]:
+        """Count a new session of key, as admit_now."""
+        return self.admit_now(key)
+
+    def release(self, key: str) -> None:
+        """Forget one admitted session of key."""
+        self.connections.release(key)
+        self.open -= 1
+
+    def greet_passed(self, key: str) -> None:
+        """Record that key waited for the greeting."""
+        self.greet_passes.remember(key)
+
+    async def auth_refused(self, key: str) -> bool:
+        """Return whether key has failed AUTH too often to try now."""
+        return self.auth_throttle.refused(key)
+
+    def auth_failed_now(self, key: str) -> tuple[float, int]:
+        """Record an AUTH failure of key; return the tarpit delay and the failures that count."""
+        delay = self.auth_throttle.fail(key)
+        return delay, self.auth_throttle.failures(key)
+
+    async def auth_failed(self, key: str) -> tuple[float, int]:
+        """Record an AUTH failure of key, as auth_failed_now."""
+        return self.auth_failed_now(key)

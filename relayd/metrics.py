@@ -48,12 +48,12 @@ class Metrics:
         self._gauges: dict[str, dict[Labels, float]] = {}
         self._computed: dict[str, Callable[[], float]] = {}
 
-    def inc(self, name: str, **labels: str) -> None:
-        """Add one to the counter name with these labels."""
+    def inc(self, name: str, amount: int = 1, /, **labels: str) -> None:
+        """Add amount (one) to the counter name with these labels."""
         key = tuple(sorted(labels.items()))
         with self._lock:
             series = self._counters.setdefault(name, {})
-            series[key] = series.get(key, 0) + 1
+            series[key] = series.get(key, 0) + amount
 
     def set(self, name: str, value: float, **labels: str) -> None:
         """Set the gauge name with these labels to value."""

@@ -8,7 +8,7 @@ import resource
 import socket
 import ssl
 
-from relayd.limits import AuthThrottle, ConnectionLimiter, GreetPasses
+from relayd.limits import AuthThrottle, ClientLimits, GreetPasses
 from relayd.logs import kv
 from relayd.metrics import Metrics
 from relayd.policy_source import PolicySource
@@ -23,17 +23,28 @@ log = logging.getLogger("relayd.server")
 class Relay:
     """The SMTP side of relayd: its listeners and the state its sessions share."""
 
-    def __init__(self, settings: Settings, policy_source: PolicySource, spool: SpoolWriter, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        policy_source: PolicySource,
+        spool: SpoolWriter,
+        metrics: Metrics,
+        limits: ClientLimits | None = None,
+    ) -> None:
         self.settings = settings
         self.policy_source = policy_source
         self.spool = spool
         self.metrics = metrics
         self.tls_context = _tls_context(settings)
-        self.connections = ConnectionLimiter(settings.max_connections_per_ip)
-        self.auth_throttle = AuthThrottle(
-            settings.auth_slow_after, settings.auth_refuse_after, settings.auth_delay, settings.auth_window
+        # An intake worker passes the parent's limits (relayd/hub.py); the parent makes its own.
+        self.limits = limits or ClientLimits(
+            settings.max_connections,
+            settings.max_connections_per_ip,
+            AuthThrottle(
+                settings.auth_slow_after, settings.auth_refuse_after, settings.auth_delay, settings.auth_window
+            ),
+            GreetPasses(settings.greet_pass_ttl),
         )
-        self.greet_passes = GreetPasses(settings.greet_pass_ttl)
         self.verifier = (
             RecipientVerifier(
                 settings.hostname, settings.verify_timeout, settings.verify_positive_ttl, settings.verify_negative_ttl
@@ -44,16 +55,17 @@ class Relay:
         self.sessions: set[RelaySession] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[asyncio.Server] = []
-        metrics.gauge_from("connections_active", lambda: len(self.sessions))
+        # Every worker's sessions: the parent's limits count them all.
+        metrics.gauge_from("connections_active", lambda: self.limits.open)
 
-    async def start(self) -> None:
-        """Open every listen address."""
+    async def start(self, sockets: list[socket.socket] | None = None) -> None:
+        """Accept on sockets, bound to the listen addresses in order; by default open every listen address."""
         self.loop = asyncio.get_running_loop()
         _ensure_descriptors(self.settings.max_connections + _SPARE_DESCRIPTORS)
-        for address in self.settings.listen:
-            server = await self.loop.create_server(
-                lambda: RelaySession(self), sock=open_listener(address), backlog=1024
-            )
+        if sockets is None:
+            sockets = open_listeners(self.settings.listen)
+        for address, sock in zip(self.settings.listen, sockets, strict=True):
+            server = await self.loop.create_server(lambda: RelaySession(self), sock=sock, backlog=1024)
             self._servers.append(server)
             log.info(kv(event="listening", address=address, bound=format_address(server.sockets[0].getsockname())))
 
@@ -97,6 +109,19 @@ def _ensure_descriptors(needed: int) -> None:
         log.warning(
             kv(event="descriptor_limit", limit=soft, needed=needed, advice="lower --max-connections or raise ulimit -n")
         )
+
+
+def open_listeners(addresses: list[str]) -> list[socket.socket]:
+    """Return a listening socket for each address; close those opened if one fails."""
+    sockets: list[socket.socket] = []
+    try:
+        for address in addresses:
+            sockets.append(open_listener(address))
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def open_listener(address: str) -> socket.socket:

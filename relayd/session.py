@@ -32,14 +32,31 @@ from email.utils import format_datetime
 from types import MethodType
 from typing import TYPE_CHECKING
 
+import aiosmtpd.smtp
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, TLSSetupException, _AuthMechAttr, login_always_fail
 
 from relayd.decision import Verdict, decide, parse_recipient, split_source_route
 from relayd.limits import client_key
 from relayd.logs import kv, repeats
-from relayd.matcher import parse_address
+from relayd.matcher import Address, parse_address
 from relayd.passwords import parse_password_hash, verify_password
 from relayd.spool import new_id
+
+
+def _sanitized_log_if_enabled(func: Callable[..., None], msg: str, *args: object, **kwargs: object) -> None:
+    """Do what aiosmtpd's sanitized_log does, but only when its logger would log at that level.
+
+    aiosmtpd calls it twice for every command line, and it masks AUTH arguments with a regular
+    expression before the logger is asked whether it logs at all: relayd keeps mail.log at ERROR,
+    so that work was thrown away, a few percent of a relay-denied session.
+    """
+    if func.__self__.isEnabledFor(_LEVELS[func.__name__]):
+        _aiosmtpd_sanitized_log(func, msg, *args, **kwargs)
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_aiosmtpd_sanitized_log = aiosmtpd.smtp.sanitized_log
+aiosmtpd.smtp.sanitized_log = _sanitized_log_if_enabled
 
 if TYPE_CHECKING:
     from relayd.config import CompiledPolicy
@@ -60,6 +77,10 @@ _AUTH_PARAMETER = re.compile(r"<>|(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
 # Compared against when the user name is unknown, so that the reply takes as long as for a known one.
 _DECOY_DIGEST = "A" * 43 + "="
 _DJANGO_DEFAULT_ITERATIONS = 1_000_000
+_ADMISSION_REPLIES = {
+    "max_connections": "421 4.7.0 Too many connections, try again later",
+    "too_many_connections": "421 4.7.0 Too many connections from your address, try again later",
+}
 
 
 class RelayEnvelope(Envelope):
@@ -125,6 +146,7 @@ class RelaySession(SMTP):
         self.id = secrets.token_hex(5)
         self.client = ""  # the client's address, IPv4-mapped shown as IPv4
         self.client_key = ""
+        self._parsed_client: tuple[str, Address | None] = ("", None)
         self.local_ip = ""
         self.in_transaction = False  # between DATA and its reply, when shutdown must wait
         self._greeted = False
@@ -159,23 +181,22 @@ class RelaySession(SMTP):
         address = parse_address(host)
         # An IPv4 peer is already in normal form; formatting it again costs more than the check.
         self.client = host if address.version == 4 and ":" not in host else str(address)
+        self._parsed_client = (self.client, address)
         self.client_key = client_key(address)
         self.local_ip = self.transport.get_extra_info("sockname")[0]
         relay.metrics.inc("connections")
-        if len(relay.sessions) >= relay.settings.max_connections:
-            # All clients together: one host with many addresses must not exhaust memory or descriptors.
-            self._log_cut("max_connections", refused=True)
-            await self.push("421 4.7.0 Too many connections, try again later")
-            self.transport.close()
-            return
-        if not relay.connections.acquire(self.client_key):
-            self._log_cut("too_many_connections", refused=True)
-            await self.push("421 4.7.0 Too many connections from your address, try again later")
+        # Counted across every intake worker (relayd/limits.py ClientLimits), not per process.
+        refusal, greet_pass = await relay.limits.admit(self.client_key)
+        if refusal is not None:
+            # max_connections is all clients together: one host with many addresses must not exhaust
+            # memory or descriptors.
+            self._log_cut(refusal, refused=True)
+            await self.push(_ADMISSION_REPLIES[refusal])
             self.transport.close()
             return
         relay.sessions.add(self)
         try:
-            if await self._spoke_before_greeting():
+            if await self._spoke_before_greeting(greet_pass):
                 self._log_cut("early_talker", refused=True)
                 await self.push("554 5.5.1 Protocol error: command sent before the greeting")
                 self.transport.close()
@@ -184,11 +205,11 @@ class RelaySession(SMTP):
             await super()._handle_client()
         finally:
             relay.sessions.discard(self)
-            relay.connections.release(self.client_key)
+            relay.limits.release(self.client_key)
             if self._lifetime_handle:
                 self._lifetime_handle.cancel()
 
-    async def _spoke_before_greeting(self) -> bool:
+    async def _spoke_before_greeting(self, greet_pass: bool) -> bool:
         """Wait greet_delay before the greeting and return whether the client sent anything meanwhile.
 
         A real MTA waits for the greeting; spamware often does not. Clients in a trusted network
@@ -196,19 +217,23 @@ class RelaySession(SMTP):
         """
         relay = self.relay
         delay = relay.settings.greet_delay
-        if delay > 0 and not self._spoke_early.is_set() and not self._greet_exempt():
+        if delay > 0 and not self._spoke_early.is_set() and not greet_pass and not self._trusted_client():
             try:
                 await asyncio.wait_for(self._spoke_early.wait(), delay)
             except TimeoutError:
-                relay.greet_passes.remember(self.client_key)
+                relay.limits.greet_passed(self.client_key)
         self._greeted = True
         return self._spoke_early.is_set()
 
-    def _greet_exempt(self) -> bool:
-        if self.relay.greet_passes.passed(self.client_key):
-            return True
+    def _trusted_client(self) -> bool:
         policy = self.relay.policy_source.policy
-        return policy is not None and policy.trusted.lookup(parse_address(self.client), datetime.now(UTC)) is not None
+        return policy is not None and policy.trusted.lookup(self._client_address(), datetime.now(UTC)) is not None
+
+    def _client_address(self) -> Address:
+        """Return self.client parsed, parsing it only when it changed (once per connection)."""
+        if self._parsed_client[0] != self.client:
+            self._parsed_client = (self.client, parse_address(self.client))
+        return self._parsed_client[1]
 
     # Limits that end the session.
 
@@ -405,7 +430,7 @@ class RelaySession(SMTP):
             await self.push("452 4.5.3 Error: too many recipients")
             return
         policy = self.relay.policy_source.policy
-        verdict = decide(policy, self.client, self.local_ip, self.auth_user, path)
+        verdict = decide(policy, self._client_address(), self.local_ip, self.auth_user, path)
         address = _mailbox(path)
         if policy is not None and (verdict.rule == "postmaster" or self._is_own_postmaster(address, verdict)):
             verdict, address = self._postmaster(policy)
@@ -628,7 +653,7 @@ class RelaySession(SMTP):
     # AUTH PLAIN and LOGIN (aiosmtpd has already refused AUTH before STARTTLS with 538 5.7.11).
 
     async def smtp_AUTH(self, arg: str) -> None:
-        if self._tls_protocol and self.relay.auth_throttle.refused(self.client_key):
+        if self._tls_protocol and await self.relay.limits.auth_refused(self.client_key):
             await self._refuse_auth()
             return
         await super().smtp_AUTH(arg)
@@ -684,8 +709,7 @@ class RelaySession(SMTP):
             relay.metrics.inc("auth", result="success")
             log.info(kv(event="auth", session=self.id, client=self.client, user=username, result="success"))
             return AuthResult(success=True, auth_data=username)
-        throttle = relay.auth_throttle
-        delay = throttle.fail(self.client_key)
+        delay, failures = await relay.limits.auth_failed(self.client_key)
         relay.metrics.inc("auth", result="failure")
         log.warning(
             kv(
@@ -694,12 +718,12 @@ class RelaySession(SMTP):
                 client=self.client,
                 user=username,
                 result="failure",
-                failures=throttle.failures(self.client_key),
+                failures=failures,
                 delay=delay,
             )
         )
         await asyncio.sleep(delay)
-        if throttle.refused(self.client_key):
+        if await relay.limits.auth_refused(self.client_key):
             await self._refuse_auth()
             return AuthResult(success=False, handled=True)
         return AuthResult(success=False, handled=False, message="535 5.7.8 Authentication credentials invalid")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 import urllib.parse
 from dataclasses import dataclass, field, fields
@@ -104,6 +105,12 @@ class Settings:
         default=3600.0, metadata=meta("seconds a recipient the route refused is remembered", float)
     )
     verify_timeout: float = field(default=10.0, metadata=meta("timeout of each step of a verification probe", float))
+    workers: int = field(
+        default_factory=lambda: os.cpu_count() or 1,
+        metadata=meta(
+            "SMTP intake processes sharing the listeners, limits and spool; the default is the number of CPUs", int
+        ),
+    )
     max_message_size: int = field(
         default=10_240_000, metadata=meta("largest message accepted (SIZE), as Postfix's default", int, "BYTES")
     )
@@ -178,6 +185,8 @@ class Settings:
             raise ValueError("--policy-url and --report-url need --token-file: the dashboard wants an API token")
         if self.fetch_interval <= 0 or self.report_interval <= 0:
             raise ValueError("fetch-interval and report-interval must be positive")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         if not self.listen:

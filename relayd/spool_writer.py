@@ -58,6 +58,11 @@ class SpoolWriter:
     async def store(self, envelope: dict, message: bytes) -> str:
         """Write a message durably into queue/ and return its id; raise OSError if it could not be."""
         message_id, header = envelope_line(envelope, message)
+        await self.store_line(message_id, header, message)
+        return message_id
+
+    async def store_line(self, message_id: str, header: bytes, message: bytes) -> None:
+        """Write a message whose envelope line (relayd.spool.envelope_line) is made already; raise OSError if not."""
         process = await self._ensure_running()
         done = asyncio.get_running_loop().create_future()
         self._pending[message_id] = done
@@ -70,7 +75,6 @@ class SpoolWriter:
             raise OSError(errno.EIO, f"spool writer unreachable: {exc}") from None
         finally:
             self._pending.pop(message_id, None)
-        return message_id
 
     async def _read_acks(self, process: asyncio.subprocess.Process) -> None:
         while line := await process.stdout.readline():

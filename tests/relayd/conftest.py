@@ -124,6 +124,8 @@ def start_relay(tmp_path):
             "fsync_threads": 2,
             "hostname": "relay.test",
             "node_name": "node-test",
+            # Intake in the test process only; tests of --workers ask for more.
+            "workers": 1,
             **options,
         }
         daemon = Daemon(Settings(**settings))
