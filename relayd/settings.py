@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import socket
 import urllib.parse
 from dataclasses import dataclass, field, fields
@@ -105,12 +104,9 @@ class Settings:
         default=3600.0, metadata=meta("seconds a recipient the route refused is remembered", float)
     )
     verify_timeout: float = field(default=10.0, metadata=meta("timeout of each step of a verification probe", float))
-    workers: int = field(
-        default_factory=lambda: os.cpu_count() or 1,
-        metadata=meta(
-            "SMTP intake processes sharing the listeners, limits and spool; the default is the number of CPUs", int
-        ),
-    )
+    # One by default: bench/smtp_throughput.py measured more workers slower on a busy 2-core host
+    # (docs/relayd.md "Processes"); raise it where cores are idle.
+    workers: int = field(default=1, metadata=meta("SMTP intake processes sharing the listeners, limits and spool", int))
     max_message_size: int = field(
         default=10_240_000, metadata=meta("largest message accepted (SIZE), as Postfix's default", int, "BYTES")
     )

@@ -109,6 +109,7 @@ class Intake:
             *("--spool", str(directory / "spool"), "--listen", f"127.0.0.1:{port}", "--metrics-listen", "off"),
             *("--greet-delay", "0", "--hostname", "relay.test", "--retry-initial", "0.5", "--retry-max", "1"),
             *("--delivery-concurrency", str(CONCURRENCY), "--shutdown-grace", "10", "--delivery-nice", "0"),
+            *("--workers", "2"),  # a worker process in the tree too: kills must not lose what it accepted
         ]
         self.port = port
         self.stderr = stderr
