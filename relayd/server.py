@@ -8,6 +8,7 @@ import resource
 import socket
 import ssl
 
+from relayd.counters import Counters
 from relayd.limits import AuthThrottle, ConnectionLimiter, GreetPasses
 from relayd.logs import kv
 from relayd.metrics import Metrics
@@ -34,6 +35,7 @@ class Relay:
             settings.auth_slow_after, settings.auth_refuse_after, settings.auth_delay, settings.auth_window
         )
         self.greet_passes = GreetPasses(settings.greet_pass_ttl)
+        self.counters = Counters(settings.redis_url, settings.redis_prefix)
         self.verifier = (
             RecipientVerifier(
                 settings.hostname, settings.verify_timeout, settings.verify_positive_ttl, settings.verify_negative_ttl
@@ -77,6 +79,7 @@ class Relay:
             await asyncio.sleep(0.05)
         for server in self._servers:
             await server.wait_closed()
+        await self.counters.close()
 
 
 # Descriptors beyond one per session: listeners, pipes to the helpers, policy and HTTP connections.
