@@ -69,7 +69,7 @@ def normalise_route(text: str) -> str:
             # relayd reads a host of digits and dots as an IPv4 address, never as a name (docs/snapshot.md).
             raise ValidationError(
                 f"{host} is not a valid IPv4 address: write all four parts, e.g. 192.0.2.25.", code="invalid_route"
-            )
+            ) from None
         return f"{normalise_domain(host)}:{port}"
     if ip.is_ipv4_mapped():
         ip = ip.ipv4()  # relayd takes an IPv4 next hop only as IPv4
