@@ -62,6 +62,20 @@ def sender_allowed(profile: Profile, sender: str) -> bool:
     return any(domain == allowed or domain.endswith("." + allowed) for allowed in profile.allowed_sender_domains)
 
 
+def limits_text(profile: Profile) -> str:
+    """Return a profile's limits in words, for the tester, logs and config comments."""
+    parts = []
+    if profile.rate_limit_per_hour:
+        parts.append(f"{profile.rate_limit_per_hour} messages/hour")
+    if profile.recipients_per_hour:
+        parts.append(f"{profile.recipients_per_hour} recipients/hour")
+    if profile.allowed_sender_domains:
+        parts.append("senders in " + ", ".join(profile.allowed_sender_domains))
+    if profile.require_tls:
+        parts.append("TLS only")
+    return "; ".join(parts) or "no limits"
+
+
 def _refusal(code: int, enhanced: str, text: str, rule: str, detail: str) -> Verdict:
     return Verdict(False, code, enhanced, f"{code} {enhanced} {text}", rule, detail)
 

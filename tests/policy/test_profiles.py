@@ -10,6 +10,7 @@ from policy import network_csv
 from policy.models import AuditEntry, PolicyRevision, SmtpUser, TrustedNetwork
 from policy.revisions import policy_change, rollback_to
 from policy.snapshot import build_snapshot, dumps
+from policy.tester import Probe, check
 from relayd.config import PROFILES_SCHEMA, parse_snapshot
 from tests.api.conftest import issue_token, token_client
 
@@ -156,3 +157,17 @@ def test_csv_export_writes_sender_domains_as_a_cell_that_imports_again():
     assert parsed.errors == {}
     assert parsed.rows[0]["allowed_sender_domains"] == ["a.example", "b.example"]
     assert parsed.rows[0]["recipients_per_hour"] == 7
+
+
+def test_the_tester_names_the_profile_that_limits_a_relayed_recipient():
+    TrustedNetwork.objects.create(network="10.0.0.0/8")
+    TrustedNetwork.objects.create(network="10.1.0.0/16", rate_limit_per_hour=100, require_tls=True)
+    limited = check(Probe(client="10.1.2.3", recipient="bob@remote.example"))
+    assert limited.verdict.allowed
+    assert "trusted network 10.1.0.0/16: limit 100 messages/hour; TLS only; relayd counts per clock hour." in (
+        limited.notes
+    )
+    # The most specific network decides: 10.2.0.1 is only in the /8, which has no profile.
+    assert check(Probe(client="10.2.0.1", recipient="bob@remote.example")).notes == ()
+    # Refused recipients name no limits.
+    assert check(Probe(client="192.0.2.1", recipient="bob@remote.example")).notes == ()
