@@ -710,6 +710,9 @@ class RelayNodeSample(models.Model):
     at = models.DateTimeField(default=timezone.now, db_index=True)
     accepted = models.PositiveBigIntegerField(default=0)
     relay_denied = models.PositiveBigIntegerField(default=0)
+    # Messages relayed since the node started, per holder: {"trusted_networks": {"10.1.0.0/16": 12},
+    # "smtp_users": {"alice": 3}} (issue 15). Empty for reports of nodes that predate it.
+    usage = models.JSONField("relayed messages per holder", default=dict, blank=True)
 
     class Meta:
         ordering = ["at"]
