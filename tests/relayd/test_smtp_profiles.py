@@ -6,6 +6,7 @@ under a key prefix of its own, and with Redis unreachable.
 
 import logging
 import os
+import shutil
 import smtplib
 import socket
 import subprocess
@@ -175,12 +176,37 @@ def test_redis_down_counts_locally_logs_once_and_keeps_accepting(start_relay, ca
     assert caplog.text.count("event=counters_local") == 1
 
 
-def redis_available() -> bool:
+def answers(port: int) -> bool:
     try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
     except OSError:
         return False
     return True
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """Return the loopback Redis's URL; without one on 6379, start a private redis-server (make test installs it)."""
+    if answers(6379):
+        yield REDIS_URL
+        return
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail("The fleet counter test needs Redis: run one on 127.0.0.1:6379 or install redis-server")
+    port = free_port()
+    process = subprocess.Popen(
+        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not answers(port):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def free_port() -> int:
@@ -189,14 +215,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_process(directory: Path, prefix: str) -> tuple[subprocess.Popen, int]:
+def start_process(directory: Path, redis_url: str, prefix: str) -> tuple[subprocess.Popen, int]:
     """Start relayd as a process of its own on the shared snapshot and Redis; return it and its port."""
     port = free_port()
     spool = directory / f"spool{port}"
     arguments = [
         *(sys.executable, "-m", "relayd", "--policy", str(directory / "policy.json"), "--spool", str(spool)),
         *("--listen", f"127.0.0.1:{port}", "--metrics-listen", "off", "--greet-delay", "0"),
-        *("--hostname", "relay.test", "--no-delivery", "--redis-url", REDIS_URL, "--redis-prefix", prefix),
+        *("--hostname", "relay.test", "--no-delivery", "--redis-url", redis_url, "--redis-prefix", prefix),
     ]
     process = subprocess.Popen(arguments, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
@@ -210,11 +236,10 @@ def start_process(directory: Path, prefix: str) -> tuple[subprocess.Popen, int]:
             time.sleep(0.05)
 
 
-@pytest.mark.skipif(not redis_available(), reason="needs Redis on 127.0.0.1:6379 (make test provides it)")
-def test_two_relayd_processes_share_the_limit_through_redis(tmp_path):
+def test_two_relayd_processes_share_the_limit_through_redis(tmp_path, redis_url):
     publish(tmp_path / "policy.json", profiled([{"id": 1, **profile(rate_limit_per_hour=3)}]))
     prefix = f"relayd-test-{uuid.uuid4().hex}"
-    processes = [start_process(tmp_path, prefix) for _ in range(2)]
+    processes = [start_process(tmp_path, redis_url, prefix) for _ in range(2)]
     try:
         codes = []
         for index in range(5):
