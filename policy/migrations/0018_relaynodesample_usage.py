@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("policy", "0016_relay_profiles"),
+        ("policy", "0017_relay_profiles"),
     ]
 
     operations = [

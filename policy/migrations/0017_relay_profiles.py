@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("policy", "0015_relaynode_refusal"),
+        ("policy", "0016_apitoken_node"),
     ]
 
     operations = [
