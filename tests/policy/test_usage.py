@@ -38,7 +38,7 @@ def test_reports_store_usage_and_refuse_a_malformed_one():
 def test_the_api_answers_a_malformed_usage_with_400(editor):
     from tests.api.conftest import issue_token, token_client
 
-    api = token_client(issue_token(editor))
+    api = token_client(issue_token(editor, name="relayd mx1", node="mx1", read_only=True))
     response = api.post("/api/v1/daemons/", {"node": "mx1", "serial": 1, "usage": {"smtp_users": 3}}, format="json")
     assert response.status_code == 400
     assert "usage" in response.json()
