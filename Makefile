@@ -31,11 +31,12 @@ $(VENV)/.test: requirements.txt requirements-test.txt | $(BIN)/python
 	touch $@ $(VENV)/.runtime
 
 # Test tools from Debian: chromium for the browser tests, postfix for postmap/postconf checks of the
-# Postfix export, and Exim unpacked into .cache/exim (it conflicts with postfix as a package).
-test-tools: ## install chromium, postfix and exim for the tests when missing
+# Postfix export, redis-server for relayd's fleet-wide counters, and Exim unpacked into .cache/exim (it conflicts with postfix as a package).
+test-tools: ## install chromium, postfix, redis-server and exim for the tests when missing
 	@missing=""; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -x /usr/sbin/postmap ] || missing="$$missing postfix"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 		echo "Installing for the tests:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

@@ -51,6 +51,7 @@ def record_report(report: dict, remote_addr: str | None, token=None) -> RelayNod
         isinstance(counters.get(key, 0), int) and counters.get(key, 0) >= 0 for key in COUNTER_NAMES
     ):
         raise ValidationError({"counters": f"Counters are whole numbers ≥ 0: {', '.join(COUNTER_NAMES)}."})
+    usage = _usage(report)
     refused_serial, refused_reason = _refusal(report, serial)
     now = timezone.now()
     with transaction.atomic():
@@ -68,10 +69,43 @@ def record_report(report: dict, remote_addr: str | None, token=None) -> RelayNod
             },
         )
         RelayNodeSample.objects.create(
-            node=node, at=now, accepted=counters.get("accepted", 0), relay_denied=counters.get("relay_denied", 0)
+            node=node,
+            at=now,
+            accepted=counters.get("accepted", 0),
+            relay_denied=counters.get("relay_denied", 0),
+            usage=usage,
         )
         RelayNodeSample.objects.filter(at__lt=now - SAMPLE_RETENTION).delete()
     return node
+
+
+# More holders than this in one report are refused rather than stored: a node reports the networks
+# and users that relayed through it since it started, which a sane policy keeps far below it.
+MAX_USAGE_HOLDERS = 10_000
+USAGE_KINDS = ("trusted_networks", "smtp_users")
+
+
+def _usage(report: dict) -> dict:
+    """Return a report's messages relayed per holder; raise ValidationError if it is malformed."""
+    usage = report.get("usage") or {}
+    problem = ValidationError(
+        {
+            "usage": 'Usage is {"trusted_networks": {NETWORK: COUNT}, "smtp_users": {USERNAME: COUNT}} '
+            f"with whole numbers ≥ 0, at most {MAX_USAGE_HOLDERS} entries."
+        }
+    )
+    if not isinstance(usage, dict) or not set(usage) <= set(USAGE_KINDS):
+        raise problem
+    cleaned = {}
+    for kind in USAGE_KINDS:
+        counts = usage.get(kind, {})
+        if not isinstance(counts, dict) or len(counts) > MAX_USAGE_HOLDERS:
+            raise problem
+        for name, count in counts.items():
+            if len(name) > 200 or not isinstance(count, int) or isinstance(count, bool) or not 0 <= count < 2**63:
+                raise problem
+        cleaned[kind] = counts
+    return cleaned
 
 
 def _refusal(report: dict, serial: int | None) -> tuple[int | None, str]:

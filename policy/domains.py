@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from policy.addresses import AddressError, address_text, parse_address
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_DOTTED_NUMBERS = re.compile(r"[0-9.]+", re.ASCII)
 DEFAULT_SMTP_PORT = 25
 
 
@@ -64,6 +65,11 @@ def normalise_route(text: str) -> str:
     except AddressError:
         if host.startswith("["):
             raise ValidationError(f"{host} is not a valid IPv6 address.", code="invalid_route") from None
+        if _DOTTED_NUMBERS.fullmatch(host):
+            # relayd reads a host of digits and dots as an IPv4 address, never as a name (docs/snapshot.md).
+            raise ValidationError(
+                f"{host} is not a valid IPv4 address: write all four parts, e.g. 192.0.2.25.", code="invalid_route"
+            ) from None
         return f"{normalise_domain(host)}:{port}"
     if ip.is_ipv4_mapped():
         ip = ip.ipv4()  # relayd takes an IPv4 next hop only as IPv4

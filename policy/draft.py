@@ -13,6 +13,7 @@ from django.utils import timezone
 from policy import addresses
 from policy.forms import DeniedNetworkForm, InternalAddressForm, TrustedNetworkForm
 from policy.models import (
+    PROFILE_FIELDS,
     DeniedNetwork,
     InternalAddress,
     RoutingRestrictions,
@@ -48,7 +49,7 @@ LIST_KINDS = {
             TrustedNetwork,
             TrustedNetworkForm,
             "Hosts and clients with these IP addresses",
-            ("network", "description", "enabled", "expires_at", "open_relay_override"),
+            ("network", "description", "enabled", "expires_at", "open_relay_override", *PROFILE_FIELDS),
         ),
         ListKind(
             "internal",

@@ -5,7 +5,8 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from policy import addresses
-from policy.models import LocalDomain, RoutingRestrictions, SmtpUser, validate_node_name
+from policy.domains import normalise_domain
+from policy.models import PROFILE_FIELDS, LocalDomain, RoutingRestrictions, SmtpUser, validate_node_name
 from policy.roles import can_edit
 from policy.tester import Probe
 
@@ -16,6 +17,55 @@ class RestrictionsForm(forms.ModelForm):
     class Meta:
         model = RoutingRestrictions
         fields = ["allow_authenticated", "allow_listed_ips", "allow_internal_addresses"]
+
+
+class ProfileFieldsMixin(forms.Form):
+    """The "Limits…" section of an entry's Add/Edit form: its relay profile (issue 15)."""
+
+    limit_names = PROFILE_FIELDS
+
+    rate_limit_per_hour = forms.IntegerField(
+        label="Messages per hour",
+        min_value=1,
+        required=False,
+        help_text="Relay at most this many messages an hour; more are deferred (450 4.7.1). Empty: no limit.",
+    )
+    recipients_per_hour = forms.IntegerField(
+        label="Recipients per hour",
+        min_value=1,
+        required=False,
+        help_text="Relay to at most this many recipients an hour (450 4.7.1). Empty: no limit.",
+    )
+    allowed_sender_domains = forms.CharField(
+        label="Allowed sender domains",
+        required=False,
+        max_length=5000,
+        help_text="Relay only mail from these domains or their subdomains (553 5.7.1 otherwise), separated by "
+        "spaces or commas, e.g. example.com. Empty: any sender.",
+    )
+    require_tls = forms.BooleanField(label="Relay only over TLS (STARTTLS)", required=False)
+    owner = forms.CharField(label="Owner", max_length=200, required=False, help_text="Who to contact about it.")
+    ticket = forms.CharField(label="Ticket", max_length=100, required=False, help_text="The change reference.")
+
+    def clean_allowed_sender_domains(self):
+        domains = []
+        for name in self.cleaned_data["allowed_sender_domains"].replace(",", " ").split():
+            domain = normalise_domain(name)  # its ValidationError names the bad domain
+            if domain not in domains:
+                domains.append(domain)
+        return sorted(domains)
+
+    @property
+    def limits_open(self) -> bool:
+        """Tell whether the section starts open: a limit is set or has an error."""
+        return any(self[name].errors or self[name].value() not in (None, "", False, []) for name in self.limit_names)
+
+    def profile_data(self) -> dict:
+        return {name: self.cleaned_data[name] for name in self.limit_names}
+
+    @staticmethod
+    def domains_text(domains) -> str:
+        return " ".join(domains) if isinstance(domains, list) else domains or ""
 
 
 class NetworkEntryForm(forms.Form):
@@ -85,7 +135,7 @@ class NetworkEntryForm(forms.Form):
         return {**data, "address": data["network"], "mask": ""}
 
 
-class TrustedNetworkForm(NetworkEntryForm):
+class TrustedNetworkForm(ProfileFieldsMixin, NetworkEntryForm):
     enabled = forms.BooleanField(label="Enabled", required=False, initial=True)
     expires_at = forms.DateTimeField(
         label="Expires",
@@ -114,7 +164,13 @@ class TrustedNetworkForm(NetworkEntryForm):
             "enabled": self.cleaned_data["enabled"],
             "expires_at": expires_at.isoformat() if expires_at else None,
             "open_relay_override": self.cleaned_data["open_relay_override"],
+            **self.profile_data(),
         }
+
+    @classmethod
+    def initial_from(cls, data: dict) -> dict:
+        initial = super().initial_from(data)
+        return {**initial, "allowed_sender_domains": cls.domains_text(initial.get("allowed_sender_domains"))}
 
 
 class DeniedNetworkForm(NetworkEntryForm):
@@ -160,7 +216,7 @@ class LocalDomainForm(forms.ModelForm):
         fields = ["domain", "include_subdomains", "route", "description"]
 
 
-class SmtpUserForm(forms.ModelForm):
+class SmtpUserForm(ProfileFieldsMixin, forms.ModelForm):
     """Create an SMTP account, or edit one; the password is only ever written, never shown."""
 
     password1 = forms.CharField(label="Password", widget=forms.PasswordInput, required=False, strip=False)
@@ -173,10 +229,11 @@ class SmtpUserForm(forms.ModelForm):
 
     class Meta:
         model = SmtpUser
-        fields = ["username", "enabled", "description"]
+        fields = ["username", "enabled", "description", *PROFILE_FIELDS]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.initial["allowed_sender_domains"] = self.domains_text(self.initial.get("allowed_sender_domains"))
         creating = self.instance.pk is None
         self.fields["password1"].required = creating
         self.fields["password2"].required = creating

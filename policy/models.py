@@ -10,6 +10,7 @@ import netaddr
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
 from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -39,6 +40,94 @@ class TrackedModel(models.Model):
 
     class Meta:
         abstract = True
+
+
+# The profile's fields, one declaration for the snapshot builder, restore and the exports (issue 15).
+PROFILE_FIELDS = (
+    "rate_limit_per_hour",
+    "recipients_per_hour",
+    "allowed_sender_domains",
+    "require_tls",
+    "owner",
+    "ticket",
+)
+
+
+def empty_profile() -> dict:
+    """Return the profile of an entry with no limits set."""
+    return {
+        "rate_limit_per_hour": None,
+        "recipients_per_hour": None,
+        "allowed_sender_domains": [],
+        "require_tls": False,
+        "owner": "",
+        "ticket": "",
+    }
+
+
+class RelayProfile(models.Model):
+    """Limits on what a trusted network or SMTP user may relay (docs/design.md item 6).
+
+    A profile only narrows the grant it belongs to: it never lets anyone relay who could not
+    before, and it never limits delivery to local domains.
+    """
+
+    rate_limit_per_hour = models.PositiveIntegerField(
+        "messages per hour",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Relay at most this many messages an hour (450 4.7.1 beyond it). Empty: no limit.",
+    )
+    recipients_per_hour = models.PositiveIntegerField(
+        "recipients per hour",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Relay to at most this many recipients an hour (450 4.7.1 beyond it). Empty: no limit.",
+    )
+    allowed_sender_domains = models.JSONField(
+        "allowed sender domains",
+        default=list,
+        blank=True,
+        help_text="Relay only mail whose MAIL FROM is in one of these domains or their subdomains "
+        "(553 5.7.1 otherwise). Empty: any sender.",
+    )
+    require_tls = models.BooleanField(
+        "require TLS", default=False, help_text="Relay only in a session that used STARTTLS."
+    )
+    owner = models.CharField("owner", max_length=200, blank=True, help_text="Who to contact about it.")
+    ticket = models.CharField("ticket", max_length=100, blank=True, help_text="The change reference.")
+
+    class Meta:
+        abstract = True
+
+    def clean_profile(self) -> None:
+        """Normalise the sender domains; raise ValidationError naming the field if one is invalid."""
+        domains = self.allowed_sender_domains
+        if domains in (None, ""):
+            domains = []
+        if isinstance(domains, str):
+            domains = domains.replace(",", " ").split()
+        if not isinstance(domains, list) or not all(isinstance(domain, str) for domain in domains):
+            raise ValidationError({"allowed_sender_domains": "Enter a list of domain names."}, code="invalid")
+        normalised = []
+        for domain in domains:
+            try:
+                domain = normalise_domain(domain)
+            except ValidationError as exc:
+                raise ValidationError({"allowed_sender_domains": exc.messages}, code="invalid") from None
+            if domain not in normalised:
+                normalised.append(domain)
+        self.allowed_sender_domains = sorted(normalised)
+
+    def profile(self) -> dict:
+        """Return the profile's fields as the snapshot writes them."""
+        return {name: getattr(self, name) for name in PROFILE_FIELDS}
+
+    @property
+    def has_profile(self) -> bool:
+        return self.profile() != empty_profile()
 
 
 class RoutingRestrictions(TrackedModel):
@@ -174,7 +263,7 @@ class NetworkEntry(TrackedModel):
         )
 
 
-class TrustedNetwork(NetworkEntry):
+class TrustedNetwork(RelayProfile, NetworkEntry):
     """A network whose clients may relay when "these IP addresses" is on."""
 
     enabled = models.BooleanField("enabled", default=True, help_text="Disabled entries are kept but not trusted.")
@@ -204,6 +293,10 @@ class TrustedNetwork(NetworkEntry):
     @property
     def is_active(self) -> bool:
         return self.enabled and not self.is_expired
+
+    def clean(self):
+        self.clean_profile()
+        super().clean()
 
     def check_network(self, network):
         problem = addresses.open_relay_problem(network)
@@ -296,7 +389,7 @@ class LocalDomain(TrackedModel):
             raise ValidationError(errors)
 
 
-class SmtpUser(TrackedModel):
+class SmtpUser(RelayProfile, TrackedModel):
     """An SMTP AUTH account. Only a salted hash of the password is stored."""
 
     username = models.CharField(
@@ -323,6 +416,10 @@ class SmtpUser(TrackedModel):
         errors = {}
         if not re.fullmatch(r"[a-z0-9._@+-]{1,128}", self.username):
             errors["username"] = ValidationError("Use 1–128 letters, digits and . _ @ + - (no spaces).", code="invalid")
+        try:
+            self.clean_profile()
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
         if not self.password_hash:
             errors[NON_FIELD_ERRORS] = ValidationError("Set a password for this account.", code="required")
         if errors:
@@ -613,6 +710,9 @@ class RelayNodeSample(models.Model):
     at = models.DateTimeField(default=timezone.now, db_index=True)
     accepted = models.PositiveBigIntegerField(default=0)
     relay_denied = models.PositiveBigIntegerField(default=0)
+    # Messages relayed since the node started, per holder: {"trusted_networks": {"10.1.0.0/16": 12},
+    # "smtp_users": {"alice": 3}} (issue 15). Empty for reports of nodes that predate it.
+    usage = models.JSONField("relayed messages per holder", default=dict, blank=True)
 
     class Meta:
         ordering = ["at"]

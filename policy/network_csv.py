@@ -103,4 +103,11 @@ def write(network_list: NetworkList, out) -> None:
     writer.writerow(columns)
     for obj in network_list.model.objects.iterator(chunk_size=2000):
         data = serializer.to_representation(obj)
-        writer.writerow(["" if data[name] is None else data[name] for name in columns])
+        writer.writerow([_cell(data[name]) for name in columns])
+
+
+def _cell(value) -> str:
+    """Return a field's CSV cell: empty for none, a list (sender domains) as names split by spaces."""
+    if value is None:
+        return ""
+    return " ".join(value) if isinstance(value, list) else value

@@ -6,7 +6,16 @@ from django.db.models import Q
 from django.utils import timezone
 
 from policy import addresses
-from policy.models import DeniedNetwork, InternalAddress, LocalDomain, RoutingRestrictions, SmtpUser, TrustedNetwork
+from policy.models import (
+    PROFILE_FIELDS,
+    DeniedNetwork,
+    InternalAddress,
+    LocalDomain,
+    RoutingRestrictions,
+    SmtpUser,
+    TrustedNetwork,
+    empty_profile,
+)
 
 
 def inactive_state() -> dict:
@@ -23,11 +32,12 @@ def inactive_state() -> dict:
                 "enabled": network.enabled,
                 "expires_at": network.expires_at.isoformat() if network.expires_at else None,
                 "open_relay_override": network.open_relay_override,
+                "profile": network.profile(),
             }
             for network in TrustedNetwork.objects.filter(Q(enabled=False) | Q(expires_at__lte=now))
         ],
         "smtp_users": [
-            {"username": account.username, "password_hash": account.password_hash}
+            {"username": account.username, "password_hash": account.password_hash, "profile": account.profile()}
             for account in SmtpUser.objects.filter(enabled=False)
         ],
     }
@@ -58,6 +68,10 @@ def restore_snapshot(snapshot: dict, inactive: dict | None = None) -> None:
         **inactive,
         "trusted_networks": [_canonical(entry, "network") for entry in inactive["trusted_networks"]],
     }
+    # Profiles (schema 2) are listed apart, by network id and username; an entry without one has none.
+    profiles = snapshot.get("profiles", {})
+    network_profiles = {entry["id"]: _profile(entry) for entry in profiles.get("trusted_networks", [])}
+    user_profiles = {entry["username"]: _profile(entry) for entry in profiles.get("smtp_users", [])}
     trusted = {
         entry["network"]: {
             "description": entry["description"],
@@ -65,6 +79,7 @@ def restore_snapshot(snapshot: dict, inactive: dict | None = None) -> None:
             "expires_at": _moment(entry["expires_at"]),
             # A published entry that needs the override had it; no other entry needs it.
             "open_relay_override": addresses.open_relay_problem(addresses.parse_network(entry["network"])) is not None,
+            **network_profiles.get(entry["id"], empty_profile()),
         }
         for entry in snapshot["trusted_networks"]
     }
@@ -74,20 +89,33 @@ def restore_snapshot(snapshot: dict, inactive: dict | None = None) -> None:
             "enabled": entry["enabled"],
             "expires_at": _moment(entry["expires_at"]),
             "open_relay_override": entry["open_relay_override"],
+            **entry.get("profile", empty_profile()),
         }
     _make_equal_by(TrustedNetwork, "network", trusted)
 
     accounts = {
-        entry["username"]: {"password_hash": entry["password_hash"], "enabled": True}
+        entry["username"]: {
+            "password_hash": entry["password_hash"],
+            "enabled": True,
+            **user_profiles.get(entry["username"], empty_profile()),
+        }
         for entry in snapshot["smtp_users"]
     }
     for entry in inactive["smtp_users"]:
-        accounts[entry["username"]] = {"password_hash": entry["password_hash"], "enabled": False}
+        accounts[entry["username"]] = {
+            "password_hash": entry["password_hash"],
+            "enabled": False,
+            **entry.get("profile", empty_profile()),
+        }
     _make_equal_by(SmtpUser, "username", accounts)
 
     _make_equal(DeniedNetwork, "network", snapshot["denied_networks"], ("description",))
     _make_equal(InternalAddress, "address", snapshot["internal_addresses"], ("description",))
     _make_equal(LocalDomain, "domain", snapshot["local_domains"], ("include_subdomains", "route"))
+
+
+def _profile(entry: dict) -> dict:
+    return {name: entry[name] for name in PROFILE_FIELDS}
 
 
 def _canonical(entry: dict, key: str) -> dict:

@@ -16,6 +16,7 @@ from policy.models import (
     DeniedNetwork,
     InternalAddress,
     LocalDomain,
+    RelayProfile,
     RoutingRestrictions,
     SmtpUser,
     TrustedNetwork,
@@ -239,6 +240,8 @@ def _validate_rows(model, rows, existing: dict, mode: str, result: ImportResult,
             if listed is not None:
                 raise ValidationError({"network": addresses.duplicate_message(listed.as_listed())}, code="duplicate")
             obj.check_network(network)
+            if isinstance(obj, RelayProfile):
+                obj.clean_profile()
         except ValidationError as exc:
             result.errors[number] = exc.message_dict
             continue

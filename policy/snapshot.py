@@ -7,15 +7,29 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from policy.models import DeniedNetwork, InternalAddress, LocalDomain, RoutingRestrictions, SmtpUser, TrustedNetwork
-from relayd.config import Snapshot, SnapshotError, parse_snapshot
+from relayd.config import PROFILES_SCHEMA, Snapshot, SnapshotError, parse_snapshot
 
 SCHEMA = 1
+# A policy with relay profiles is published as relayd.config.PROFILES_SCHEMA (issue 15); one without any
+# is still schema 1, so that nodes which predate profiles keep enforcing it.
 
 
 def build_snapshot(serial: int) -> dict:
-    """Return the current policy as a schema-1 snapshot with this serial."""
+    """Return the current policy as a snapshot with this serial: schema 2 if it has profiles, else 1."""
     restrictions = RoutingRestrictions.load()
-    return {
+    trusted = [
+        network
+        for network in TrustedNetwork.objects.filter(enabled=True).select_related("created_by")
+        if not network.is_expired
+    ]
+    accounts = list(SmtpUser.objects.filter(enabled=True))
+    profiles = {
+        "trusted_networks": [{"id": network.pk, **network.profile()} for network in trusted if network.has_profile],
+        "smtp_users": [
+            {"username": account.username, **account.profile()} for account in accounts if account.has_profile
+        ],
+    }
+    snapshot = {
         "schema": SCHEMA,
         "serial": serial,
         "generated_at": timezone.now().isoformat(timespec="seconds"),
@@ -34,8 +48,7 @@ def build_snapshot(serial: int) -> dict:
                 "expires_at": _iso(network.expires_at),
                 **_added(network),
             }
-            for network in TrustedNetwork.objects.filter(enabled=True).select_related("created_by")
-            if not network.is_expired
+            for network in trusted
         ],
         "denied_networks": [
             {"id": network.pk, "network": network.network, "description": network.description, **_added(network)}
@@ -49,11 +62,12 @@ def build_snapshot(serial: int) -> dict:
             {"domain": domain.domain, "include_subdomains": domain.include_subdomains, "route": domain.route or None}
             for domain in LocalDomain.objects.all()
         ],
-        "smtp_users": [
-            {"username": account.username, "password_hash": account.password_hash}
-            for account in SmtpUser.objects.filter(enabled=True)
-        ],
+        "smtp_users": [{"username": account.username, "password_hash": account.password_hash} for account in accounts],
     }
+    if profiles["trusted_networks"] or profiles["smtp_users"]:
+        snapshot["schema"] = PROFILES_SCHEMA
+        snapshot["profiles"] = profiles
+    return snapshot
 
 
 # What a revision adds around the policy: its serial, its time, and the audit anchor it witnesses.
@@ -71,8 +85,10 @@ _ENTRY_NAMES = {
     "internal_addresses": ("internal address", "address"),
     "local_domains": ("local domain", "domain"),
     "smtp_users": ("SMTP user", "username"),
+    "profiles.trusted_networks": ("profile of trusted network", "id"),
+    "profiles.smtp_users": ("profile of SMTP user", "username"),
 }
-_ENTRY_PATH = re.compile(r"(?P<list>[a-z_]+)\[(?P<index>\d+)\](?:\.(?P<key>\w+))?")
+_ENTRY_PATH = re.compile(r"(?P<list>[a-z_.]+)\[(?P<index>\d+)\](?:\.(?P<key>\w+))?")
 
 
 # The snapshot this process checked last. Given as previous, it lets relayd's loader take the
@@ -100,7 +116,10 @@ def refusal_message(snapshot: dict, error: SnapshotError) -> str:
     found = _ENTRY_PATH.fullmatch(error.path)
     if found and found["list"] in _ENTRY_NAMES:
         label, name_key = _ENTRY_NAMES[found["list"]]
-        entry = snapshot[found["list"]][int(found["index"])]
+        entries = snapshot
+        for part in found["list"].split("."):
+            entries = entries[part]
+        entry = entries[int(found["index"])]
         key = found["key"]
         what = f"{label} {entry.get(name_key)}" + (f" ({key})" if key and key != name_key else "")
         return f"Nothing was saved: relayd would refuse the {what}: {error.problem}."

@@ -1,11 +1,13 @@
 """Answer "would this relay?" with relayd's own decision function, on the saved policy or a draft."""
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from policy.export.differences import all_differences
 from policy.models import PolicyRevision
 from policy.revisions import rehearsal
 from policy.snapshot import build_snapshot
+from relayd import profiles
 from relayd.config import compile_policy, validate_snapshot
 from relayd.decision import Verdict, decide
 
@@ -63,4 +65,17 @@ def check(probe: Probe, snapshot: dict | None = None) -> CheckResult:
 
     # Where the Postfix or Exim export would answer otherwise, say so (docs/verdicts.md).
     notes += all_differences(probe.recipient, accepts)
-    return CheckResult(decide(policy, probe.client, probe.local_address, login, probe.recipient), notes)
+    verdict = decide(policy, probe.client, probe.local_address, login, probe.recipient)
+    return CheckResult(verdict, notes + profile_notes(policy, verdict, probe.client, login))
+
+
+def profile_notes(policy, verdict: Verdict, client: str, login: str | None) -> tuple[str, ...]:
+    """Say whose relay profile limits a relayed recipient, as relayd would apply it (issue 15).
+
+    The tester sees no sender, session or counter: it names the limits, which relayd checks when
+    the mail comes ("trusted network 10.1.0.0/16: limit 100 messages/hour").
+    """
+    found = profiles.holder(policy, verdict, client, login, datetime.now(UTC))
+    if found is None or found.profile is None:
+        return ()
+    return (f"{found.label}: limit {profiles.limits_text(found.profile)}; relayd counts per clock hour.",)

@@ -17,7 +17,7 @@ from django.views.generic import (
     UpdateView,
 )
 
-from policy import addresses, daemons, safety, services, traffic
+from policy import addresses, daemons, safety, services, traffic, usage
 from policy.audit import update_context
 from policy.audit_views import history_for
 from policy.draft import FLAGS, LIST_KINDS, Draft
@@ -49,6 +49,7 @@ class DashboardView(ViewerRequiredMixin, TemplateView):
             open_relay=open_relay_headline(risks),
             nodes=daemons.node_statuses(),
             chart=traffic.traffic_chart(),
+            senders=usage.top_senders(),
             last_selftest=last_selftest,
             selftest_stale=stale,
             latest_serial=serial,

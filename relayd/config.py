@@ -1,4 +1,4 @@
-"""Load a policy snapshot (schema 1, docs/snapshot.md), validate all of it, and compile it for lookups."""
+"""Load a policy snapshot (schema 1 or 2, docs/snapshot.md), validate all of it, and compile it for lookups."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import compress, count, repeat
 from operator import attrgetter, is_, itemgetter
@@ -21,6 +21,9 @@ from relayd.matcher import Address, Network, NetworkSet, parse_host_address, par
 from relayd.passwords import parse_password_hash
 
 SCHEMA = 1
+# Every schema this relayd enforces. Schema 2 is schema 1 plus the optional "profiles" (issue 15).
+SCHEMAS = (1, 2)
+PROFILES_SCHEMA = 2
 
 E = TypeVar("E")
 
@@ -88,6 +91,28 @@ class SmtpUser(NamedTuple):
         return f"SmtpUser(username={self.username!r}, password_hash='...')"
 
 
+class Profile(NamedTuple):
+    """Limits on what one trusted network or SMTP user may relay (docs/design.md item 6)."""
+
+    rate_limit_per_hour: int | None
+    recipients_per_hour: int | None
+    allowed_sender_domains: tuple[str, ...]
+    require_tls: bool
+    owner: str
+    ticket: str
+
+
+@dataclass(frozen=True, slots=True)
+class Profiles:
+    """The profiles of a snapshot: by trusted network id and by SMTP username."""
+
+    trusted_networks: Mapping[int, Profile] = field(default_factory=lambda: MappingProxyType({}))
+    smtp_users: Mapping[str, Profile] = field(default_factory=lambda: MappingProxyType({}))
+
+
+NO_PROFILES = Profiles()
+
+
 @dataclass(frozen=True, slots=True)
 class Restrictions:
     """The three relay checkboxes."""
@@ -127,6 +152,7 @@ class Snapshot:
     # parsed each with the one before, and it is pruned when it holds many rows no longer listed.
     row_cache: dict[str, dict[tuple, Any]] = field(default_factory=dict, repr=False, compare=False)
     audit: AuditAnchor | None = None  # optional: snapshots published before anchors existed lack it
+    profiles: Profiles = NO_PROFILES  # schema 2 only
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,10 +357,14 @@ def validate_snapshot(document: object, previous: Snapshot | None = None) -> Sna
     if "schema" not in document:
         raise SnapshotError("schema", "missing")
     schema = document["schema"]
-    if type(schema) is not int or schema != SCHEMA:
-        raise SnapshotError("schema", f"unsupported schema {schema!r}: this relayd understands schema {SCHEMA}")
+    if type(schema) is not int or schema not in SCHEMAS:
+        understood = " and ".join(map(str, SCHEMAS))
+        raise SnapshotError("schema", f"unsupported schema {schema!r}: this relayd understands schemas {understood}")
     try:
-        _check_shape(document, _ROOT_KEYS_WITH_AUDIT if "audit" in document else _ROOT_KEYS)
+        keys = _ROOT_KEYS_WITH_AUDIT if "audit" in document else _ROOT_KEYS
+        if schema >= PROFILES_SCHEMA and "profiles" in document:
+            keys = _keys(*keys, "profiles")
+        _check_shape(document, keys)
         serial = _positive_int(document["serial"], "serial")
         generated_at = _timestamp(document["generated_at"], "generated_at")
     except _Invalid as exc:
@@ -367,6 +397,8 @@ def _validate_policy(document: dict, serial: int, generated_at: datetime, previo
         row_cache=row_cache,
         audit=audit,
     )
+    if "profiles" in document:
+        snapshot = replace(snapshot, profiles=_profiles(document["profiles"], snapshot))
     # Duplicate domains or users would be ambiguous (which route, which hash?), so they are refused.
     # Duplicate networks and addresses are harmless: the matcher nests them and the dashboard prevents them.
     _refuse_duplicates("local_domains", "domain", [entry.domain for entry in snapshot.local_domains])
@@ -532,6 +564,65 @@ def _local_domain(row: tuple) -> LocalDomain:
     return LocalDomain(
         _domain(domain, "domain"), _boolean(include_subdomains, "include_subdomains"), _route(route, "route")
     )
+
+
+_PROFILES_KEYS = _keys("trusted_networks", "smtp_users")
+_PROFILE_FIELDS = Profile._fields
+_TRUSTED_PROFILE_KEYS = _keys("id", *_PROFILE_FIELDS)
+_USER_PROFILE_KEYS = _keys("username", *_PROFILE_FIELDS)
+
+
+def _profiles(value: object, snapshot: Snapshot) -> Profiles:
+    """Validate the profiles; each names a trusted network (by id) or SMTP user of this snapshot, once."""
+    try:
+        _check_shape(value, _PROFILES_KEYS)
+    except _Invalid as exc:
+        raise SnapshotError(f"profiles.{exc.key}" if exc.key else "profiles", exc.problem) from None
+    network_ids = {entry.id for entry in snapshot.trusted_networks}
+    usernames = {entry.username for entry in snapshot.smtp_users}
+    by_network = _profile_list(value, "trusted_networks", "id", _TRUSTED_PROFILE_KEYS, network_ids)
+    by_user = _profile_list(value, "smtp_users", "username", _USER_PROFILE_KEYS, usernames)
+    return Profiles(MappingProxyType(by_network), MappingProxyType(by_user))
+
+
+def _profile_list(value: dict, key: str, name: str, keys: Any, known: set) -> dict:
+    items = value[key]
+    path = f"profiles.{key}"
+    if type(items) is not list:
+        raise SnapshotError(path, "must be a list")
+    profiles: dict = {}
+    for index, item in enumerate(items):
+        try:
+            _check_shape(item, keys)
+            owner = item[name]
+            if type(owner) is not (int if name == "id" else str) or owner not in known:
+                raise _Invalid(name, f"{owner!r} is not one of this snapshot's {key}")
+            if owner in profiles:
+                raise _Invalid(name, f"{owner!r} has a profile already")
+            profiles[owner] = _profile(item)
+        except _Invalid as exc:
+            raise SnapshotError(f"{path}[{index}].{exc.key}" if exc.key else f"{path}[{index}]", exc.problem) from None
+    return profiles
+
+
+def _profile(item: dict) -> Profile:
+    domains = item["allowed_sender_domains"]
+    if type(domains) is not list:
+        raise _Invalid("allowed_sender_domains", "must be a list of domains")
+    for domain in domains:
+        _domain(domain, "allowed_sender_domains")
+    return Profile(
+        _optional_positive_int(item["rate_limit_per_hour"], "rate_limit_per_hour"),
+        _optional_positive_int(item["recipients_per_hour"], "recipients_per_hour"),
+        tuple(domains),
+        _boolean(item["require_tls"], "require_tls"),
+        _string(item["owner"], "owner"),
+        _string(item["ticket"], "ticket"),
+    )
+
+
+def _optional_positive_int(value: object, key: str) -> int | None:
+    return None if value is None else _positive_int(value, key)
 
 
 def _smtp_user(row: tuple) -> SmtpUser:

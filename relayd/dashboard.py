@@ -290,11 +290,18 @@ def node_report(node: str, serial: int | None, tls: bool, metrics: Metrics, refu
         "queue_size": metrics.value("queue_size"),
         "deliveries": metrics.value("deliveries", result="sent"),
     }
+    usage: dict[str, dict[str, int]] = {"trusted_networks": {}, "smtp_users": {}}
+    for labels, value in metrics.series("relayed_messages"):
+        usage["trusted_networks" if labels.get("kind") == "trusted_network" else "smtp_users"][labels["holder"]] = int(
+            value
+        )
     return {
         "node": node,
         "serial": serial,
         "tls": tls,
         "counters": {key: int(value) for key, value in counters.items()},
+        # Messages relayed since this node started, per trusted network and SMTP user (issue 15).
+        "usage": usage,
         "refused_serial": refused["serial"] if refused else None,
         "refused_reason": refused["reason"] if refused else None,
     }

@@ -20,6 +20,7 @@ HELP = {
     "rcpt": "RCPT TO verdicts by verdict and deciding rule; relaying denied is verdict=refuse.",
     "messages_accepted": "Messages spooled durably and answered 250.",
     "messages_refused": "Messages refused after DATA, by reason.",
+    "relayed_messages": "Messages relayed under a trusted network's or SMTP user's grant, by kind and holder.",
     "auth": "AUTH attempts by result.",
     "sessions_cut": "Sessions closed by a limit, by reason.",
     "spool_errors": "Messages answered 451 because the spool could not store them.",

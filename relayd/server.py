@@ -8,6 +8,7 @@ import resource
 import socket
 import ssl
 
+from relayd.counters import Counters
 from relayd.limits import AuthThrottle, ClientLimits, GreetPasses
 from relayd.logs import kv
 from relayd.metrics import Metrics
@@ -45,6 +46,9 @@ class Relay:
             ),
             GreetPasses(settings.greet_pass_ttl),
         )
+        # Relay-profile counters: shared by the fleet through Redis when configured. Without Redis each
+        # intake worker counts alone (docs/relayd.md), as each node of a fleet does.
+        self.counters = Counters(settings.redis_url, settings.redis_prefix)
         self.verifier = (
             RecipientVerifier(
                 settings.hostname, settings.verify_timeout, settings.verify_positive_ttl, settings.verify_negative_ttl
@@ -89,6 +93,7 @@ class Relay:
             await asyncio.sleep(0.05)
         for server in self._servers:
             await server.wait_closed()
+        await self.counters.close()
 
 
 # Descriptors beyond one per session: listeners, pipes to the helpers, policy and HTTP connections.

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import aiosmtpd.smtp
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, TLSSetupException, _AuthMechAttr, login_always_fail
 
+from relayd import profiles
 from relayd.decision import Verdict, decide, parse_recipient, split_source_route
 from relayd.limits import client_key
 from relayd.logs import kv, repeats
@@ -89,6 +90,8 @@ class RelayEnvelope(Envelope):
     def __init__(self) -> None:
         super().__init__()
         self.rcpts: list[dict] = []
+        self.relayed = 0  # recipients relayed under a profile holder's grant, so the message counts once
+        self.holder: profiles.Holder | None = None  # whose grant relays it, for the usage report
 
 
 class RelaySession(SMTP):
@@ -436,12 +439,29 @@ class RelaySession(SMTP):
             verdict, address = self._postmaster(policy)
         elif verdict.allowed and verdict.rule == "local_domain" and self.relay.verifier is not None:
             verdict = await self._verify(verdict, address)
+        elif verdict.allowed and verdict.rule in profiles.RELAY_RULES:
+            verdict = await self._check_profile(policy, verdict)
         outcome = "accept" if verdict.allowed else "defer" if verdict.code < 500 else "refuse"
         self._log_verdict(path, outcome, verdict.code, verdict.rule, verdict.detail, policy)
         if verdict.allowed:
             envelope.rcpt_tos.append(path)
             envelope.rcpts.append({"address": address, "route": verdict.route})
         await self.push(verdict.reply)
+
+    async def _check_profile(self, policy: CompiledPolicy, verdict: Verdict) -> Verdict:
+        """Return the verdict on a relayed recipient once its grant's profile has allowed and counted it."""
+        found = profiles.holder(policy, verdict, self.client, self.auth_user, datetime.now(UTC))
+        if found is None:
+            return verdict
+        envelope = self.envelope
+        tls = self.session.ssl is not None
+        verdict = await profiles.check(
+            self.relay.counters, found, verdict, envelope.mail_from, tls, first_relayed=envelope.relayed == 0
+        )
+        if verdict.allowed:
+            envelope.relayed += 1
+            envelope.holder = found
+        return verdict
 
     async def _verify(self, verdict: Verdict, address: str) -> Verdict:
         """Return the verdict once the local domain's route has confirmed (or denied) that address exists."""
@@ -621,6 +641,8 @@ class RelaySession(SMTP):
             repeats.log(log, logging.ERROR, key, event="spool_error", session=self.id, id=message_id, error=exc)
             return "451 4.3.0 Local problem storing the message, try again later"
         relay.metrics.inc("messages_accepted")
+        if envelope.holder is not None:
+            relay.metrics.inc("relayed_messages", kind=envelope.holder.kind, holder=envelope.holder.name)
         log.info(
             kv(
                 event="queued",

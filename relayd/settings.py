@@ -170,6 +170,15 @@ class Settings:
         default=60.0, metadata=meta("timeout of each step of an outbound SMTP session", float)
     )
     log_level: str = field(default="info", metadata=meta("debug, info, warning or error"))
+    redis_url: str | None = field(
+        default=None,
+        metadata=meta(
+            "Redis holding the relay-profile counters shared by every node, e.g. redis://127.0.0.1:6379/0;"
+            " without it each node counts alone",
+            metavar="URL",
+        ),
+    )
+    redis_prefix: str = field(default="relayd", metadata=meta("prefix of this fleet's counter keys in Redis"))
 
     def __post_init__(self) -> None:
         if self.policy is None or self.spool is None:
@@ -195,6 +204,12 @@ class Settings:
                 raise ValueError(f"{item.name.replace('_', '-')} must not be negative")
         if self.postmaster_address is not None and not _is_mailbox(self.postmaster_address):
             raise ValueError("postmaster-address must be a plain address, e.g. admin@example.com (no <>, no routing)")
+        if self.redis_url is not None and urllib.parse.urlsplit(self.redis_url).scheme not in (
+            "redis",
+            "rediss",
+            "unix",
+        ):
+            raise ValueError("--redis-url must be a redis://, rediss:// or unix:// URL")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("log-level must be debug, info, warning or error")
 

@@ -112,3 +112,20 @@ PASSWORDS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")
 DESCRIPTIONS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60)
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 EXPIRY = st.none() | st.integers(-3 * 24 * 60, 3 * 24 * 60).map(lambda minutes: NOW + timedelta(minutes=minutes))
+
+# A relay profile as an admin fills in "Limits…" (issue 15): limits out of range and any domain
+# spelling included, so that what the paths accept is checked, not merely what is valid.
+LIMITS = st.none() | st.integers(-1, 10**6)
+
+
+@st.composite
+def profile_input(draw) -> dict:
+    """Return relay profile fields: limits, sender domains as a list, TLS, owner and ticket."""
+    return {
+        "rate_limit_per_hour": draw(LIMITS),
+        "recipients_per_hour": draw(LIMITS),
+        "allowed_sender_domains": draw(st.lists(domain_input(), max_size=3)),
+        "require_tls": draw(st.booleans()),
+        "owner": draw(DESCRIPTIONS),
+        "ticket": draw(st.text(max_size=20)),
+    }

@@ -143,6 +143,8 @@ class NodeReportSerializer(serializers.Serializer):
     # The last snapshot the node refused since the policy it enforces, if any (docs/snapshot.md).
     refused_serial = serializers.IntegerField(min_value=0, max_value=2**31 - 1, allow_null=True, required=False)
     refused_reason = serializers.CharField(allow_null=True, allow_blank=True, required=False, trim_whitespace=False)
+    # Messages relayed per trusted network and SMTP user (issue 15); daemons.record_report checks its shape.
+    usage = serializers.JSONField(required=False)
 
 
 class DaemonViewSet(AuditedAPIMixin, mixins.ListModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):

@@ -12,6 +12,7 @@ from rest_framework.validators import UniqueValidator
 
 from policy import services
 from policy.models import (
+    PROFILE_FIELDS,
     AuditEntry,
     DeniedNetwork,
     InternalAddress,
@@ -22,6 +23,34 @@ from policy.models import (
 )
 
 TIMESTAMPS = ("created_at", "updated_at")
+
+
+class DomainListField(serializers.Field):
+    """A list of domain names; also taken as one text of names split by spaces or commas (a CSV cell).
+
+    The model's clean() checks and normalises each name, so the API and the forms word errors alike.
+    """
+
+    default_error_messages = {"invalid": 'Enter a list of domain names, e.g. ["example.com"].'}
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            return data.replace(",", " ").split()
+        if not isinstance(data, list) or not all(isinstance(item, str) for item in data):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value):
+        return list(value)
+
+
+class ProfileSerializerMixin(serializers.Serializer):
+    """The relay profile's fields (issue 15); see RelayProfile."""
+
+    allowed_sender_domains = DomainListField(
+        required=False,
+        help_text="MAIL FROM must be in one of these domains or their subdomains to relay; empty: any sender.",
+    )
 
 
 class ModelCleanSerializer(serializers.ModelSerializer):
@@ -83,10 +112,16 @@ class NetworkEntrySerializer(ModelCleanSerializer):
         return []
 
 
-class TrustedNetworkSerializer(NetworkEntrySerializer):
+class TrustedNetworkSerializer(ProfileSerializerMixin, NetworkEntrySerializer):
     class Meta(NetworkEntrySerializer.Meta):
         model = TrustedNetwork
-        fields = (*NetworkEntrySerializer.Meta.fields, "enabled", "expires_at", "open_relay_override")
+        fields = (
+            *NetworkEntrySerializer.Meta.fields,
+            "enabled",
+            "expires_at",
+            "open_relay_override",
+            *PROFILE_FIELDS,
+        )
 
 
 class DeniedNetworkSerializer(NetworkEntrySerializer):
@@ -113,7 +148,7 @@ class LocalDomainSerializer(ModelCleanSerializer):
         read_only_fields = TIMESTAMPS
 
 
-class SmtpUserSerializer(ModelCleanSerializer):
+class SmtpUserSerializer(ProfileSerializerMixin, ModelCleanSerializer):
     password = serializers.CharField(
         write_only=True,
         required=False,
@@ -124,7 +159,7 @@ class SmtpUserSerializer(ModelCleanSerializer):
 
     class Meta:
         model = SmtpUser
-        fields = ("id", "username", "password", "enabled", "description", *TIMESTAMPS)
+        fields = ("id", "username", "password", "enabled", "description", *PROFILE_FIELDS, *TIMESTAMPS)
         read_only_fields = TIMESTAMPS
 
     def apply(self, instance, attrs) -> list[str]:

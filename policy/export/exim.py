@@ -6,7 +6,7 @@ configuration at start, so restart Exim (or send it SIGHUP) after installing a n
 
 from __future__ import annotations
 
-from policy.export import BUNDLE_DIRECTORY, describe, domain_specificity, specificity
+from policy.export import BUNDLE_DIRECTORY, comment, describe, domain_specificity, profiles, specificity
 from relayd.config import LocalDomain, Snapshot
 
 TITLE = "Exim"
@@ -143,10 +143,60 @@ def _acl(policy: Snapshot) -> str:
         f"  accept  domains     = +{HOST_DOMAINS_LIST} : +{DOMAIN_LIST}",
         "  deny    message     = 550 5.7.1 Relaying denied: your network can never relay",
         f"          hosts       = +{DENIED_LIST}",
+        *_profile_statements(policy),
         "  accept  acl         = relayadmin_may_relay",
         "  deny    message     = 550 5.7.1 Relaying denied",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _profile_statements(policy: Snapshot) -> list[str]:
+    """Return the ACL statements of the relay profiles, reached only by recipients being relayed.
+
+    An authenticated client is held to its SMTP user's profile, any other to its trusted network's
+    (the network less the more specific trusted networks inside it), as relayd does. Exim's
+    ratelimit is a smoothed rate over the hour, where relayd counts per clock hour: both let the
+    limit through in an hour, and Exim's smoothing holds a burst back sooner.
+    """
+    users, networks = profiles.user_scopes(policy), profiles.network_scopes(policy)
+    if not users and not networks:
+        return []
+    lines = [
+        "  # Relay profiles: limits that narrow the right to relay (docs/design.md item 6). Only recipients",
+        "  # that are being relayed get here; our own domains were accepted above.",
+    ]
+    for user in users:
+        lines.append(f"  # SMTP user {comment(user.username)}: {profiles.limits_text(user.profile)}")
+        scope = [f"          authenticated  = {user.username}"]
+        lines += _limit_statements(user.profile, scope, f"SMTP user {user.username}", f"user-{user.username}")
+    for network in networks:
+        lines.append(f"  # Trusted network {network.network}: {profiles.limits_text(network.profile)}")
+        hosts = " ; ".join([*(f"!{inner}" for inner in network.nested), str(network.network)])
+        scope = [f"          hosts          = <; {hosts}"]
+        if policy.restrictions.allow_authenticated:
+            scope.append("          !authenticated = *")
+        key = "net-" + str(network.network).replace("/", "-").replace(":", ".")
+        lines += _limit_statements(network.profile, scope, f"trusted network {network.network}", key)
+    return lines
+
+
+def _limit_statements(profile, scope: list[str], label: str, key: str) -> list[str]:
+    lines = []
+    if profile.require_tls:
+        lines += ["  deny    message        = 530 5.7.0 Must issue a STARTTLS command first", *scope]
+        lines.append("          !encrypted     = *")
+    if profile.allowed_sender_domains:
+        patterns = " : ".join(f"{domain} : *.{domain}" for domain in profile.allowed_sender_domains)
+        lines += ["  deny    message        = 553 5.7.1 Sender address rejected: not allowed to relay for this sender"]
+        lines += [*scope, f"          !sender_domains = {patterns}"]
+    for what, limit, per in (
+        ("messages", profile.rate_limit_per_hour, "per_mail"),
+        ("recipients", profile.recipients_per_hour, "per_rcpt"),
+    ):
+        if limit:
+            lines += [f"  defer   message        = 450 4.7.1 Error: too many {what} from {label}, try again later"]
+            lines += [*scope, f"          ratelimit      = {limit} / 1h / {per} / relayadmin-{what}-{key}"]
+    return lines
 
 
 def _router(policy: Snapshot) -> str:

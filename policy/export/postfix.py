@@ -6,7 +6,7 @@ The tables are read by Postfix at process start: after installing a new export, 
 
 from __future__ import annotations
 
-from policy.export import BUNDLE_DIRECTORY, describe, domain_specificity, specificity
+from policy.export import BUNDLE_DIRECTORY, comment, describe, domain_specificity, profiles, specificity
 from relayd.config import DeniedNetwork, LocalDomain, Snapshot, TrustedNetwork
 
 TITLE = "Postfix"
@@ -20,6 +20,7 @@ RELAY_DOMAINS = "relay_domains"
 TRANSPORT = "transport"
 MAIN_CF = "main.cf.snippet"
 MASTER_CF = "master.cf.snippet"
+LIMITS_NOTE = "relay_profiles.txt"
 
 # Postfix's default (postconf -d, 2.8 to 3.10) without relay_domains: see _main_cf.
 PARENT_DOMAIN_MATCHES_SUBDOMAINS = (
@@ -30,7 +31,7 @@ PARENT_DOMAIN_MATCHES_SUBDOMAINS = (
 
 def render(policy: Snapshot) -> dict[str, str]:
     """Return the Postfix files for policy as {file name: body}."""
-    return {
+    files = {
         MYNETWORKS: _mynetworks(policy.trusted_networks, policy.restrictions.allow_listed_ips),
         NEVER_RELAY: _never_relay(policy.denied_networks),
         RELAY_DOMAINS: _relay_domains(policy.local_domains),
@@ -38,6 +39,38 @@ def render(policy: Snapshot) -> dict[str, str]:
         MAIN_CF: _main_cf(policy),
         MASTER_CF: _master_cf(policy),
     }
+    note = _limits_note(policy)
+    if note:
+        files[LIMITS_NOTE] = note
+    return files
+
+
+def _limits_note(policy: Snapshot) -> str | None:
+    """Return the relay profiles this export does not enforce, or None when there are none.
+
+    Postfix has no per-network or per-user hourly limits: its anvil counts per client address per
+    minute, for all clients alike, and sender or TLS rules per network would need restriction
+    classes that this export does not write. Rather than enforce part of a profile silently, the
+    bundle says what is left out.
+    """
+    users, networks = profiles.user_scopes(policy), profiles.network_scopes(policy)
+    if not users and not networks:
+        return None
+    lines = [
+        "# Relay profiles that this Postfix export does NOT enforce (issue 15).",
+        "# Postfix cannot express them natively: its anvil limits (smtpd_client_message_rate_limit,",
+        "# smtpd_client_recipient_rate_limit) count per client address per minute, for every client",
+        "# alike, not per trusted network or SMTP user per hour; per-network sender domains and TLS",
+        "# would need restriction classes. Enforce these limits by running relayd in front of Postfix,",
+        "# by a policy service (check_policy_service), or use the Exim export, which enforces them.",
+        "",
+    ]
+    for user in users:
+        lines.append(f"SMTP user {comment(user.username)}: {profiles.limits_text(user.profile)}")
+    for scope in networks:
+        nested = f" (less {', '.join(map(str, scope.nested))})" if scope.nested else ""
+        lines.append(f"trusted network {scope.network}{nested}: {profiles.limits_text(scope.profile)}")
+    return "\n".join(lines) + "\n"
 
 
 def table_path(name: str) -> str:

@@ -26,15 +26,36 @@ def networks():
 
 
 def test_export_writes_every_column_and_imports_again_unchanged(editor_client):
-    TrustedNetwork.objects.create(network="10.0.0.0/8", description="LAN, main", enabled=False)
+    TrustedNetwork.objects.create(
+        network="10.0.0.0/8",
+        description="LAN, main",
+        enabled=False,
+        rate_limit_per_hour=10,
+        allowed_sender_domains=["a.example", "b.example"],
+    )
     TrustedNetwork.objects.create(network="2001:db8::/32")
     response = editor_client.get(reverse("policy:network-export", args=["trusted"]))
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert 'filename="trusted-networks-' in response["Content-Disposition"]
     text = response.content.decode()
     rows = list(csv.reader(io.StringIO(text)))
-    assert rows[0] == ["network", "description", "enabled", "expires_at", "open_relay_override"]
-    assert rows[1] == ["10.0.0.0/8", "LAN, main", "False", "", "False"]
+    assert rows[0] == [
+        *("network", "description", "enabled", "expires_at", "open_relay_override"),
+        *("rate_limit_per_hour", "recipients_per_hour", "allowed_sender_domains", "require_tls", "owner", "ticket"),
+    ]
+    assert rows[1] == [
+        "10.0.0.0/8",
+        "LAN, main",
+        "False",
+        "",
+        "False",
+        "10",
+        "",
+        "a.example b.example",
+        "False",
+        "",
+        "",
+    ]
     upload(editor_client, text, mode="replace")
     assert editor_client.get(PREVIEW).context["result"] | {"warnings": []} == {
         "created": 0,

@@ -64,6 +64,8 @@ def test_routes_normalise_to_host_port(text, expected):
         ("2001:db8::25", "in brackets"),
         ("[2001:db8::zz]:25", "not a valid IPv6 address"),
         ("bad host:25", "not a valid"),
+        ("0", "not a valid IPv4 address"),  # relayd reads digits and dots as IPv4, never as a name
+        ("10.1:25", "not a valid IPv4 address"),
     ],
 )
 def test_bad_routes_are_refused(text, fragment):

@@ -31,6 +31,7 @@ from tests.strategies import (
     domain_input,
     host_input,
     network_input,
+    profile_input,
     route_input,
 )
 
@@ -59,6 +60,7 @@ def network_entry(draw) -> dict:
         entry["enabled"] = draw(st.booleans())
         entry["open_relay_override"] = draw(st.booleans())
         entry["expires_at"] = draw(EXPIRY)
+        entry["profile"] = draw(profile_input())
     return entry
 
 
@@ -74,7 +76,9 @@ ENTRIES = st.lists(
         ),
         st.tuples(
             st.sampled_from(["api", "form"]),
-            st.fixed_dictionaries({"username": USERNAMES, "password": PASSWORDS, "enabled": st.booleans()}),
+            st.fixed_dictionaries(
+                {"username": USERNAMES, "password": PASSWORDS, "enabled": st.booleans(), "profile": profile_input()}
+            ),
         ),
     ),
     min_size=1,
@@ -94,6 +98,7 @@ def _api_network(api, entry: dict):
     body["confirm_open_relay"] = entry.get("open_relay_override", False)  # the override, confirmed (issue 13)
     if entry.get("expires_at"):
         body["expires_at"] = entry["expires_at"].isoformat()
+    body.update(entry.get("profile", {}))
     return api.post(f"/api/v1/{entry['list']}-networks/", body, format="json")
 
 
@@ -116,14 +121,30 @@ def _csv_import(entry: dict, user) -> None:
     target = network_csv.LISTS[entry["list"]]
     out = io.StringIO()
     writer = csv.writer(out)
-    columns = ["network", "description"] + (["enabled", "open_relay_override"] if entry["list"] == "trusted" else [])
-    writer.writerow(columns)
+    columns = ["network", "description"]
     row = [_network_text(entry), entry["description"]]
     if entry["list"] == "trusted":
+        columns += ["enabled", "open_relay_override", *entry["profile"]]
         row += [str(entry["enabled"]).lower(), str(entry["open_relay_override"]).lower()]
+        row += [_cell(value) for value in entry["profile"].values()]
+    writer.writerow(columns)
     writer.writerow(row)
     parsed = network_csv.read(out.getvalue(), target)
     services.import_networks(target.model, parsed.rows, row_errors=parsed.errors, user=user)
+
+
+def _cell(value) -> str:
+    """Write a profile value as a CSV cell, as the export does."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return " ".join(value) if isinstance(value, list) else str(value)
+
+
+def _form_profile(profile: dict) -> dict:
+    """Return profile fields as the "Limits…" section posts them."""
+    return {name: _cell(value) for name, value in profile.items() if value is not False}
 
 
 def _add(path: str, entry: dict, api, user) -> None:
@@ -135,7 +156,8 @@ def _add(path: str, entry: dict, api, user) -> None:
         elif path == "csv":
             _csv_import(entry, user)
         else:
-            data = {key: value for key, value in entry.items() if key != "list" and value is not None}
+            data = {key: value for key, value in entry.items() if key not in ("list", "profile") and value is not None}
+            data.update(_form_profile(entry.get("profile", {})))
             data["expires_at"] = entry["expires_at"].strftime("%Y-%m-%dT%H:%M") if entry.get("expires_at") else ""
             _dialog(entry["list"], data, user)
     elif "internal" in entry:
@@ -161,6 +183,7 @@ def _add(path: str, entry: dict, api, user) -> None:
             assert REFUSED_BY_RELAYD not in response.content.decode()
         else:
             data = {**entry, "password1": entry["password"], "password2": entry["password"]}
+            data.update(_form_profile(data.pop("profile")))
             form = SmtpUserForm({key: value for key, value in data.items() if value is not False})
             if form.is_valid():
                 form.save()
@@ -190,5 +213,15 @@ def test_every_accepted_entry_makes_a_snapshot_relayd_accepts(editor, entries):
         for text in InternalAddress.objects.values_list("address", flat=True):
             parse_host_address(text)
         assert len(snapshot.trusted_networks) <= TrustedNetwork.objects.count()
+        # Every enforced entry with a profile carries it to relayd, exactly (issue 15).
+        profiled = {network.pk: network.profile() for network in TrustedNetwork.objects.all() if network.has_profile}
+        for network_id, profile in snapshot.profiles.trusted_networks.items():
+            assert profile._asdict() == {
+                **profiled[network_id],
+                "allowed_sender_domains": profile.allowed_sender_domains,
+            }
+            assert list(profile.allowed_sender_domains) == profiled[network_id]["allowed_sender_domains"]
+        if snapshot.profiles.trusted_networks or snapshot.profiles.smtp_users:
+            event("with profiles")
         event(f"{len(entries)} entries, {_saved()} saved")
         transaction.set_rollback(True)

@@ -185,7 +185,8 @@ def test_parse_snapshot_accepts_text_and_bytes():
 ERRORS = [
     # The document and its schema.
     (("schema",), DELETE, "schema", "missing"),
-    (("schema",), 2, "schema", "unsupported schema 2: this relayd understands schema 1"),
+    (("schema",), 3, "schema", "unsupported schema 3: this relayd understands schemas 1 and 2"),
+    (("profiles",), {"trusted_networks": [], "smtp_users": []}, "profiles", "unknown key"),
     (("schema",), "1", "schema", "unsupported schema"),
     (("schema",), True, "schema", "unsupported schema"),
     (("colour",), "blue", "colour", "unknown key"),
@@ -344,8 +345,8 @@ def test_the_first_problem_is_reported():
 
 
 def test_unknown_schema_is_refused_before_its_keys():
-    with pytest.raises(SnapshotError, match=r"^schema: unsupported schema 2"):
-        validate_snapshot({"schema": 2, "rules": []})
+    with pytest.raises(SnapshotError, match=r"^schema: unsupported schema 3"):
+        validate_snapshot({"schema": 3, "rules": []})
 
 
 def test_compile_policy_indexes_the_snapshot():
@@ -477,3 +478,64 @@ def test_compile_with_previous_gives_what_a_cold_compile_gives(monkeypatch):
             assert policy.trusted.lookup(address, moment) == cold.trusted.lookup(address, moment)
             assert policy.denied.lookup(address, moment) == cold.denied.lookup(address, moment)
     assert len(policy.trusted) == len(cold.trusted)
+
+
+def _with_profiles(**profiles) -> dict:
+    document = copy.deepcopy(VALID)
+    document["schema"] = 2
+    document["profiles"] = {"trusted_networks": [], "smtp_users": [], **profiles}
+    return document
+
+
+_PROFILE = {
+    "rate_limit_per_hour": 100,
+    "recipients_per_hour": None,
+    "allowed_sender_domains": ["example.com"],
+    "require_tls": True,
+    "owner": "ops",
+    "ticket": "CHG-1",
+}
+
+
+def test_schema_2_profiles_are_read_by_network_id_and_username():
+    snapshot = validate_snapshot(
+        _with_profiles(trusted_networks=[{"id": 3, **_PROFILE}], smtp_users=[{"username": "bob", **_PROFILE}])
+    )
+    assert snapshot.profiles.trusted_networks[3].rate_limit_per_hour == 100
+    assert snapshot.profiles.smtp_users["bob"].allowed_sender_domains == ("example.com",)
+    # A schema-2 snapshot without profiles is as valid as schema 1.
+    document = copy.deepcopy(VALID)
+    document["schema"] = 2
+    assert validate_snapshot(document).profiles.trusted_networks == {}
+
+
+@pytest.mark.parametrize(
+    ("profiles", "path", "problem"),
+    [
+        ({"trusted_networks": [{"id": 99, **_PROFILE}]}, "profiles.trusted_networks[0].id", "is not one of"),
+        ({"trusted_networks": [{"id": 3, **_PROFILE}] * 2}, "profiles.trusted_networks[1].id", "has a profile"),
+        ({"smtp_users": [{"username": "carol", **_PROFILE}]}, "profiles.smtp_users[0].username", "is not one of"),
+        (
+            {"trusted_networks": [{"id": 3, **_PROFILE, "rate_limit_per_hour": 0}]},
+            "profiles.trusted_networks[0].rate_limit_per_hour",
+            "positive integer",
+        ),
+        (
+            {"trusted_networks": [{"id": 3, **_PROFILE, "allowed_sender_domains": ["Example.com"]}]},
+            "profiles.trusted_networks[0].allowed_sender_domains",
+            "not lowercase",
+        ),
+        (
+            {"trusted_networks": [{"id": 3, **_PROFILE, "require_tls": 1}]},
+            "profiles.trusted_networks[0].require_tls",
+            "true or false",
+        ),
+        ({"trusted_networks": [{"id": 3, **_PROFILE, "colour": 1}]}, "profiles.trusted_networks[0].colour", "unknown"),
+        ({"colour": []}, "profiles.colour", "unknown key"),
+    ],
+)
+def test_profiles_are_validated_strictly(profiles, path, problem):
+    with pytest.raises(SnapshotError) as error:
+        validate_snapshot(_with_profiles(**profiles))
+    assert error.value.path == path
+    assert problem in error.value.problem

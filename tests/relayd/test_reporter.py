@@ -45,6 +45,7 @@ def test_the_report_carries_the_serial_tls_and_counters_with_the_token(start_rel
         "serial": 4,
         "tls": True,
         "counters": {"connections": 2, "accepted": 1, "relay_denied": 3, "queue_size": 1, "deliveries": 0},
+        "usage": {"trusted_networks": {}, "smtp_users": {}},
         "refused_serial": None,
         "refused_reason": None,
     }
@@ -162,6 +163,7 @@ def test_relay_denied_counts_only_the_rules_that_refuse_relaying():
         "serial": 9,
         "tls": False,
         "counters": {"connections": 0, "accepted": 0, "relay_denied": 4, "queue_size": 3, "deliveries": 1},
+        "usage": {"trusted_networks": {}, "smtp_users": {}},
         "refused_serial": None,
         "refused_reason": None,
     }
