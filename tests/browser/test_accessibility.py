@@ -1,4 +1,4 @@
-"""axe-core (bundled by axe-playwright-python, no network) finds no serious or critical violation on any page.
+"""Every page: no serious or critical axe-core violation, and no sideways scrolling at phone width.
 
 Every page is scanned at desktop (1366 px) and phone (390 px) width, with data on it: a
 few networks, a domain, an SMTP user, revisions, a self-test, a token and a bulk change in the
@@ -130,6 +130,9 @@ def test_no_serious_or_critical_violation_on_any_page(browser, live_server, load
             response = page.goto(url)
             assert response.status == 200, url
             found += blocking_violations(page)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            if width > size["width"]:
+                found.append(f"{page.url} is {width} px wide at {size['width']} px")
         # A bulk change opened, and at phone width the opened menu.
         page.goto("/audit/")
         page.locator("table.audit summary").first.click()
