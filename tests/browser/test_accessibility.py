@@ -107,6 +107,7 @@ def superuser_pages(ids):
         f"/users/{ids['user']}/edit/",
         "/reputation/",
         f"/selftest/{ids['run']}/",
+        "/password/",
     ]
 
 
@@ -140,6 +141,12 @@ def test_no_serious_or_critical_violation_on_any_page(browser, live_server, load
         if page.get_by_role("button", name="Menu").is_visible():
             page.get_by_role("button", name="Menu").click()
             found += blocking_violations(page)
+        # The new API key, shown once with its Copy button.
+        page.goto("/api-tokens/")
+        page.get_by_label("Name").fill(f"scan {size['width']}")
+        page.get_by_role("button", name="Create token").click()
+        page.get_by_role("button", name="Copy").wait_for()
+        found += blocking_violations(page)
         # The import preview is only reachable through an upload.
         page.goto("/networks/import/")
         page.get_by_label("CSV file").set_input_files(str(csv))
