@@ -93,19 +93,20 @@ class EntryGroup:
         """Return e.g. "2,500 create trusted network, 1 publish policy revision"."""
         counts = Counter(" ".join(part for part in (entry.action, entry.object_type) if part) for entry, _ in self.rows)
         if self.hidden:
-            return f"{self.size:,} entries, first {len(self.rows)}: " + ", ".join(
+            return f"the newest {len(self.rows):,} shown: " + ", ".join(
                 f"{n:,} {what}" for what, n in counts.most_common()
             )
         return ", ".join(f"{n:,} {what}" for what, n in counts.most_common())
 
 
 def _group_key():
-    # Entries of one request (or one command run) share a request id; an entry without one is its own group.
+    # Entries of one request (or one command run) share a request id; an entry without one is its own group,
+    # "#<id>": no request id has a "#" (the middleware accepts only [A-Za-z0-9._-] from clients).
     return Coalesce(NullIf(F("request_id"), Value("")), Concat(Value("#"), Cast("id", CharField())))
 
 
 def grouped(entries):
-    """Return a queryset of {"key", "size", "last"} per group of the given entries, newest group first."""
+    """Return a queryset of {"group", "size", "last"} per group of the given entries, newest group first."""
     return (
         entries.annotate(group=_group_key())
         .values("group")
