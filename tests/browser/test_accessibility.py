@@ -143,7 +143,7 @@ def test_no_serious_or_critical_violation_on_any_page(browser, live_server, load
             found += blocking_violations(page)
         # The new API key, shown once with its Copy button.
         page.goto("/api-tokens/")
-        page.get_by_label("Name").fill(f"scan {size['width']}")
+        page.locator("#id_name").fill(f"scan {size['width']}")
         page.get_by_role("button", name="Create token").click()
         page.get_by_role("button", name="Copy").wait_for()
         found += blocking_violations(page)

@@ -90,7 +90,7 @@ def test_new_api_key_copies_to_the_clipboard(browser, live_server, editor):
     page = context.new_page()
     log_in(page, "erin")
     page.goto("/api-tokens/")
-    page.get_by_label("Name").fill("ansible on ops1")
+    page.locator("#id_name").fill("ansible on ops1")
     page.get_by_role("button", name="Create token").click()
 
     key = page.get_by_label("API key")
@@ -107,7 +107,7 @@ def test_without_the_clipboard_api_copy_selects_the_key(new_page, editor):
     page.add_init_script("Object.defineProperty(navigator, 'clipboard', {value: undefined})")
     log_in(page, "erin")
     page.goto("/api-tokens/")
-    page.get_by_label("Name").fill("relayd on mx2")
+    page.locator("#id_name").fill("relayd on mx2")
     page.get_by_role("button", name="Create token").click()
     page.get_by_role("button", name="Copy").click()
     expect(page.locator(".copy-status")).to_contain_text("press Ctrl-C")
