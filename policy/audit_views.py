@@ -7,8 +7,8 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views import View
 
+from policy import audit_display as display
 from policy.api.serializers import AuditEntrySerializer
-from policy.diffs import field_changes
 from policy.filtersets import AuditEntryFilterSet
 from policy.models import AuditEntry
 from policy.roles import ViewerRequiredMixin
@@ -26,19 +26,29 @@ class AuditLogView(ViewerRequiredMixin, View):
             return _as_csv(entries)
         if export == "json":
             return JsonResponse({"entries": _as_dicts(entries)}, json_dumps_params={"indent": 2})
-        page = Paginator(entries, ROWS_PER_PAGE).get_page(request.GET.get("page"))
-        rows = [(entry, field_changes(entry.before, entry.after)) for entry in page]
+        # A page holds ROWS_PER_PAGE groups: a bulk change of thousands of rows is one of them.
+        page = Paginator(display.grouped(entries), ROWS_PER_PAGE).get_page(request.GET.get("page"))
+        groups = display.expand(entries, page)
         query = request.GET.copy()
         query.pop("page", None)
         query.pop("export", None)
-        context = {"filter": filterset, "page_obj": page, "rows": rows, "query": query.urlencode()}
+        everything = AuditEntry.objects.all()
+        context = {
+            "filter": filterset,
+            "page_obj": page,
+            "groups": groups,
+            "rows": [row for group in groups for row in group.rows],
+            "object_types": display.choices(everything, "object_type"),
+            "actions": display.choices(everything, "action"),
+            "query": query.urlencode(),
+        }
         return render(request, "policy/audit_log.html", context)
 
 
 def history_for(obj):
     """Return the audit entries of one object, newest first, with their readable changes."""
     entries = AuditEntry.objects.filter(object_type=str(obj._meta.verbose_name), object_id=str(obj.pk))
-    return [(entry, field_changes(entry.before, entry.after)) for entry in entries[:100]]
+    return display.readable(entries[:100])
 
 
 def _as_dicts(entries) -> list[dict]:

@@ -142,10 +142,13 @@ class AuditEntryFilterSet(SearchFilterSet):
     action = django_filters.CharFilter(label="Action", help_text="e.g. create, update, delete, login, bulk_add.")
     since = UtcDateTimeFilter(field_name="timestamp", lookup_expr="gte", label="Since")
     until = UtcDateTimeFilter(field_name="timestamp", lookup_expr="lte", label="Until")
+    request = django_filters.CharFilter(
+        field_name="request_id", label="Request", help_text="A request id: every entry one request or command recorded."
+    )
 
     class Meta:
         model = AuditEntry
-        fields = ["actor", "object_type", "action", "since", "until", "q"]
+        fields = ["actor", "object_type", "action", "since", "until", "q", "request"]
 
     def filter_actor(self, queryset, name, value):
         by_name = Q(actor_name__iexact=value) | Q(actor_name__istartswith=f"{value} (token ")

@@ -89,3 +89,74 @@ def test_csv_export_neutralises_formulas(viewer_client):
             LocalDomain.objects.create(domain=f"d{len(reason)}{ord(reason[0])}.example")
     rows = list(csv.DictReader(io.StringIO(viewer_client.get(f"{AUDIT}?export=csv").content.decode())))
     assert sorted(row["reason"] for row in rows if row["reason"]) == sorted(f"'{reason}" for reason in formulas)
+
+
+@pytest.fixture
+def bulk_change(editor):
+    """Three networks added by one request, then a single unrelated change."""
+    with audit_context(source="web", user=editor, request_id="req-bulk", reason="new branch offices"):
+        for n in range(3):
+            TrustedNetwork.objects.create(network=f"10.{n}.0.0/16", created_by=editor)
+    with audit_context(source="cli", command="publish"):
+        LocalDomain.objects.create(domain="example.com")
+
+
+def test_a_bulk_change_is_one_group_and_singles_stay_rows(viewer_client, bulk_change):
+    groups = viewer_client.get(f"{AUDIT}?object_type=trusted network").context["groups"]
+    assert [(group.size, group.is_bulk) for group in groups] == [(3, True)]
+    assert groups[0].summary == "3 create trusted network"
+    assert [entry.object_repr for entry, _ in groups[0].rows] == ["10.2.0.0/16", "10.1.0.0/16", "10.0.0.0/16"]
+    body = viewer_client.get(AUDIT).content.decode()
+    assert body.count("<details>") == 1
+    assert "<strong>3 changes</strong> — 3 create trusted network" in body
+
+
+def test_a_page_counts_groups_not_entries(viewer_client, editor, monkeypatch):
+    monkeypatch.setattr("policy.audit_views.ROWS_PER_PAGE", 2)
+    with audit_context(source="web", user=editor, request_id="req-big"):
+        for n in range(5):
+            LocalDomain.objects.create(domain=f"d{n}.example")
+    with audit_context(source="cli", command="publish"):
+        LocalDomain.objects.create(domain="last.example")
+    page = viewer_client.get(f"{AUDIT}?object_type=local domain").context
+    assert [group.size for group in page["groups"]] == [1, 5]
+    assert not page["page_obj"].has_next()
+
+
+def test_a_huge_group_shows_a_preview_and_links_to_all_of_it(viewer_client, editor, monkeypatch):
+    monkeypatch.setattr("policy.audit_display.GROUP_PREVIEW", 2)
+    with audit_context(source="web", user=editor, request_id="req-huge"):
+        for n in range(4):
+            LocalDomain.objects.create(domain=f"d{n}.example")
+    response = viewer_client.get(f"{AUDIT}?object_type=local domain")
+    (group,) = response.context["groups"]
+    assert (group.size, len(group.rows), group.hidden) == (4, 2, 2)
+    assert 'href="?request=req-huge"' in response.content.decode()
+    assert len(viewer_client.get(f"{AUDIT}?request=req-huge").context["rows"]) == 2  # one group again, previewed
+
+
+def test_user_ids_read_as_usernames(viewer_client, bulk_change, editor):
+    rows = viewer_client.get(f"{AUDIT}?object_type=trusted network").context["rows"]
+    created_by = [change for change in rows[0][1] if change.name == "created_by"]
+    assert [(c.before, c.after) for c in created_by] == [(None, "erin")]
+    assert f"created_by: <del>—</del> → <ins>{editor.pk}</ins>" not in viewer_client.get(AUDIT).content.decode()
+
+
+def test_hashes_are_shortened_with_the_full_value_in_the_title(viewer_client, editor):
+    from policy.audit import record
+
+    digest = "ab" * 32
+    with audit_context(source="web", user=editor):
+        record("publish", object_type="policy revision", object_id="1", object_repr="1", after={"sha256": digest})
+    body = viewer_client.get(AUDIT).content.decode()
+    assert f'<code class="hash" title="{digest}">{digest[:12]}…</code>' in body
+    assert f">{digest}<" not in body
+
+
+def test_object_type_and_action_are_dropdowns_of_what_the_log_holds(viewer_client, bulk_change):
+    response = viewer_client.get(f"{AUDIT}?action=create")
+    assert response.context["object_types"] == ["local domain", "trusted network", "user"]
+    assert "create" in response.context["actions"]
+    body = response.content.decode()
+    assert '<select name="object_type">' in body
+    assert "<option selected>create</option>" in body

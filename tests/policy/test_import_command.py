@@ -19,6 +19,9 @@ def test_import_command_adds_networks_audited_as_the_command(tmp_path, capsys):
     entries = AuditEntry.objects.filter(object_type="trusted network")
     assert {(e.actor_name, e.source) for e in entries} == {("system: import_networks", "cli")}
     assert PolicyRevision.objects.count() == 1
+    # One run is one change: the audit log groups its entries (and its publish) by one id.
+    (run,) = {e.request_id for e in AuditEntry.objects.exclude(object_type="user")}
+    assert run
 
 
 def test_bad_rows_import_nothing(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Import a CSV file of networks into the trusted list or the NEVER list, all or nothing."""
 
 import contextlib
+import uuid
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -38,7 +39,17 @@ class Command(BaseCommand):
         change = contextlib.nullcontext() if dry_run else policy_change()
         guard = contextlib.nullcontext() if dry_run else safety.guard(confirmed=confirm_open_relay)
         try:
-            with audit_context(source="cli", command="import_networks", reason=f"CSV import of {file}"), change, guard:
+            with (
+                audit_context(
+                    # One id for the whole run, so that the audit log shows the import as one change.
+                    source="cli",
+                    command="import_networks",
+                    reason=f"CSV import of {file}",
+                    request_id=uuid.uuid4().hex,
+                ),
+                change,
+                guard,
+            ):
                 result = services.import_networks(
                     target.model, parsed.rows, mode=mode, dry_run=dry_run, row_errors=parsed.errors
                 )
