@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
-from policy import audit
+from policy import audit, revision_feed
 from policy.models import PolicyRevision
 from policy.restore import inactive_state, restore_snapshot
 from policy.snapshot import build_snapshot, check_publishable, dumps, policy_content
@@ -177,6 +177,7 @@ def record_revision(rolled_back_to: int | None = None) -> PolicyRevision | None:
         after={"serial": revision.serial, "sha256": revision.sha256, "rolled_back_to": rolled_back_to},
     )
     transaction.on_commit(publish_latest)
+    revision_feed.announce()
     return revision
 
 

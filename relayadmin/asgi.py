@@ -1,10 +1,6 @@
-"""
-ASGI config for relayadmin project.
+"""ASGI entry point: the dashboard, with relayd's export as a long poll (policy/long_poll.py).
 
-It exposes the ASGI callable as a module-level variable named ``application``.
-
-For more information on this file, see
-https://docs.djangoproject.com/en/5.2/howto/deployment/asgi/
+Serve it with uvicorn (docs/deploy/relayadmin-longpoll.service): `uvicorn relayadmin.asgi:application`.
 """
 
 import os
@@ -13,4 +9,8 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "relayadmin.settings")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+from policy.long_poll import LongPollMiddleware  # noqa: E402 (needs the apps loaded above)
+
+application = LongPollMiddleware(django_application)

@@ -12,7 +12,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from policy import audit, daemons
+from policy import audit, daemons, revision_feed
 from policy.api.permissions import (
     NodeReportPermission,
     NodeReportThrottle,
@@ -88,12 +88,28 @@ class ExportView(AuditedAPIMixin, APIView):
         return super().get_permissions()
 
     @extend_schema(
-        parameters=[OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER)],
+        parameters=[
+            OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER),
+            OpenApiParameter(
+                "wait",
+                OpenApiTypes.INT,
+                description=(
+                    f"relayd only: with If-None-Match, hold a 304 up to this many seconds (at most "
+                    f"{revision_feed.MAX_WAIT}) and answer at once when a new revision commits. Needs the "
+                    "ASGI server (docs/deploy/); a plain WSGI server answers at once."
+                ),
+            ),
+        ],
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, 304: None},
     )
     def get(self, request, fmt):
         if fmt not in FORMATS:
             raise NotFound(f"Unknown export format; choose one of {', '.join(FORMATS)}.")
+        try:
+            # The long poll itself is policy/long_poll.py's, around this view; the value is checked here.
+            revision_feed.parse_wait(request.query_params.get("wait"))
+        except ValueError as exc:
+            raise serializers.ValidationError({"wait": [str(exc)]}) from None
         revision = latest_revision()
         etag = f'"{revision.sha256}"'
         if fmt == "relayd" and etag in _etags(request.headers.get("If-None-Match", "")):
