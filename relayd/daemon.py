@@ -61,7 +61,12 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.policy_source.watch()))
         if settings.policy_url is not None:
             self.fetcher = PolicyFetcher(
-                settings.policy_url, client, self.policy_source, self.metrics, settings.fetch_interval
+                settings.policy_url,
+                client,
+                self.policy_source,
+                self.metrics,
+                settings.fetch_interval,
+                settings.fetch_wait,
             )
             self._tasks.append(asyncio.create_task(self.fetcher.run()))
         self.writer = SpoolWriter(str(settings.spool), settings.fsync_threads, self._queued)

@@ -4,7 +4,14 @@ Both are asyncio tasks in intake's process that make each request with urllib in
 request a second needs no HTTP library, and a slow dashboard never blocks the event loop.
 
 Fetching sends If-None-Match with the ETag of the last snapshot seen, so an unchanged policy costs a
-304 without a body. A 200 is validated with relayd.config before anything is written. A valid
+304 without a body. With --fetch-wait N (default 30) it also asks ?wait=N: a dashboard served by its
+ASGI server holds the 304 until a revision commits (then answers at once) or N seconds pass, so a
+change reaches the node in one round trip instead of at the next poll. Requests start at most once
+per --fetch-interval (except the one right after a new snapshot), so a dashboard that answers at
+once (plain WSGI, an older release) is simply polled; after a failed request the next one is a
+plain poll, so a proxy that cuts long requests costs one failure per recovery, not every request.
+
+A 200 is validated with relayd.config before anything is written. A valid
 snapshot with a newer serial replaces --policy atomically (temporary file, fsync, rename, fsync of
 the directory), and the policy watcher loads it at once. --policy is therefore the last good
 snapshot on disk: relayd starts from it, and enforces it, while the dashboard is down. An invalid
@@ -33,13 +40,16 @@ import os
 import random
 import ssl
 import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
+from typing import TypeVar
 
 from relayd.config import SnapshotError, parse_snapshot
 from relayd.logs import kv
@@ -47,6 +57,7 @@ from relayd.metrics import Metrics
 from relayd.policy_source import PolicySource, succeeds
 
 log = logging.getLogger("relayd.dashboard")
+T = TypeVar("T")
 
 # Long enough for a 100,000-network snapshot from a busy dashboard, short enough that a hung one
 # is noticed and retried.
@@ -90,32 +101,35 @@ class Client:
         self._token = token
 
     def request(
-        self, url: str, data: bytes | None = None, headers: dict[str, str] | None = None
+        self, url: str, data: bytes | None = None, headers: dict[str, str] | None = None, wait: int = 0
     ) -> tuple[int, Message, bytes]:
         """Send a GET (or a POST of data) and return the status, headers and body; raise DashboardError if it fails.
 
-        A 304 is returned like a success; any other status outside 2xx is an error.
+        A 304 is returned like a success; any other status outside 2xx is an error. A wait asks for a
+        long poll (?wait=N), which the server may hold that long on top of the usual timeout; errors
+        name url without it, so that a failure logged once is not logged again for a plain retry.
         """
         # The URL's scheme is http or https: Settings refuses any other.
-        request = urllib.request.Request(url, data=data, headers=headers or {})  # noqa: S310
+        sent_to = with_query(url, wait=wait) if wait else url
+        request = urllib.request.Request(sent_to, data=data, headers=headers or {})  # noqa: S310
         request.add_header("Authorization", f"Token {self._token}")
         request.add_header("User-Agent", "relayd")
         try:
-            with self._opener.open(request, timeout=REQUEST_TIMEOUT) as response:
+            with self._opener.open(request, timeout=REQUEST_TIMEOUT + wait) as response:
                 return response.status, response.headers, response.read(MAX_SNAPSHOT_BYTES + 1)
         except urllib.error.HTTPError as exc:
             with exc:
                 if exc.code == 304:
                     return 304, exc.headers, b""
-                raise DashboardError(_http_problem(exc)) from None
+                raise DashboardError(_http_problem(url, exc)) from None
         except urllib.error.URLError as exc:
             raise DashboardError(f"cannot reach {url}: {exc.reason}") from None
         except (OSError, http.client.HTTPException) as exc:
             raise DashboardError(f"request to {url} failed: {exc or type(exc).__name__}") from None
 
 
-def _http_problem(error: urllib.error.HTTPError) -> str:
-    problem = f"{error.url} answered {error.code} {error.reason}"
+def _http_problem(url: str, error: urllib.error.HTTPError) -> str:
+    problem = f"{url} answered {error.code} {error.reason}"
     if 300 <= error.code < 400:
         return f"{problem}, redirecting to {error.headers.get('Location')}: give that URL instead"
     if error.code in (401, 403):
@@ -165,13 +179,16 @@ class PolicyFetcher:
     """Poll the dashboard's relayd export and install each new valid snapshot as the policy file."""
 
     def __init__(
-        self, url: str, client: Client, policy_source: PolicySource, metrics: Metrics, interval: float
+        self, url: str, client: Client, policy_source: PolicySource, metrics: Metrics, interval: float, wait: int = 0
     ) -> None:
         self.url = url
         self.client = client
         self.policy_source = policy_source
         self.metrics = metrics
         self.interval = interval
+        self.wait = wait
+        # True after a failure: the next request is a plain poll, until one succeeds.
+        self.plain = False
         self.etag: str | None = None
         self.health = _Health("policy_fetch", url)
         # The digest of the last snapshot refused, so a server that sends no ETag does not get the
@@ -179,14 +196,16 @@ class PolicyFetcher:
         self._refused: str | None = None
 
     async def run(self) -> None:
-        """Fetch every interval until cancelled, backing off while the dashboard fails."""
+        """Fetch until cancelled (at most once per interval), backing off while the dashboard fails."""
         self.etag = await asyncio.to_thread(_etag_of, self.policy_source.path)
         delay = self.interval
         while True:
             refused = self.policy_source.refused
+            started = time.monotonic()
             try:
-                installed = await asyncio.to_thread(self.fetch)
+                installed = await in_daemon_thread(self.fetch)
             except Exception as exc:
+                self.plain = True
                 # Anything but a DashboardError is a bug, which must not end policy updates for good either.
                 error = str(exc) if isinstance(exc, DashboardError) else f"{type(exc).__name__}: {exc}"
                 self.metrics.inc("policy_fetches", result="failed")
@@ -196,19 +215,27 @@ class PolicyFetcher:
                 await asyncio.sleep(delay * random.uniform(0.8, 1.0))  # noqa: S311 (timing, not secrets)
                 continue
             self.health.worked()
+            self.plain = False
             delay = self.interval
             if installed:
                 self.policy_source.request_reload()
-            elif self.policy_source.refused is not refused:
+                # With the new ETag, wait for the next change at once: a dashboard that does not
+                # hold requests answers a 304, and the interval applies from then on.
+                continue
+            if self.policy_source.refused is not refused:
                 self.policy_source.changed.set()  # report the refusal now, not at the next interval
-            await asyncio.sleep(delay)
+            # A long poll the dashboard held has used up the interval: the next one starts at once.
+            await asyncio.sleep(max(0.0, delay - (time.monotonic() - started)))
 
     def fetch(self) -> bool:
         """Make one request; return whether a new snapshot was written. Raise DashboardError if the request failed."""
         headers = {"Accept": "application/json"}
+        wait = 0
         if self.etag:
             headers["If-None-Match"] = self.etag
-        status, response_headers, body = self.client.request(self.url, headers=headers)
+            if not self.plain:
+                wait = self.wait
+        status, response_headers, body = self.client.request(self.url, headers=headers, wait=wait)
         if status == 304:
             self.metrics.inc("policy_fetches", result="unchanged")
             return False
@@ -240,6 +267,44 @@ class PolicyFetcher:
             self._refused = digest
             self.policy_source.refuse(problem, source=self.url, serial=serial)
         return False
+
+
+async def in_daemon_thread(function: Callable[[], T]) -> T:
+    """Return function() run in a daemon thread of its own.
+
+    Not asyncio.to_thread: a long poll blocks its thread for up to --fetch-wait seconds, and the
+    default executor's threads are joined when the event loop ends, which would hold up a stop.
+    Cancelling the await leaves the thread to finish (or die with the process) on its own.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if not future.done():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    def run() -> None:
+        result, error = None, None
+        try:
+            result = function()
+        except BaseException as exc:  # handed to the awaiting task, which decides
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="relayd-policy-fetch", daemon=True).start()
+    return await future
+
+
+def with_query(url: str, **parameters) -> str:
+    """Return url with parameters added to (or replacing those in) its query."""
+    parts = urllib.parse.urlsplit(url)
+    query = [(name, value) for name, value in urllib.parse.parse_qsl(parts.query) if name not in parameters]
+    query += [(name, str(value)) for name, value in parameters.items()]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
 def _etag_of(path: Path) -> str | None:

@@ -12,6 +12,9 @@ from typing import Any
 
 from relayd.decision import parse_recipient
 
+# The longest long poll the dashboard grants (policy/revision_feed.py MAX_WAIT).
+MAX_FETCH_WAIT = 55
+
 
 def meta(help: str, kind: type = str, metavar: str | None = None) -> dict[str, Any]:
     """Describe a setting for the CLI: its help text, and the type its text form converts to."""
@@ -54,7 +57,17 @@ class Settings:
         default=None,
         metadata=meta("CA certificates (PEM) to verify the dashboard's HTTPS with; else the system's", Path, "FILE"),
     )
-    fetch_interval: float = field(default=1.0, metadata=meta("seconds between requests to --policy-url", float))
+    fetch_interval: float = field(
+        default=1.0, metadata=meta("least seconds between the starts of two requests to --policy-url", float)
+    )
+    fetch_wait: int = field(
+        default=30,
+        metadata=meta(
+            "seconds the dashboard may hold a request to --policy-url until a new revision commits (long poll); "
+            "0: plain polling",
+            int,
+        ),
+    )
     report_url: str | None = field(
         default=None,
         metadata=meta(
@@ -192,6 +205,8 @@ class Settings:
             raise ValueError("fetch-interval and report-interval must be positive")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
+        if not 0 <= self.fetch_wait <= MAX_FETCH_WAIT:
+            raise ValueError(f"fetch-wait must be from 0 to {MAX_FETCH_WAIT} seconds (the dashboard's limit)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         if not self.listen:

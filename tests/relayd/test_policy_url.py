@@ -165,6 +165,55 @@ def test_starts_from_the_cache_while_the_dashboard_is_down_and_catches_up(tmp_pa
     assert TOKEN not in log
 
 
+def test_a_long_poll_brings_a_change_in_one_round_trip(start_relay, token_file):
+    """The dashboard holds the request until the change: a minute between polls, so only the long poll brings it."""
+    dashboard = FakeDashboard(long_poll=True)
+    try:
+        dashboard.publish(policy(serial=1))
+        relay = start_polling(
+            start_relay, dashboard, token_file, dashboard.snapshot.decode(), fetch_interval=60, fetch_wait=30
+        )
+        wait_for(lambda: dashboard.holding() == 1, message="relayd never long-polled")
+        with relay.smtp() as client:
+            assert send(client, "a@client.test", REMOTE)[0][0] == 550
+            dashboard.publish(policy(serial=2, **TRUSTING))
+            wait_for(lambda: send(client, "a@client.test", REMOTE)[0][0] == 250, timeout=10)
+        assert dashboard.waits[0] == 30 and dashboard.woken == 1
+        # Having the new revision, the node waits for the next one at once.
+        wait_for(lambda: dashboard.holding() == 1, message="relayd did not long-poll again")
+    finally:
+        dashboard.stop()
+
+
+def test_a_node_behind_a_dead_dashboard_keeps_its_cached_policy(start_relay, token_file, caplog):
+    """The dashboard dies during a long poll: the node enforces its cache, polls plainly, and catches up later."""
+    caplog.set_level(logging.INFO, logger="relayd")
+    dashboard = FakeDashboard(long_poll=True)
+    dashboard.publish(policy(serial=1, **TRUSTING))
+    relay = start_polling(start_relay, dashboard, token_file, dashboard.snapshot.decode(), fetch_interval=0.2)
+    wait_for(lambda: dashboard.holding() == 1, message="relayd never long-polled")
+    port = dashboard.port
+    dashboard.stop()
+    wait_for(lambda: status(relay)["policy_fetch"]["error"] is not None, message="the failure was not noticed")
+    with relay.smtp() as client:
+        for _ in range(5):  # across several failed requests
+            assert send(client, "a@client.test", REMOTE)[0][0] == 250
+            time.sleep(0.3)
+    assert status(relay)["policy"]["serial"] == 1
+    assert json.loads(relay.policy_path.read_text())["serial"] == 1
+    assert log_lines(caplog, "policy_fetch_failing")
+    revived = FakeDashboard(port, long_poll=True)
+    try:
+        revived.publish(policy(serial=2))
+        with relay.smtp() as client:
+            wait_for(lambda: send(client, "a@client.test", REMOTE)[0][0] == 550, timeout=10)
+        # The first request after the failure was a plain poll: long polls resume once one works.
+        assert revived.waits[0] is None
+        wait_for(lambda: revived.holding() == 1, message="long polls did not resume")
+    finally:
+        revived.stop()
+
+
 def test_the_token_is_sent_but_never_logged(start_relay, dashboard, token_file, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     dashboard.publish(policy(serial=1))
