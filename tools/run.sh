@@ -20,7 +20,11 @@ RELAYADMIN_URL="$URL" "$BIN/python" manage.py runrelay --listen "$SMTP_LISTEN" \
 relayd=$!
 # The self-test's default (and allowed) target is where this relayd listens: its first listen address.
 export RELAYD_SMTP_TARGET="${RELAYD_SMTP_TARGET:-${SMTP_LISTEN%%,*}}"
-"$BIN/gunicorn" relayadmin.wsgi --bind "$HOST:$PORT" --workers 2 --access-logfile - --error-logfile - &
+# The ASGI application under uvicorn: relayd's export then works as a long poll (?wait=N, policy/long_poll.py)
+# on the same URL as the pages, so a relayd given --policy-url "$URL/api/v1/export/relayd/" hears of a change at
+# once. Django runs the (sync) pages in one thread per worker process, so two workers serve pages as gunicorn's
+# two sync workers did, while waiting nodes hold no thread at all. Production splits the two (docs/deploy/).
+"$BIN/uvicorn" relayadmin.asgi:application --host "$HOST" --port "$PORT" --workers 2 --no-proxy-headers &
 web=$!
 # Stop both by their PIDs however this script ends; SIGTERM lets relayd finish sessions in flight.
 trap 'kill -TERM "$relayd" "$web" 2>/dev/null; wait "$relayd" "$web" 2>/dev/null || true' EXIT

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "docs" / "deploy"
 UNITS = sorted(DEPLOY.glob("*.service")) + sorted(DEPLOY.glob("*.timer"))
-LONG_RUNNING = ["relayd@.service", "relayadmin.service"]
+LONG_RUNNING = ["relayd@.service", "relayadmin.service", "relayadmin-longpoll.service"]
 
 
 def read_unit(name: str) -> configparser.ConfigParser:
@@ -52,6 +52,7 @@ def test_long_running_units_are_hardened(name):
 def test_only_relayd_may_bind_privileged_ports():
     assert read_unit("relayd@.service")["Service"]["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
     assert read_unit("relayadmin.service")["Service"]["CapabilityBoundingSet"] == ""
+    assert read_unit("relayadmin-longpoll.service")["Service"]["CapabilityBoundingSet"] == ""
 
 
 def test_audit_timer_reports_failures():
