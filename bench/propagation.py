@@ -5,6 +5,11 @@ own service layer (each commit publishes the snapshot). After each commit it ask
 SMTP session whether it accepts mail for the domain just added, until it does.
 
     .venv/bin/python bench/propagation.py [CHANGES]    (default 25; target: p95 <= 1 s)
+
+With --fleet, the production shape instead (bench/fleet.py): PostgreSQL, gunicorn and the long-poll
+server, 10 relayd nodes with --policy-url, and the dashboard's CPU with 200 idle long-polling nodes:
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench .venv/bin/python bench/propagation.py --fleet [CHANGES]
 """
 
 import os
@@ -113,4 +118,12 @@ def _connect(port: int) -> smtplib.SMTP:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 25)
+    arguments = [argument for argument in sys.argv[1:] if argument != "--fleet"]
+    count = int(arguments[0]) if arguments else 25
+    if "--fleet" in sys.argv:
+        import fleet
+
+        fleet.main(count)
+    else:
+        print(f"load average: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
+        main(count)
