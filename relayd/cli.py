@@ -155,6 +155,4 @@ async def _serve(settings: Settings) -> None:
 
 
 def _reload(daemon: Daemon) -> None:
-    daemon.policy_source.request_reload()
-    if daemon.workers is not None:
-        daemon.workers.signal(signal.SIGHUP)
+    daemon.reload_policy()

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import logging
 import os
+import signal
 import time
 from datetime import UTC, datetime
 
@@ -67,6 +68,7 @@ class Daemon:
                 self.metrics,
                 settings.fetch_interval,
                 settings.fetch_wait,
+                reload=self.reload_policy,
             )
             self._tasks.append(asyncio.create_task(self.fetcher.run()))
         self.writer = SpoolWriter(str(settings.spool), settings.fsync_threads, self._queued)
@@ -122,6 +124,12 @@ class Daemon:
         tls = self.settings.tls_cert is not None
         serial = policy.serial if policy else None
         return node_report(self.settings.node_name, serial, tls, self.metrics, self.policy_source.refused)
+
+    def reload_policy(self) -> None:
+        """Re-read the policy file now, here and in every intake worker (SIGHUP, or a snapshot just fetched)."""
+        self.policy_source.request_reload()
+        if self.workers is not None:
+            self.workers.signal(signal.SIGHUP)
 
     def status(self) -> dict:
         """Return the status report: node, policy in force, dashboard links, listeners, queue and counters."""

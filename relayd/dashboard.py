@@ -179,7 +179,14 @@ class PolicyFetcher:
     """Poll the dashboard's relayd export and install each new valid snapshot as the policy file."""
 
     def __init__(
-        self, url: str, client: Client, policy_source: PolicySource, metrics: Metrics, interval: float, wait: int = 0
+        self,
+        url: str,
+        client: Client,
+        policy_source: PolicySource,
+        metrics: Metrics,
+        interval: float,
+        wait: int = 0,
+        reload: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
         self.client = client
@@ -187,6 +194,9 @@ class PolicyFetcher:
         self.metrics = metrics
         self.interval = interval
         self.wait = wait
+        # Called when a new snapshot is written: by default this process reloads it; the daemon
+        # also tells its intake workers, rather than leave them to notice the file at their next check.
+        self.reload = reload or policy_source.request_reload
         # True after a failure: the next request is a plain poll, until one succeeds.
         self.plain = False
         self.etag: str | None = None
@@ -218,7 +228,7 @@ class PolicyFetcher:
             self.plain = False
             delay = self.interval
             if installed:
-                self.policy_source.request_reload()
+                self.reload()
                 # With the new ETag, wait for the next change at once: a dashboard that does not
                 # hold requests answers a 304, and the interval applies from then on.
                 continue
