@@ -89,7 +89,12 @@ def run(changes: int) -> None:
                         *("--spool", str(node_dir / "spool"), "--listen", f"127.0.0.1:{smtp_port}"),
                         *("--policy-url", export_url, "--token-file", str(token_file), "--node-name", f"node{number}"),
                         *("--report-url", "off", "--metrics-listen", "off", "--greet-delay", "0", "--no-delivery"),
-                        *("--junk-command-limit", "1000000"),
+                        *(
+                            "--junk-command-limit",
+                            "1000000",
+                            "--workers",
+                            "1",
+                        ),  # 10 nodes on one host: one process each
                     ],
                     cwd=ROOT,
                     stderr=subprocess.DEVNULL,
