@@ -6,6 +6,7 @@ the forms, and checking before normalising misses "10.0.0.0/255.0.0.0" vs "10.0.
 
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 from rest_framework.validators import UniqueValidator
@@ -25,6 +26,8 @@ from policy.models import (
 TIMESTAMPS = ("created_at", "updated_at")
 
 
+# The schema promises the list form; the one-text form is a convenience for CSV cells.
+@extend_schema_field(serializers.ListField(child=serializers.CharField()))
 class DomainListField(serializers.Field):
     """A list of domain names; also taken as one text of names split by spaces or commas (a CSV cell).
 
