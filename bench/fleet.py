@@ -9,7 +9,6 @@ sending it until the last node accepts mail for the domain over SMTP.
 import asyncio
 import os
 import smtplib
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import scratch  # sets Django up on a scratch var dir
 from django.contrib.auth.models import User
 from django.db import connection
+from propagation import connect, free_port
 
 from policy.models import ApiToken
 from policy.revisions import commit_revision
@@ -54,7 +54,7 @@ def run(changes: int) -> None:
     commit_revision()
     processes: list[subprocess.Popen] = []
     try:
-        api_port, poll_port = _free_port(), _free_port()
+        api_port, poll_port = free_port(), free_port()
         gunicorn = subprocess.Popen(
             [str(ROOT / ".venv/bin/gunicorn"), "relayadmin.wsgi", "--bind", f"127.0.0.1:{api_port}", "--workers", "2"],
             cwd=ROOT,
@@ -80,7 +80,7 @@ def run(changes: int) -> None:
             node_dir.mkdir()
             token_file = node_dir / "token"
             token_file.write_text(_token(admin, f"node{number}", node=f"node{number}"))
-            smtp_port = _free_port()
+            smtp_port = free_port()
             smtp_ports.append(smtp_port)
             processes.append(
                 subprocess.Popen(
@@ -100,7 +100,7 @@ def run(changes: int) -> None:
                     stderr=subprocess.DEVNULL,
                 )
             )
-        sessions = [_connect(port) for port in smtp_ports]
+        sessions = [connect(port) for port in smtp_ports]
         _wait_enforced(sessions, "warmup.example", api_port, api_key)  # every node has the policy
         print(f"load average before the fleet run: {_load()}")
         timings = [_wait_enforced(sessions, f"d{number}.fleet.example", api_port, api_key) for number in range(changes)]
@@ -236,22 +236,3 @@ def _wait_http(url: str) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _connect(port: int) -> smtplib.SMTP:
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        try:
-            smtp = smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT)
-            smtp.ehlo("bench.example.org")
-            return smtp
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)

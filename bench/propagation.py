@@ -42,7 +42,7 @@ def main(changes: int) -> None:
     call_command("migrate", verbosity=0)
     commit_revision()
     publish_latest()
-    port = _free_port()
+    port = free_port()
     relayd = subprocess.Popen(
         [
             sys.executable,
@@ -66,7 +66,7 @@ def main(changes: int) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        smtp = _connect(port)
+        smtp = connect(port)
         latencies = []
         for number in range(changes):
             domain = f"d{number}.propagation.example"
@@ -98,13 +98,13 @@ def main(changes: int) -> None:
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def _connect(port: int) -> smtplib.SMTP:
+def connect(port: int) -> smtplib.SMTP:
     deadline = time.monotonic() + TIMEOUT
     while True:
         try:
