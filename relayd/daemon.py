@@ -123,7 +123,16 @@ class Daemon:
         policy = self.policy_source.policy
         tls = self.settings.tls_cert is not None
         serial = policy.serial if policy else None
-        return node_report(self.settings.node_name, serial, tls, self.metrics, self.policy_source.refused)
+        relay = self.relay
+        return node_report(
+            self.settings.node_name,
+            serial,
+            tls,
+            self.metrics,
+            self.policy_source.refused,
+            proxy_hosts=[str(network) for network in relay.proxy_hosts],
+            top_peer=relay.peers.top(),
+        )
 
     def reload_policy(self) -> None:
         """Re-read the policy file now, here and in every intake worker (SIGHUP, or a snapshot just fetched)."""

@@ -351,8 +351,19 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.close(directory)
 
 
-def node_report(node: str, serial: int | None, tls: bool, metrics: Metrics, refused: dict | None = None) -> dict:
-    """Return the status report the dashboard's daemons API takes; refused is PolicySource.refused."""
+def node_report(
+    node: str,
+    serial: int | None,
+    tls: bool,
+    metrics: Metrics,
+    refused: dict | None = None,
+    proxy_hosts: list[str] | None = None,
+    top_peer: dict | None = None,
+) -> dict:
+    """Return the status report the dashboard's daemons API takes; refused is PolicySource.refused.
+
+    proxy_hosts and top_peer (PeerTally.top()) let the risk analysis warn of a trusted proxy or NAT.
+    """
     relay_denied = sum(
         value
         for labels, value in metrics.series("rcpt")
@@ -379,6 +390,8 @@ def node_report(node: str, serial: int | None, tls: bool, metrics: Metrics, refu
         "usage": usage,
         "refused_serial": refused["serial"] if refused else None,
         "refused_reason": refused["reason"] if refused else None,
+        "proxy_hosts": proxy_hosts or [],
+        "top_peer": top_peer,
     }
 
 

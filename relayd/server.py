@@ -8,6 +8,7 @@ import resource
 import socket
 import ssl
 
+from relayd.clientaddr import PeerTally, parse_hosts
 from relayd.counters import Counters
 from relayd.limits import AuthThrottle, ClientLimits, GreetPasses
 from relayd.logs import kv
@@ -49,6 +50,10 @@ class Relay:
         # Relay-profile counters: shared by the fleet through Redis when configured. Without Redis each
         # intake worker counts alone (docs/relayd.md), as each node of a fleet does.
         self.counters = Counters(settings.redis_url, settings.redis_prefix)
+        self.proxy_hosts = parse_hosts(settings.proxy_hosts)
+        self.xclient_hosts = parse_hosts(settings.xclient_hosts)
+        self.xclient_secret = _read_secret(settings.xclient_secret_file)
+        self.peers = PeerTally()
         self.verifier = (
             RecipientVerifier(
                 settings.hostname, settings.verify_timeout, settings.verify_positive_ttl, settings.verify_negative_ttl
@@ -153,6 +158,16 @@ def format_address(sockname: tuple) -> str:
     """Return a socket address as IP:PORT or [IPv6]:PORT."""
     host, port = sockname[0], sockname[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _read_secret(path) -> str:
+    """Return the XCLIENT secret of --xclient-secret-file ("" without one); refuse an empty file."""
+    if path is None:
+        return ""
+    secret = path.read_text().strip()
+    if len(secret) < 16:
+        raise ValueError(f"{path}: the XCLIENT secret must be at least 16 characters")
+    return secret
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext | None:

@@ -12,7 +12,8 @@ aiosmtpd provides the command loop, EHLO, MAIL, STARTTLS, AUTH framing and RSET.
   the Received header and spool durably before the 250;
 - STARTTLS inside TLS (503), HELP (the real command list) and unknown commands (never echoed);
 - AUTH PLAIN and LOGIN, to check the snapshot's password hashes in a thread, throttled per client;
-- the timeouts, which answer 421 instead of closing silently.
+- the timeouts, which answer 421 instead of closing silently;
+- the client address: a PROXY header from --proxy-hosts, XCLIENT from --xclient-hosts (relayd.clientaddr).
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ import aiosmtpd.smtp
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, TLSSetupException, _AuthMechAttr, login_always_fail
 
 from relayd import profiles
+from relayd.clientaddr import (
+    XCLIENT_ATTRIBUTES,
+    in_hosts,
+    looks_like_proxy_header,
+    parse_xclient,
+    read_proxy_header,
+    secret_matches,
+    xclient_address,
+)
 from relayd.decision import Verdict, decide, parse_recipient, split_source_route
 from relayd.limits import client_key
 from relayd.logs import kv, repeats
@@ -73,6 +83,7 @@ _UNPRINTABLE = re.compile(r"[^!-~]")
 _JUNK = ("NOOP", "RSET", "VRFY", "EXPN", "HELP", "EHLO", "HELO")
 # What HELP lists: every command relayd carries out (EXPN only ever gets 502).
 _HELP = "AUTH DATA EHLO HELO HELP MAIL NOOP QUIT RCPT RSET STARTTLS VRFY"
+_XCLIENT_EHLO = "250-XCLIENT " + " ".join(XCLIENT_ATTRIBUTES)
 # RFC 4954 5: the AUTH= parameter of MAIL is "<>" or an xtext (RFC 3461 4).
 _AUTH_PARAMETER = re.compile(r"<>|(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
 # Compared against when the user name is unknown, so that the reply takes as long as for a known one.
@@ -151,6 +162,10 @@ class RelaySession(SMTP):
         self.client_key = ""
         self._parsed_client: tuple[str, Address | None] = ("", None)
         self.local_ip = ""
+        self.origin = None  # the client's Address as the connection or its PROXY header named it, before any XCLIENT
+        self.marks: dict[str, str] = {}  # proxy=PEER, xclient=ADDRESS: added to the session's log lines
+        self._limit_key = ""  # the key the connection limit counted this session under
+        self._first_data = True
         self.in_transaction = False  # between DATA and its reply, when shutdown must wait
         self._greeted = False
         self._spoke_early = asyncio.Event()
@@ -176,7 +191,22 @@ class RelaySession(SMTP):
     def data_received(self, data: bytes) -> None:
         if not self._greeted:
             self._spoke_early.set()
+        if self._first_data:
+            self._first_data = False
+            if looks_like_proxy_header(data) and not self._from_proxy_host():
+                self._refuse_proxy_header()
+                return
         super().data_received(data)
+
+    def _from_proxy_host(self) -> bool:
+        proxies = self.relay.proxy_hosts
+        return bool(proxies) and in_hosts(parse_address(self.session.peer[0]), proxies)
+
+    def _refuse_proxy_header(self) -> None:
+        """Close a connection that sent a PROXY header from outside --proxy-hosts: it may not name its own address."""
+        self.client = self.client or str(parse_address(self.session.peer[0]))
+        self._log_cut("proxy_header_not_allowed", refused=True)
+        self.say_goodbye("554 5.5.1 Protocol error: PROXY header not accepted from your address")
 
     async def _handle_client(self) -> None:
         relay = self.relay
@@ -184,12 +214,18 @@ class RelaySession(SMTP):
         address = parse_address(host)
         # An IPv4 peer is already in normal form; formatting it again costs more than the check.
         self.client = host if address.version == 4 and ":" not in host else str(address)
-        self._parsed_client = (self.client, address)
-        self.client_key = client_key(address)
         self.local_ip = self.transport.get_extra_info("sockname")[0]
         relay.metrics.inc("connections")
+        relay.peers.count(self.client)
+        if relay.proxy_hosts and in_hosts(address, relay.proxy_hosts):
+            address = await self._read_proxy_header(address)
+            if address is None:
+                return
+        self.origin = address
+        self._parsed_client = (self.client, address)
+        self.client_key = self._limit_key = client_key(address)
         # Counted across every intake worker (relayd/limits.py ClientLimits), not per process.
-        refusal, greet_pass = await relay.limits.admit(self.client_key)
+        refusal, greet_pass = await relay.limits.admit(self._limit_key)
         if refusal is not None:
             # max_connections is all clients together: one host with many addresses must not exhaust
             # memory or descriptors.
@@ -200,6 +236,8 @@ class RelaySession(SMTP):
         relay.sessions.add(self)
         try:
             if await self._spoke_before_greeting(greet_pass):
+                if self.transport.is_closing():
+                    return  # refused already (a PROXY header from outside --proxy-hosts)
                 self._log_cut("early_talker", refused=True)
                 await self.push("554 5.5.1 Protocol error: command sent before the greeting")
                 self.transport.close()
@@ -208,9 +246,38 @@ class RelaySession(SMTP):
             await super()._handle_client()
         finally:
             relay.sessions.discard(self)
-            relay.limits.release(self.client_key)
+            relay.limits.release(self._limit_key)
             if self._lifetime_handle:
                 self._lifetime_handle.cancel()
+
+    async def _read_proxy_header(self, peer):
+        """Return the client a proxy's PROXY header names (the proxy for LOCAL), or None once the session is refused.
+
+        A listed proxy must always send the header: a connection without one would otherwise run
+        as the proxy's own address, and every client behind the proxy would share its trust.
+        """
+        header = await read_proxy_header(self._reader, self.relay.settings.proxy_timeout)
+        if header.error:
+            self.relay.metrics.inc("connections_refused", reason="bad_proxy_header")
+            log.warning(
+                kv(
+                    event="connection_refused",
+                    session=self.id,
+                    client=self.client,
+                    reason="bad_proxy_header",
+                    detail=header.error,
+                )
+            )
+            self.say_goodbye("554 5.5.1 Protocol error: a valid PROXY header is required")
+            return None
+        self.marks["proxy"] = self.client
+        client = header.client or peer
+        self.client = str(client)
+        # Bytes after the header are the client's: the early-talker test starts over with them.
+        self._spoke_early.clear()
+        if self._reader._buffer:  # asyncio.StreamReader's buffer: what the client already sent
+            self._spoke_early.set()
+        return client
 
     async def _spoke_before_greeting(self, greet_pass: bool) -> bool:
         """Wait greet_delay before the greeting and return whether the client sent anything meanwhile.
@@ -340,6 +407,8 @@ class RelaySession(SMTP):
         """Add SIZE to aiosmtpd's EHLO reply (called as a handler hook: hook(protocol, session, ...))."""
         session.host_name = hostname
         responses.insert(1, f"250-SIZE {self.relay.settings.max_message_size}")
+        if self._xclient_allowed():
+            responses.insert(2, _XCLIENT_EHLO)
         # One write for the whole multi-line reply rather than one per line.
         return ["\r\n".join(responses)]
 
@@ -408,6 +477,57 @@ class RelaySession(SMTP):
             action="MAIL answered 452 4.3.1",
         )
         return False
+
+    # XCLIENT: the dashboard's self-test borrows an untrusted client's address.
+
+    def _xclient_allowed(self) -> bool:
+        hosts = self.relay.xclient_hosts
+        return bool(hosts) and self.origin is not None and in_hosts(self.origin, hosts)
+
+    async def smtp_XCLIENT(self, arg: str | None) -> None:
+        """Take the client's address from Postfix's XCLIENT; only from --xclient-hosts, with the shared secret.
+
+        As with Postfix, a successful XCLIENT restarts the session: a new 220 greeting, then EHLO.
+        """
+        if not self._xclient_allowed():
+            await self.unknown_command(arg)
+            return
+        if self.envelope.mail_from is not None:
+            await self.push("503 5.5.1 Error: MAIL transaction in progress")
+            return
+        try:
+            attributes = parse_xclient(arg)
+            address = xclient_address(attributes["ADDR"]) if "ADDR" in attributes else None
+        except ValueError as exc:
+            await self.push(f"501 5.5.4 {exc}")
+            return
+        if not secret_matches(attributes.get("SECRET"), self.relay.xclient_secret):
+            self.relay.metrics.inc("xclient", result="refused")
+            log.warning(kv(event="xclient", session=self.id, client=self.client, result="refused", reason="secret"))
+            await self.push("550 5.7.0 XCLIENT refused: the secret is missing or wrong")
+            return
+        self.marks["xclient"] = str(self.origin)
+        if address is not None:
+            self.client = str(address)
+            self.client_key = client_key(address)
+        session = self.session
+        session.host_name = None
+        session.extended_smtp = False
+        session.authenticated = False
+        session.auth_data = None
+        self.envelope = self._create_envelope()
+        self.relay.metrics.inc("xclient", result="accepted")
+        log.info(
+            kv(
+                event="xclient",
+                session=self.id,
+                client=self.client,
+                result="accepted",
+                name=attributes.get("NAME"),
+                **self.marks,
+            )
+        )
+        await self.push(f"220 {self.hostname} {self.__ident__}")
 
     # RCPT: the relay decision.
 
@@ -531,6 +651,7 @@ class RelaySession(SMTP):
                 rule=rule,
                 serial=policy.serial if policy else None,
                 detail=detail,
+                **self.marks,
             )
         )
 
@@ -538,6 +659,10 @@ class RelaySession(SMTP):
 
     async def smtp_DATA(self, arg: str | None) -> None:
         if await self.check_helo_needed():
+            return
+        if "xclient" in self.marks:
+            # XCLIENT borrows an address (docs/design.md): such a session tests verdicts, never sends mail.
+            await self.push("554 5.7.1 DATA refused: this session used XCLIENT")
             return
         if not self.envelope.rcpts:
             await self.push("503 5.5.1 Error: need RCPT command")
@@ -653,6 +778,7 @@ class RelaySession(SMTP):
                 sender=f"<{envelope.mail_from}>",
                 rcpts=len(envelope.rcpts),
                 size=len(message),
+                **self.marks,
             )
         )
         return f"250 2.0.0 Ok: queued as {message_id}"

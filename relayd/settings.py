@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from relayd.clientaddr import parse_hosts
 from relayd.decision import parse_recipient
 
 # The longest long poll the dashboard grants (policy/revision_feed.py MAX_WAIT).
@@ -80,6 +81,35 @@ class Settings:
     listen: list[str] = field(
         default_factory=lambda: ["127.0.0.1:2525"],
         metadata=meta("SMTP listen address, repeatable; [::]:PORT is dual-stack", list, metavar="ADDR:PORT"),
+    )
+    proxy_hosts: list[str] = field(
+        default_factory=list,
+        metadata=meta(
+            "networks of proxies (HAProxy PROXY protocol v1/v2) whose connections must start with a PROXY header"
+            " naming the real client; repeatable or comma-separated; from any other address a PROXY header is refused",
+            list,
+            metavar="NETWORK",
+        ),
+    )
+    proxy_timeout: float = field(
+        default=10.0, metadata=meta("seconds a --proxy-hosts connection has to send its PROXY header", float)
+    )
+    xclient_hosts: list[str] = field(
+        default_factory=list,
+        metadata=meta(
+            "networks that may use XCLIENT (with --xclient-secret-file) to test as another client address,"
+            " e.g. the dashboard's self-test; repeatable or comma-separated",
+            list,
+            metavar="NETWORK",
+        ),
+    )
+    xclient_secret_file: Path | None = field(
+        default=None,
+        metadata=meta(
+            "file holding the secret an XCLIENT command must carry (SECRET=); needed by --xclient-hosts",
+            Path,
+            metavar="FILE",
+        ),
     )
     smarthost: str | None = field(
         default=None, metadata=meta("next hop for mail without a route of its own, else MX", metavar="HOST:PORT")
@@ -217,6 +247,13 @@ class Settings:
             value = getattr(self, item.name)
             if item.metadata["kind"] in (int, float) and value < 0:
                 raise ValueError(f"{item.name.replace('_', '-')} must not be negative")
+        for option in ("proxy_hosts", "xclient_hosts"):
+            try:
+                parse_hosts(getattr(self, option))
+            except ValueError as exc:
+                raise ValueError(f"--{option.replace('_', '-')}: {exc}") from None
+        if self.xclient_hosts and self.xclient_secret_file is None:
+            raise ValueError("--xclient-hosts needs --xclient-secret-file: XCLIENT lets a client borrow any address")
         if self.postmaster_address is not None and not _is_mailbox(self.postmaster_address):
             raise ValueError("postmaster-address must be a plain address, e.g. admin@example.com (no <>, no routing)")
         if self.redis_url is not None and urllib.parse.urlsplit(self.redis_url).scheme not in (

@@ -48,6 +48,9 @@ def test_the_report_carries_the_serial_tls_and_counters_with_the_token(start_rel
         "usage": {"trusted_networks": {}, "smtp_users": {}},
         "refused_serial": None,
         "refused_reason": None,
+        "proxy_hosts": [],
+        # Both sessions come from loopback (127.0.0.1 and 127.0.0.2): the one seen most is named.
+        "top_peer": {"address": "127.0.0.1", "connections": 1, "of": 2},
     }
     wait_for(lambda: expected in dashboard.reports, message=f"no report like {expected}: {dashboard.reports[-1:]}")
     posts = [headers for method, path, headers, _ in dashboard.requests if method == "POST"]
@@ -166,4 +169,6 @@ def test_relay_denied_counts_only_the_rules_that_refuse_relaying():
         "usage": {"trusted_networks": {}, "smtp_users": {}},
         "refused_serial": None,
         "refused_reason": None,
+        "proxy_hosts": [],
+        "top_peer": None,
     }
