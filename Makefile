@@ -10,6 +10,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 SMTP_LISTEN ?= 127.0.0.1:2525
+METRICS_LISTEN ?= 127.0.0.1:9025
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: help run test lint format test-tools
@@ -44,10 +45,10 @@ test-tools: ## install chromium, postfix, redis-server and exim for the tests wh
 	fi
 	@bash tools/exim-for-tests.sh
 
-run: $(VENV)/.runtime ## start the web UI (HOST, PORT; default 127.0.0.1:8000) and relayd (SMTP_LISTEN; default 127.0.0.1:2525), data under var/
+run: $(VENV)/.runtime ## start the web UI (HOST, PORT; default 127.0.0.1:8000) and relayd (SMTP_LISTEN, METRICS_LISTEN; default 127.0.0.1:2525, 127.0.0.1:9025), data under var/
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	HOST=$(HOST) PORT=$(PORT) SMTP_LISTEN=$(SMTP_LISTEN) bash tools/run.sh
+	HOST=$(HOST) PORT=$(PORT) SMTP_LISTEN=$(SMTP_LISTEN) METRICS_LISTEN=$(METRICS_LISTEN) bash tools/run.sh
 
 lint: $(VENV)/.test ## ruff check and ruff format --check
 	$(BIN)/ruff check .

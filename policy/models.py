@@ -643,14 +643,31 @@ class SelfTestRun(models.Model):
         return f"self-test of {self.target}: {self.summary}"
 
     @property
+    def tested_as(self) -> str:
+        """Return the client address the server judged ("" for results from before it was recorded)."""
+        return (self.report or {}).get("client", "")
+
+    @property
+    def used_xclient(self) -> bool:
+        """Tell whether the test claimed an untrusted address with XCLIENT, as an Internet client would be judged."""
+        return bool((self.report or {}).get("xclient"))
+
+    @property
+    def inconclusive(self) -> bool:
+        """Tell whether the test ran from an address the policy trusts: relaying then proves nothing."""
+        return not self.error and bool((self.report or {}).get("client_trusted"))
+
+    @property
     def open_relay(self) -> bool:
-        return self.accepted > 0
+        return self.accepted > 0 and not self.inconclusive
 
     @property
     def outcome(self) -> str:
-        """Return "failed" (it could not run), "open_relay" or "safe": a failure is never a pass."""
+        """Return "failed" (it could not run), "inconclusive", "open_relay" or "safe": a failure is never a pass."""
         if self.error:
             return "failed"
+        if self.inconclusive:
+            return "inconclusive"
         return "open_relay" if self.open_relay else "safe"
 
     def is_stale(self, latest_serial: int | None) -> bool:
@@ -661,7 +678,14 @@ class SelfTestRun(models.Model):
     def summary(self) -> str:
         if self.error:
             return f"could not run ({self.error})"
-        verdict = "OPEN RELAY" if self.open_relay else "not an open relay"
+        verdict = "OPEN RELAY" if self.accepted else "not an open relay"
+        if self.used_xclient:
+            return f"{verdict} for untrusted clients ({self.accepted}/{self.total}), tested as {self.tested_as}"
+        if self.inconclusive:
+            return (
+                f"{self.accepted}/{self.total} accepted, but tested from {self.tested_as}, which is trusted: "
+                "this result says nothing about Internet clients"
+            )
         return f"{verdict} ({self.accepted}/{self.total} accepted)"
 
 

@@ -11,7 +11,7 @@ anyway, and tests any target.
 
 import ipaddress
 import smtplib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -20,8 +20,17 @@ from django.utils import timezone
 from policy.audit import current_context
 from policy.domains import normalise_domain
 from policy.models import LocalDomain, PolicyRevision, SelfTestRun
+from policy.tester import current_snapshot
 from relayd import selftest
+from relayd.config import compile_policy, validate_snapshot
+from relayd.matcher import parse_address
 
+# Addresses for documentation (RFC 5737, RFC 3849): no real client has them, so the self-test may
+# claim one as "an Internet client" without speaking for anyone.
+PROBE_ADDRESSES = tuple(
+    [f"{net}.{host}" for net in ("192.0.2", "198.51.100", "203.0.113") for host in (1, 77, 254)]
+    + ["2001:db8::1", "2001:db8:ffff::77"]
+)
 MIN_INTERVAL = timedelta(seconds=10)
 MAX_PER_HOUR = 20
 
@@ -57,6 +66,8 @@ def run_selftest(target: str, user=None, domain: str = "", *, any_target: bool =
     if user is not None:
         _check_rate(user)
     domain = domain or LocalDomain.objects.values_list("domain", flat=True).first() or ""
+    policy = compile_policy(validate_snapshot(current_snapshot()))
+    as_client = untrusted_address(policy)
     context = current_context()
     run = SelfTestRun(
         target=format_target(host, port),
@@ -66,15 +77,16 @@ def run_selftest(target: str, user=None, domain: str = "", *, any_target: bool =
         revision_serial=latest_serial(),
     )
     try:
-        report = selftest.run(host, port, domain or None, timeout=10)
+        report = selftest.run(host, port, domain or None, timeout=10, as_client=as_client, secret=_xclient_secret())
     except (TimeoutError, OSError, smtplib.SMTPException) as exc:
         run.error = (str(exc) or type(exc).__name__)[:500]
     else:
+        trusted = not report.xclient and _is_trusted(policy, report.client)
         run.domain, run.accepted, run.total, run.report = (
             report.domain,
             report.accepted,
             len(report.attempts),
-            report.as_dict(),
+            {**report.as_dict(), "client_trusted": trusted},
         )
     run.save()
     return run
@@ -88,6 +100,38 @@ def _checked_domain(domain: str) -> str:
         return normalise_domain(domain)
     except ValidationError as exc:
         raise SelfTestRefused(f"Domain: {exc.messages[0]}") from None
+
+
+def untrusted_address(policy) -> str | None:
+    """Return a documentation address that no trusted network covers and no denied network holds.
+
+    The self-test claims it with XCLIENT to be judged as an Internet client. When every candidate
+    is trusted (a policy that trusts the whole Internet), one of them is still returned: such a
+    client may relay, and the test should say so. None only when every candidate is denied.
+    """
+    now = datetime.now(UTC)
+    allowed = [text for text in PROBE_ADDRESSES if policy.denied.lookup(parse_address(text), now) is None]
+    untrusted = [text for text in allowed if policy.trusted.lookup(parse_address(text), now) is None]
+    return (untrusted or allowed or [None])[0]
+
+
+def _is_trusted(policy, address: str) -> bool:
+    """Return whether the policy lets address relay as a trusted network (the self-test's own, without XCLIENT)."""
+    try:
+        parsed = parse_address(address)
+    except ValueError:
+        return False
+    now = datetime.now(UTC)
+    listed = policy.snapshot.restrictions.allow_listed_ips and policy.trusted.lookup(parsed, now) is not None
+    return listed and policy.denied.lookup(parsed, now) is None
+
+
+def _xclient_secret() -> str | None:
+    """Return the bundled relayd's XCLIENT secret, or None when there is none (a target without XCLIENT)."""
+    try:
+        return settings.RELAYD_XCLIENT_SECRET_FILE.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def parse_target(text: str) -> tuple[str, int]:

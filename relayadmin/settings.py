@@ -203,6 +203,10 @@ RELAYD_SMTP_TARGET = os.environ.get("RELAYD_SMTP_TARGET", "127.0.0.1:2525")
 # The self-test may test RELAYD_SMTP_TARGET and these host:port targets, nothing else: it must not
 # be a port scanner (issue 11, finding 9).
 SELFTEST_ALLOWED_TARGETS = [t.strip() for t in os.environ.get("SELFTEST_ALLOWED_TARGETS", "").split(",") if t.strip()]
+# The secret the self-test's XCLIENT carries (relayd's --xclient-secret-file); runrelay makes it (0600).
+RELAYD_XCLIENT_SECRET_FILE = Path(
+    os.environ.get("RELAYD_XCLIENT_SECRET_FILE", RELAYD_POLICY_PATH.parent / "xclient.secret")
+)
 
 # DNS blocklist checks (docs/reputation.md). Use your own resolver: Spamhaus and others refuse
 # queries that come through public resolvers. Empty: the system resolver (/etc/resolv.conf).

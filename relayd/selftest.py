@@ -5,13 +5,19 @@ percent hack, quoted local parts, user@domain@host, source routes, bang paths, a
 plus a few quoting variants, and records each reply. It never sends DATA: every attempt ends with
 RSET, so even an open relay delivers nothing.
 
-Usage: python -m relayd.selftest HOST:PORT [--domain LOCAL-DOMAIN]   (exit 0: not open, 2: open)
+Run from a trusted address, the battery only proves that trusted clients may relay. With
+--as-client ADDRESS the battery first sends XCLIENT (Postfix's extension; relayd's with
+--xclient-hosts) to test as that address, an Internet client's, when the server offers it.
+
+Usage: python -m relayd.selftest HOST:PORT [--domain LOCAL-DOMAIN] [--as-client ADDRESS --secret-file FILE]
+(exit 0: not open, 2: open)
 """
 
 import argparse
 import smtplib
 import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 # Where the battery pretends to send: a reserved name (RFC 2606) that must never be local.
 REMOTE_DOMAIN = "relaytest.example.invalid"
@@ -36,6 +42,8 @@ class Report:
     target: str
     domain: str
     attempts: tuple[Attempt, ...]
+    client: str = ""  # the address the server judged: the connection's own, or the one XCLIENT claimed
+    xclient: bool = False
 
     @property
     def accepted(self) -> int:
@@ -52,6 +60,8 @@ class Report:
             "accepted": self.accepted,
             "total": len(self.attempts),
             "open_relay": self.is_open_relay,
+            "client": self.client,
+            "xclient": self.xclient,
             "attempts": [{**asdict(attempt), "accepted": attempt.accepted} for attempt in self.attempts],
         }
 
@@ -88,19 +98,47 @@ def battery(domain: str, ip: str) -> list[tuple[str, str]]:
     return nmap + quoting
 
 
-def run(host: str, port: int, domain: str | None = None, timeout: float = 10.0) -> Report:
-    """Run the battery against host:port and return every reply; raise OSError if it cannot connect."""
+def run(
+    host: str,
+    port: int,
+    domain: str | None = None,
+    timeout: float = 10.0,
+    as_client: str | None = None,
+    secret: str | None = None,
+) -> Report:
+    """Run the battery against host:port and return every reply; raise OSError if it cannot connect.
+
+    With as_client, test as that address through XCLIENT when the server offers it (else from the
+    connection's own address, which the report names); a refused XCLIENT raises SMTPResponseException.
+    """
     with smtplib.SMTP(host, port, local_hostname="relaytest.invalid", timeout=timeout) as smtp:
         code, banner = smtp.ehlo()
         if not 200 <= code < 300:
             smtp.helo()
         peer_ip = smtp.sock.getpeername()[0]
+        client, xclient = smtp.sock.getsockname()[0], False
+        if as_client and smtp.has_extn("xclient"):
+            _xclient(smtp, as_client, secret)
+            client, xclient = as_client, True
         domain = domain or _greeting_domain(banner) or peer_ip
         attempts = []
         for mail_from, rcpt_to in battery(domain, peer_ip):
             attempts.append(_attempt(smtp, mail_from, rcpt_to))
             smtp.rset()
-    return Report(f"{host}:{port}", domain, tuple(attempts))
+    return Report(f"{host}:{port}", domain, tuple(attempts), client, xclient)
+
+
+def _xclient(smtp: smtplib.SMTP, address: str, secret: str | None) -> None:
+    """Claim address with XCLIENT, then greet again as the restarted session wants."""
+    command = f"XCLIENT ADDR={'IPV6:' + address if ':' in address else address}"
+    if secret:
+        command += f" SECRET={secret}"
+    code, reply = smtp.docmd(command)
+    if code != 220:
+        raise smtplib.SMTPResponseException(code, b"XCLIENT refused: " + reply)
+    code, _ = smtp.ehlo()
+    if not 200 <= code < 300:
+        smtp.helo()
 
 
 def _attempt(smtp: smtplib.SMTP, mail_from: str, rcpt_to: str) -> Attempt:
@@ -127,9 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m relayd.selftest", description=__doc__.split("\n\n")[0])
     parser.add_argument("target", help="HOST:PORT of the SMTP server to test")
     parser.add_argument("--domain", help="a domain the server accepts mail for (default: from its greeting)")
+    parser.add_argument("--as-client", metavar="ADDRESS", help="test as this untrusted address via XCLIENT")
+    parser.add_argument("--secret-file", type=Path, metavar="FILE", help="relayd's --xclient-secret-file")
     args = parser.parse_args(argv)
     try:
-        report = run(*split_target(args.target), domain=args.domain)
+        secret = args.secret_file.read_text().strip() if args.secret_file else None
+        report = run(*split_target(args.target), domain=args.domain, as_client=args.as_client, secret=secret)
     except (TimeoutError, ValueError, OSError, smtplib.SMTPException) as exc:
         print(f"relaytest: cannot test {args.target}: {exc}", file=sys.stderr)
         return 1
@@ -137,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         mark = "RELAYED" if attempt.accepted else "refused"
         print(f"{mark:8} MAIL FROM:<{attempt.mail_from}> RCPT TO:<{attempt.rcpt_to}> -> {attempt.code} {attempt.reply}")
     verdict = "OPEN RELAY" if report.is_open_relay else "not an open relay"
-    print(f"{report.target}: {verdict} ({report.accepted}/{len(report.attempts)} accepted)")
+    how = f"tested as {report.client} via XCLIENT" if report.xclient else f"tested from {report.client}"
+    print(f"{report.target}: {verdict} ({report.accepted}/{len(report.attempts)} accepted, {how})")
     return 2 if report.is_open_relay else 0
 
 

@@ -6,6 +6,14 @@ BIN=.venv/bin
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 SMTP_LISTEN=${SMTP_LISTEN:-127.0.0.1:2525}
+METRICS_LISTEN=${METRICS_LISTEN:-127.0.0.1:9025}
+# The self-test's default target is this relayd: a wildcard listen address is reached on loopback.
+case $SMTP_LISTEN in
+  0.0.0.0:*) SMTP_TARGET="127.0.0.1:${SMTP_LISTEN##*:}" ;;
+  "[::]:"*) SMTP_TARGET="[::1]:${SMTP_LISTEN##*:}" ;;
+  *) SMTP_TARGET=$SMTP_LISTEN ;;
+esac
+export RELAYD_SMTP_TARGET=${RELAYD_SMTP_TARGET:-$SMTP_TARGET}
 URL="http://$HOST:$PORT"
 [[ $HOST == *:* ]] && URL="http://[$HOST]:$PORT"
 
@@ -15,7 +23,7 @@ first_run_notice=$("$BIN/python" manage.py ensure_admin)
 
 mkdir -p var/log
 # The log rotates at 10 MB (three old files kept). Process substitution keeps $! the PID of relayd itself.
-RELAYADMIN_URL="$URL" "$BIN/python" manage.py runrelay --listen "$SMTP_LISTEN" \
+RELAYADMIN_URL="$URL" "$BIN/python" manage.py runrelay --listen "$SMTP_LISTEN" --metrics-listen "$METRICS_LISTEN" \
   > >("$BIN/python" tools/rotating_log.py var/log/relayd.log) 2>&1 &
 relayd=$!
 # The self-test's default (and allowed) target is where this relayd listens: its first listen address.

@@ -266,8 +266,13 @@ class CheckView(AuditedAPIMixin, APIView):
 
 class SelfTestSerializer(serializers.ModelSerializer):
     open_relay = serializers.BooleanField(read_only=True)
-    outcome = serializers.CharField(read_only=True, help_text="safe, open_relay or failed (it could not run)")
+    outcome = serializers.CharField(
+        read_only=True,
+        help_text="safe, open_relay, inconclusive (tested from a trusted address, without XCLIENT) or failed",
+    )
     summary = serializers.CharField(read_only=True)
+    tested_as = serializers.CharField(read_only=True, help_text="The client address the server judged.")
+    used_xclient = serializers.BooleanField(read_only=True, help_text="The test claimed tested_as with XCLIENT.")
     stale = serializers.SerializerMethodField(help_text="The policy changed since the test: run it again.")
 
     def get_stale(self, run) -> bool:
@@ -288,6 +293,8 @@ class SelfTestSerializer(serializers.ModelSerializer):
             "open_relay",
             "outcome",
             "summary",
+            "tested_as",
+            "used_xclient",
             "revision_serial",
             "stale",
             "error",

@@ -1,6 +1,8 @@
 """Run relayd against the dashboard's current policy: publish it, then start `python -m relayd`."""
 
+import ipaddress
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -48,6 +50,13 @@ class Command(BaseCommand):
         if "--tls-cert" not in given:
             cert, key = self.self_signed_pair(relayd_dir / "tls")
             defaults.update({"--tls-cert": str(cert), "--tls-key": str(key)})
+        if "--xclient-hosts" not in given and "--xclient-secret-file" not in given:
+            defaults.update(
+                {
+                    "--xclient-hosts": ",".join(self.own_hosts(given)),
+                    "--xclient-secret-file": str(self.xclient_secret(settings.RELAYD_XCLIENT_SECRET_FILE)),
+                }
+            )
         if "--report-url" not in given and "--token-file" not in given and "--policy-url" not in given:
             node = node_name(given)
             token_file = self.report_token(relayd_dir / "report.token", node)
@@ -61,6 +70,34 @@ class Command(BaseCommand):
                     }
                 )
         return [part for option, value in defaults.items() if option not in given for part in (option, value)]
+
+    @staticmethod
+    def own_hosts(given: list[str]) -> list[str]:
+        """Return the addresses the dashboard's self-test connects from: loopback, and each specific --listen address.
+
+        XCLIENT is enabled for them only (docs/relayd.md): the dashboard runs on this host.
+        """
+        hosts = ["127.0.0.0/8", "::1"]
+        for index, arg in enumerate(given[:-1]):
+            if arg == "--listen":
+                host = given[index + 1].rpartition(":")[0].strip("[]")
+                try:
+                    address = ipaddress.ip_address(host)
+                except ValueError:
+                    continue  # relayd itself will refuse it, with a better message
+                if not address.is_unspecified and not address.is_loopback:
+                    hosts.append(str(address))
+        return hosts
+
+    def xclient_secret(self, secret_file):
+        """Return the file of the secret the self-test's XCLIENT carries, made once (mode 0600)."""
+        if secret_file.exists() and len(secret_file.read_text().strip()) >= 16:
+            return secret_file
+        secret_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+        return secret_file
 
     def report_token(self, token_file, node: str):
         """Return a file holding a node token for the bundled relayd's status reports, made once per node name.
