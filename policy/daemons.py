@@ -9,6 +9,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from policy.models import PolicyRevision, RelayNode, RelayNodeSample
+from relayd.clientaddr import parse_hosts
+from relayd.matcher import parse_address
 
 # relayd reports every 10 s by default; three missed reports make a node silent.
 SILENT_AFTER = timedelta(seconds=30)
@@ -53,6 +55,7 @@ def record_report(report: dict, remote_addr: str | None, token=None) -> RelayNod
         raise ValidationError({"counters": f"Counters are whole numbers ≥ 0: {', '.join(COUNTER_NAMES)}."})
     usage = _usage(report)
     refused_serial, refused_reason = _refusal(report, serial)
+    proxy_hosts, top_peer = _client_sources(report)
     now = timezone.now()
     with transaction.atomic():
         node, _ = RelayNode.objects.update_or_create(
@@ -64,6 +67,8 @@ def record_report(report: dict, remote_addr: str | None, token=None) -> RelayNod
                 "counters": {key: counters.get(key, 0) for key in COUNTER_NAMES},
                 "refused_serial": refused_serial,
                 "refused_reason": refused_reason,
+                "proxy_hosts": proxy_hosts,
+                "top_peer": top_peer,
                 "last_seen_at": now,
                 "token": token,
             },
@@ -123,6 +128,35 @@ def _refusal(report: dict, serial: int | None) -> tuple[int | None, str]:
     if refused_serial is not None and serial is not None and serial > refused_serial:
         return None, ""
     return refused_serial, reason[:1000]
+
+
+def _client_sources(report: dict) -> tuple[list[str], dict | None]:
+    """Return a report's proxy networks (canonical text) and busiest peer; raise ValidationError if malformed."""
+    proxy_hosts = report.get("proxy_hosts") or []
+    try:
+        if not isinstance(proxy_hosts, list) or len(proxy_hosts) > 1000:
+            raise ValueError
+        networks = [network.text for network in parse_hosts(proxy_hosts)]
+    except (TypeError, ValueError, AttributeError):
+        raise ValidationError({"proxy_hosts": "A list of networks in canonical text, e.g. 10.0.0.0/24."}) from None
+    top_peer = report.get("top_peer")
+    if top_peer is None:
+        return networks, None
+    try:
+        address = str(parse_address(top_peer["address"]))
+        connections, total = top_peer["connections"], top_peer["of"]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (connections, total)):
+            raise ValueError
+    except (TypeError, KeyError, ValueError):
+        raise ValidationError(
+            {"top_peer": "An object {address, connections, of}: an IP address and two whole numbers ≥ 0, or null."}
+        ) from None
+    return networks, {"address": address, "connections": connections, "of": total}
+
+
+def client_sources() -> list[RelayNode]:
+    """Return the nodes that reported proxies or a busiest peer, for the risk analysis."""
+    return [node for node in RelayNode.objects.all() if node.proxy_hosts or node.top_peer]
 
 
 def node_statuses() -> list[NodeStatus]:

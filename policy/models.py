@@ -703,6 +703,16 @@ class RelayNode(models.Model):
     refused_reason = models.CharField(
         "refusal", max_length=1000, blank=True, help_text="Why the node refused it; empty while it refuses nothing."
     )
+    # Where the node's clients come from, for the NAT/load-balancer trap (policy/risks.py).
+    proxy_hosts = models.JSONField(
+        "proxy hosts", default=list, blank=True, help_text="The networks relayd takes PROXY headers from."
+    )
+    top_peer = models.JSONField(
+        "busiest peer",
+        null=True,
+        blank=True,
+        help_text="The TCP peer most connections came from: {address, connections, of}.",
+    )
     first_seen_at = models.DateTimeField("first report", default=timezone.now)
     last_seen_at = models.DateTimeField("last report", default=timezone.now, db_index=True)
     # The token of the node's last report: revoking it stops this node's policy updates, and the

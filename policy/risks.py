@@ -27,11 +27,12 @@ class Risk:
     headline: str = ""  # danger only: who may relay, in a few words, for the dashboard's red headline
 
 
-def analyse(snapshot: dict, *, tls_ready: bool | None = None, selftest=None) -> list[Risk]:
+def analyse(snapshot: dict, *, tls_ready: bool | None = None, selftest=None, nodes=()) -> list[Risk]:
     """Return the risks of a snapshot, the most severe first.
 
     `tls_ready` is whether the relayd nodes can offer STARTTLS (None: unknown, no node reported);
-    `selftest` is the latest open-relay self-test, whose relayed attempts are evidence, not theory.
+    `selftest` is the latest open-relay self-test, whose relayed attempts are evidence, not theory;
+    `nodes` are relayd nodes with their reported proxy hosts and busiest peer (daemons.client_sources()).
     """
     flags = snapshot["restrictions"]
     trusted = (
@@ -70,6 +71,7 @@ def analyse(snapshot: dict, *, tls_ready: bool | None = None, selftest=None) -> 
             )
         )
     risks.extend(_shadowed(trusted, denied))
+    risks.extend(_nat_traps(trusted, nodes))
     if flags["allow_listed_ips"] and not LOCALHOST & {entry.network for entry in trusted}:
         risks.append(
             Risk(INFO, "no_localhost", "localhost (127.0.0.1 and ::1) is not trusted: local programs cannot relay.")
@@ -174,6 +176,61 @@ def open_relay_headline(risks: list[Risk]) -> str:
     """Say plainly who may relay because of the dangers, e.g. "OPEN RELAY: any IPv4 host may relay"."""
     who = [risk.headline for risk in risks if risk.level == DANGER and risk.headline]
     return f"OPEN RELAY: {'; '.join(who)}." if who else ""
+
+
+# A peer with at least this share of at least this many connections stands for many clients.
+NAT_SHARE = 0.5
+NAT_MIN_CONNECTIONS = 20
+
+
+def _nat_traps(trusted: list[addresses.ListedNetwork], nodes) -> list[Risk]:
+    """Return warnings for trusted networks that hold a proxy, or the one address most clients come from.
+
+    Behind a NAT or load balancer every client arrives from one address: trusting it trusts them
+    all, the leading cause of accidental open relays. Loopback is left out of the busiest-peer
+    check: it is local programs and the self-test, and a proxy on this host is declared with
+    --proxy-hosts, which the first check covers.
+    """
+    risks = []
+    active = [entry for entry in trusted if entry.active]
+    for node in nodes:
+        proxies = [netaddr.IPNetwork(text) for text in node.proxy_hosts]
+        for proxy in proxies:
+            for entry in active:
+                if _overlap(proxy, entry.network):
+                    risks.append(
+                        Risk(
+                            WARNING,
+                            "trusted_proxy",
+                            f"{entry.label()} contains {addresses.network_text(proxy)}, a proxy of relayd node "
+                            f"{node.name} (--proxy-hosts). relayd judges the clients its PROXY headers name, but "
+                            "whatever the proxy sends as itself would be trusted: trust the clients, not the proxy.",
+                        )
+                    )
+        peer = node.top_peer or {}
+        if peer.get("of", 0) < NAT_MIN_CONNECTIONS or peer["connections"] < NAT_SHARE * peer["of"]:
+            continue
+        address = netaddr.IPAddress(peer["address"])
+        if address.is_loopback() or any(address in proxy for proxy in proxies):
+            continue
+        for entry in active:
+            if address in entry.network:
+                risks.append(
+                    Risk(
+                        WARNING,
+                        "nat_trap",
+                        f"Most connections to relayd node {node.name} ({peer['connections']} of {peer['of']}) come "
+                        f"from {address}, which {entry.label()} trusts. If it is a NAT or load balancer, every client "
+                        "behind it may relay: have it send the PROXY protocol (relayd --proxy-hosts) and stop "
+                        "trusting its address.",
+                    )
+                )
+                break
+    return risks
+
+
+def _overlap(a: netaddr.IPNetwork, b: netaddr.IPNetwork) -> bool:
+    return a.version == b.version and a.first <= b.last and b.first <= a.last
 
 
 def _who(network: netaddr.IPNetwork) -> str:

@@ -41,7 +41,9 @@ class DashboardView(ViewerRequiredMixin, TemplateView):
         stale = last_selftest is not None and last_selftest.is_stale(serial)
         # A result about an older policy is no evidence about this one (say, after a rollback).
         evidence = None if stale else last_selftest
-        risks = analyse(current_snapshot(), tls_ready=daemons.tls_ready(), selftest=evidence)
+        risks = analyse(
+            current_snapshot(), tls_ready=daemons.tls_ready(), selftest=evidence, nodes=daemons.client_sources()
+        )
         return super().get_context_data(
             summary=services.policy_summary(),
             risks=risks,
@@ -161,7 +163,7 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
         except ValidationError as exc:
             errors = errors or exc.messages  # the draft would not save: say why, as OK would
         else:
-            risks = analyse(snapshot, tls_ready=daemons.tls_ready())
+            risks = analyse(snapshot, tls_ready=daemons.tls_ready(), nodes=daemons.client_sources())
             if check_form is not None and check_form.is_valid():
                 check_result = check(check_form.probe(), snapshot)
         context = {

@@ -19,6 +19,7 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 
 # Publishing in tests must not touch the developer's var/relayd/policy.json.
 RELAYD_POLICY_PATH = Path(tempfile.mkdtemp(prefix="relayadmin-test-")) / "relayd" / "policy.json"
+RELAYD_XCLIENT_SECRET_FILE = RELAYD_POLICY_PATH.parent / "xclient.secret"
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not shared-cache memory: concurrent writers then wait for SQLite's lock as in production.

@@ -116,3 +116,58 @@ def test_a_refused_unreadable_snapshot_has_no_serial():
 def test_bad_refusals_are_refused(payload):
     with pytest.raises(ValidationError):
         daemons.record_report({"node": "mx1", "serial": 3, **payload}, None)
+
+
+def sources_report(proxy_hosts=(), top_peer=None, node="mx1"):
+    return daemons.record_report(
+        {"node": node, "serial": 1, "counters": {}, "proxy_hosts": list(proxy_hosts), "top_peer": top_peer},
+        "192.0.2.10",
+    )
+
+
+@pytest.mark.parametrize(
+    ("proxy_hosts", "top_peer", "field"),
+    [
+        (["10.0.0.1/8"], None, "proxy_hosts"),
+        ("10.0.0.0/8", None, "proxy_hosts"),
+        ([], {"address": "nope", "connections": 1, "of": 1}, "top_peer"),
+        ([], {"address": "10.0.0.1", "connections": -1, "of": 1}, "top_peer"),
+        ([], {"address": "10.0.0.1"}, "top_peer"),
+    ],
+)
+def test_bad_client_sources_are_refused(proxy_hosts, top_peer, field):
+    with pytest.raises(ValidationError) as error:
+        daemons.record_report({"node": "mx1", "proxy_hosts": proxy_hosts, "top_peer": top_peer}, None)
+    assert field in error.value.message_dict
+
+
+def trust(*networks):
+    from policy.models import TrustedNetwork
+
+    with policy_change():
+        for network in networks:
+            TrustedNetwork.objects.create(network=network)
+
+
+def risk_codes(client):
+    return [risk.code for risk in client.get(reverse("policy:dashboard")).context["risks"]]
+
+
+def test_a_trusted_network_holding_a_proxy_is_flagged(viewer_client):
+    trust("10.0.0.0/8")
+    sources_report(proxy_hosts=["10.1.0.5/32"])
+    sources_report(proxy_hosts=["192.0.2.0/24"], node="mx2")
+    [risk] = [risk for risk in viewer_client.get(reverse("policy:dashboard")).context["risks"] if "proxy" in risk.code]
+    assert risk.code == "trusted_proxy" and "10.0.0.0/8" in risk.message and "mx1" in risk.message
+
+
+def test_the_nat_trap_is_flagged_when_most_clients_come_from_one_trusted_address(viewer_client):
+    trust("10.0.0.0/8", "127.0.0.1/32")
+    sources_report(top_peer={"address": "10.0.0.1", "connections": 10, "of": 100})
+    assert "nat_trap" not in risk_codes(viewer_client)  # one client among many
+    sources_report(top_peer={"address": "10.0.0.1", "connections": 90, "of": 100})
+    assert "nat_trap" in risk_codes(viewer_client)
+    sources_report(top_peer={"address": "127.0.0.1", "connections": 90, "of": 100})
+    assert "nat_trap" not in risk_codes(viewer_client)  # local programs
+    sources_report(top_peer={"address": "192.0.2.1", "connections": 90, "of": 100})
+    assert "nat_trap" not in risk_codes(viewer_client)  # not trusted: no trap

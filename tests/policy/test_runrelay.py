@@ -13,6 +13,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def command(settings, tmp_path):
     settings.RELAYD_POLICY_PATH = tmp_path / "relayd" / "policy.json"
+    settings.RELAYD_XCLIENT_SECRET_FILE = tmp_path / "relayd" / "xclient.secret"
     settings.RELAYADMIN_URL = "http://127.0.0.1:8000"
     return Command()
 
@@ -57,6 +58,19 @@ def test_an_old_read_only_report_token_is_replaced(command, superuser, tmp_path)
 def test_no_superuser_means_no_reporting(command):
     args = command.defaults(["--tls-cert", "c.pem", "--tls-key", "k.pem"])
     assert "--report-url" not in args
+
+
+def test_xclient_is_enabled_for_this_host_with_a_private_secret(command, tmp_path):
+    args = command.defaults(["--tls-cert", "c", "--tls-key", "k", "--listen", "192.0.2.5:25", "--listen", "[::]:25"])
+    options = dict(zip(args[::2], args[1::2], strict=True))
+    assert options["--xclient-hosts"] == "127.0.0.0/8,::1,192.0.2.5"
+    secret = tmp_path / "relayd" / "xclient.secret"
+    assert options["--xclient-secret-file"] == str(secret)
+    assert oct(secret.stat().st_mode & 0o777) == "0o600" and len(secret.read_text().strip()) >= 32
+    first = secret.read_text()
+    command.defaults([])
+    assert secret.read_text() == first  # made once, then kept
+    assert "--xclient-hosts" not in command.defaults(["--xclient-hosts", "10.0.0.1"])
 
 
 def test_given_options_win(command, superuser):
