@@ -141,6 +141,8 @@ class NodeSerializer(serializers.ModelSerializer):
             "refusal",
             "tls",
             "counters",
+            "proxy_hosts",
+            "top_peer",
             "first_seen_at",
             "last_seen_at",
         ]
@@ -161,6 +163,9 @@ class NodeReportSerializer(serializers.Serializer):
     refused_reason = serializers.CharField(allow_null=True, allow_blank=True, required=False, trim_whitespace=False)
     # Messages relayed per trusted network and SMTP user (issue 15); daemons.record_report checks its shape.
     usage = serializers.JSONField(required=False)
+    # Where the node's clients come from (docs/snapshot.md); daemons.record_report checks the contents.
+    proxy_hosts = serializers.ListField(child=serializers.CharField(max_length=100), max_length=1000, required=False)
+    top_peer = serializers.JSONField(allow_null=True, required=False)
 
 
 class DaemonViewSet(AuditedAPIMixin, mixins.ListModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):

@@ -115,6 +115,17 @@ def test_reports_are_rate_limited_per_node_token(editor, settings, two_revisions
     assert first.get("/api/v1/export/relayd/").status_code == 200  # polling the export is not throttled
 
 
+def test_node_report_says_where_clients_come_from(node_key, viewer, two_revisions):
+    node = token_client(node_key)
+    peer = {"address": "192.0.2.10", "connections": 90, "of": 100}
+    report = {"node": "mx1", "serial": 2, "counters": {}, "proxy_hosts": ["192.0.2.10/32"], "top_peer": peer}
+    assert node.post("/api/v1/daemons/", report, format="json").status_code == 201
+    [listed] = session_client(viewer).get("/api/v1/daemons/").json()["results"]
+    assert (listed["proxy_hosts"], listed["top_peer"]) == (["192.0.2.10/32"], peer)
+    bad = node.post("/api/v1/daemons/", {**report, "proxy_hosts": ["192.0.2.10/8"]}, format="json")
+    assert bad.status_code == 400 and "proxy_hosts" in bad.json()
+
+
 @pytest.mark.parametrize("method", ["get", "post"])
 def test_check(ro_key, two_revisions, method):
     client = token_client(ro_key)
