@@ -4,6 +4,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 
 from tests.dnsbl_server import fake_dnsbl, fake_zone  # noqa: F401 (fixtures: the loopback DNSBL)
+from tests.e2e.bundled import bundled_var, start_bundled_relayd  # noqa: F401 (fixtures: relayd as `make run` starts it)
 
 PASSWORD = "correct horse battery staple"
 
