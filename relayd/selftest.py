@@ -129,9 +129,13 @@ def run(
 
 
 def _xclient(smtp: smtplib.SMTP, address: str, secret: str | None) -> None:
-    """Claim address with XCLIENT, then greet again as the restarted session wants."""
+    """Claim address with XCLIENT, then greet again as the restarted session wants.
+
+    The secret goes only to a server that lists SECRET among its XCLIENT attributes (relayd);
+    Postfix authorises XCLIENT by client address alone and would refuse the unknown attribute.
+    """
     command = f"XCLIENT ADDR={'IPV6:' + address if ':' in address else address}"
-    if secret:
+    if secret and "SECRET" in smtp.esmtp_features.get("xclient", "").upper().split():
         command += f" SECRET={secret}"
     code, reply = smtp.docmd(command)
     if code != 220:

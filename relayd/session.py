@@ -39,6 +39,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, TLSSetupException
 from relayd import profiles
 from relayd.clientaddr import (
     XCLIENT_ATTRIBUTES,
+    XCLIENT_SECRET,
     in_hosts,
     looks_like_proxy_header,
     parse_xclient,
@@ -83,7 +84,8 @@ _UNPRINTABLE = re.compile(r"[^!-~]")
 _JUNK = ("NOOP", "RSET", "VRFY", "EXPN", "HELP", "EHLO", "HELO")
 # What HELP lists: every command relayd carries out (EXPN only ever gets 502).
 _HELP = "AUTH DATA EHLO HELO HELP MAIL NOOP QUIT RCPT RSET STARTTLS VRFY"
-_XCLIENT_EHLO = "250-XCLIENT " + " ".join(XCLIENT_ATTRIBUTES)
+# SECRET is advertised so that a client sends it only to relayd: Postfix, which lacks it, would refuse it.
+_XCLIENT_EHLO = "250-XCLIENT " + " ".join((*XCLIENT_ATTRIBUTES, XCLIENT_SECRET))
 # RFC 4954 5: the AUTH= parameter of MAIL is "<>" or an xtext (RFC 3461 4).
 _AUTH_PARAMETER = re.compile(r"<>|(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
 # Compared against when the user name is unknown, so that the reply takes as long as for a known one.

@@ -145,7 +145,16 @@ def xclient_relay(start_relay, secret_file, hosts=("127.0.0.1",)):
 def test_xclient_is_offered_only_to_xclient_hosts(start_relay, secret_file):
     with xclient_relay(start_relay, secret_file).smtp() as client:
         assert client.has_extn("xclient")
-        assert "ADDR" in client.esmtp_features["xclient"]
+        assert client.esmtp_features["xclient"].split() == [
+            "ADDR",
+            "NAME",
+            "HELO",
+            "PROTO",
+            "PORT",
+            "DESTADDR",
+            "DESTPORT",
+            "SECRET",
+        ]
     relay = xclient_relay(start_relay, secret_file, hosts=["192.0.2.0/24"])
     with relay.smtp() as client:
         assert not client.has_extn("xclient")
