@@ -72,6 +72,7 @@ aiosmtpd.smtp.sanitized_log = _sanitized_log_if_enabled
 
 if TYPE_CHECKING:
     from relayd.config import CompiledPolicy
+    from relayd.matcher import Address
     from relayd.server import Relay
 
 log = logging.getLogger("relayd.session")
@@ -252,7 +253,7 @@ class RelaySession(SMTP):
             if self._lifetime_handle:
                 self._lifetime_handle.cancel()
 
-    async def _read_proxy_header(self, peer):
+    async def _read_proxy_header(self, peer: Address) -> Address | None:
         """Return the client a proxy's PROXY header names (the proxy for LOCAL), or None once the session is refused.
 
         A listed proxy must always send the header: a connection without one would otherwise run
