@@ -7,11 +7,13 @@ HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 SMTP_LISTEN=${SMTP_LISTEN:-127.0.0.1:2525}
 METRICS_LISTEN=${METRICS_LISTEN:-127.0.0.1:9025}
-# The self-test's default target is this relayd: a wildcard listen address is reached on loopback.
-case $SMTP_LISTEN in
-  0.0.0.0:*) SMTP_TARGET="127.0.0.1:${SMTP_LISTEN##*:}" ;;
-  "[::]:"*) SMTP_TARGET="[::1]:${SMTP_LISTEN##*:}" ;;
-  *) SMTP_TARGET=$SMTP_LISTEN ;;
+# The self-test's default (and allowed) target is this relayd: its first listen address, and a wildcard
+# address is reached on loopback.
+FIRST_LISTEN=${SMTP_LISTEN%%,*}
+case $FIRST_LISTEN in
+  0.0.0.0:*) SMTP_TARGET="127.0.0.1:${FIRST_LISTEN##*:}" ;;
+  "[::]:"*) SMTP_TARGET="[::1]:${FIRST_LISTEN##*:}" ;;
+  *) SMTP_TARGET=$FIRST_LISTEN ;;
 esac
 export RELAYD_SMTP_TARGET=${RELAYD_SMTP_TARGET:-$SMTP_TARGET}
 URL="http://$HOST:$PORT"
@@ -26,8 +28,6 @@ mkdir -p var/log
 RELAYADMIN_URL="$URL" "$BIN/python" manage.py runrelay --listen "$SMTP_LISTEN" --metrics-listen "$METRICS_LISTEN" \
   > >("$BIN/python" tools/rotating_log.py var/log/relayd.log) 2>&1 &
 relayd=$!
-# The self-test's default (and allowed) target is where this relayd listens: its first listen address.
-export RELAYD_SMTP_TARGET="${RELAYD_SMTP_TARGET:-${SMTP_LISTEN%%,*}}"
 # The ASGI application under uvicorn: relayd's export then works as a long poll (?wait=N, policy/long_poll.py)
 # on the same URL as the pages, so a relayd given --policy-url "$URL/api/v1/export/relayd/" hears of a change at
 # once. Django runs the (sync) pages in one thread per worker process, so two workers serve pages as gunicorn's
