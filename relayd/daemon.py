@@ -18,6 +18,7 @@ from relayd.hub import serve_worker
 from relayd.logs import kv
 from relayd.metrics import Metrics
 from relayd.policy_source import PolicySource
+from relayd.privileges import drop_privileges
 from relayd.runner import Runner
 from relayd.server import Relay, format_address, open_listeners
 from relayd.settings import Settings, report_url
@@ -81,6 +82,10 @@ class Daemon:
             self.workers.start()
         if settings.metrics_listen != "off":
             self.http = await start_http(settings.metrics_listen, self.metrics, self.status)
+        # Every socket is bound and the TLS key read: root is no longer needed, and no helper has started yet.
+        dropped = drop_privileges(settings)
+        if dropped is not None:
+            log.info(kv(event="privileges_dropped", user=settings.user, uid=dropped[0], gid=dropped[1]))
         if settings.delivery:
             self.runner = Runner(settings, self.metrics)
             self.runner.start()

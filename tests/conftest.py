@@ -1,11 +1,18 @@
 """Shared fixtures: users in each role and clients logged in as them."""
 
+import os
+
 import pytest
 from django.contrib.auth.models import Group, User
 
 from tests.dnsbl_server import fake_dnsbl, fake_zone  # noqa: F401 (fixtures: the loopback DNSBL)
 
 PASSWORD = "correct horse battery staple"
+
+# CI runs the suite as root, and relayd refuses to go on as root after binding. The relayds the tests
+# start (in threads and as processes) run as the test runner; tests/deploy/test_privileges.py
+# removes this to test the refusal and the drop to another user.
+os.environ.setdefault("RELAYD_ALLOW_ROOT", "1")
 
 
 @pytest.fixture(scope="session")
