@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
@@ -160,6 +161,12 @@ def _new_entry(action, obj, before, after, object_type="", object_id="", object_
     )
 
 
+MISSING_KEY = (
+    "The audit key is missing: set RELAYADMIN_AUDIT_KEY, or restore var/audit_key from the backup"
+    " (manage.py restore brings it back)"
+)
+
+
 def entry_hash(entry) -> str:
     """Return the HMAC-SHA256 over every field of the entry and the previous entry's hash.
 
@@ -183,6 +190,9 @@ def entry_hash(entry) -> str:
         "prev_hash": entry.prev_hash,
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if not settings.AUDIT_KEY:
+        # An empty HMAC key would let anyone recompute the chain: refuse rather than write or check with it.
+        raise ImproperlyConfigured(MISSING_KEY)
     return hmac.new(settings.AUDIT_KEY.encode(), canonical.encode(), hashlib.sha256).hexdigest()
 
 
