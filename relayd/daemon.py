@@ -12,6 +12,8 @@ import signal
 import time
 from datetime import UTC, datetime
 
+from relayd import __version__
+from relayd.config import SUPPORTED_SCHEMAS
 from relayd.dashboard import Client, PolicyFetcher, Reporter, node_report, read_token
 from relayd.http import start_http
 from relayd.hub import serve_worker
@@ -140,6 +142,8 @@ class Daemon:
         """Return the status report: node, policy in force, dashboard links, listeners, queue and counters."""
         return {
             "node": self.settings.node_name,
+            "version": __version__,
+            "schemas": list(SUPPORTED_SCHEMAS),
             "started_at": self.started_at.isoformat(),
             "policy": self.policy_source.status(),
             "policy_fetch": self.fetcher.health.status() if self.fetcher else None,
