@@ -317,8 +317,23 @@ def _record_delete(sender, instance, **kwargs):
     record("delete", obj=instance, before=serialize(instance))
 
 
+# Set while a backup's rows are loaded (policy/backup.py): they come with their own entries.
+# Django's loaddata marks saves raw, which the receivers above skip, but not the m2m sets it makes.
+_loading_backup: contextvars.ContextVar[bool] = contextvars.ContextVar("loading_backup", default=False)
+
+
+@contextlib.contextmanager
+def loading_backup() -> Iterator[None]:
+    """Load rows that already have their audit entries: many-to-many sets record nothing new."""
+    token = _loading_backup.set(True)
+    try:
+        yield
+    finally:
+        _loading_backup.reset(token)
+
+
 def _record_m2m(sender, instance, action, reverse, **kwargs):
-    if reverse or type(instance) not in _tracked:
+    if reverse or type(instance) not in _tracked or _loading_backup.get():
         return
     if action.startswith("pre_"):
         instance._audit_before = serialize(instance)
