@@ -63,17 +63,6 @@ class Daemon:
         # Serving starts even without a valid policy: every recipient then gets 451 (fail closed).
         await asyncio.to_thread(self.policy_source.load)
         self._tasks.append(asyncio.create_task(self.policy_source.watch()))
-        if settings.policy_url is not None:
-            self.fetcher = PolicyFetcher(
-                settings.policy_url,
-                client,
-                self.policy_source,
-                self.metrics,
-                settings.fetch_interval,
-                settings.fetch_wait,
-                reload=self.reload_policy,
-            )
-            self._tasks.append(asyncio.create_task(self.fetcher.run()))
         self.writer = SpoolWriter(str(settings.spool), settings.fsync_threads, self._queued)
         listeners = open_listeners(settings.listen)
         self.relay = Relay(settings, self.policy_source, self.writer, self.metrics)
@@ -88,6 +77,18 @@ class Daemon:
         dropped = drop_privileges(settings)
         if dropped is not None:
             log.info(kv(event="privileges_dropped", user=settings.user, uid=dropped[0], gid=dropped[1]))
+        # After the drop, so that the policy files it writes are the user's to read and replace.
+        if settings.policy_url is not None:
+            self.fetcher = PolicyFetcher(
+                settings.policy_url,
+                client,
+                self.policy_source,
+                self.metrics,
+                settings.fetch_interval,
+                settings.fetch_wait,
+                reload=self.reload_policy,
+            )
+            self._tasks.append(asyncio.create_task(self.fetcher.run()))
         if settings.delivery:
             self.runner = Runner(settings, self.metrics)
             self.runner.start()
