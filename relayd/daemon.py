@@ -67,16 +67,16 @@ class Daemon:
         listeners = open_listeners(settings.listen)
         self.relay = Relay(settings, self.policy_source, self.writer, self.metrics)
         await self.relay.start(listeners)
+        if settings.metrics_listen != "off":
+            self.http = await start_http(settings.metrics_listen, self.metrics, self.status)
+        # Every socket is bound and the TLS key read: root is no longer needed; no helper or worker has started yet.
+        dropped = drop_privileges(settings)
+        if dropped is not None:
+            log.info(kv(event="privileges_dropped", user=settings.user, uid=dropped[0], gid=dropped[1]))
         if settings.workers > 1:
             serve = functools.partial(serve_worker, limits=self.relay.limits, spool=self.writer, metrics=self.metrics)
             self.workers = Workers(settings, listeners, serve)
             self.workers.start()
-        if settings.metrics_listen != "off":
-            self.http = await start_http(settings.metrics_listen, self.metrics, self.status)
-        # Every socket is bound and the TLS key read: root is no longer needed, and no helper has started yet.
-        dropped = drop_privileges(settings)
-        if dropped is not None:
-            log.info(kv(event="privileges_dropped", user=settings.user, uid=dropped[0], gid=dropped[1]))
         # After the drop, so that the policy files it writes are the user's to read and replace.
         if settings.policy_url is not None:
             self.fetcher = PolicyFetcher(

@@ -87,6 +87,10 @@ def _check_access(settings: Settings) -> None:
         raise PrivilegeError(f"--user {settings.user} cannot run {sys.executable}, which the spool writer needs")
     if not os.access(settings.spool, os.R_OK | os.W_OK | os.X_OK):
         raise PrivilegeError(f"--user {settings.user} cannot write the spool {settings.spool}")
+    if settings.workers > 1 and settings.tls_key is not None and not os.access(settings.tls_key, os.R_OK):
+        raise PrivilegeError(
+            f"--user {settings.user} cannot read {settings.tls_key}, which each intake worker (--workers) loads"
+        )
     if settings.policy.exists() and not os.access(settings.policy, os.R_OK):
         raise PrivilegeError(f"--user {settings.user} cannot read the policy {settings.policy}")
     if settings.policy_url is not None and not os.access(settings.policy.parent, os.W_OK | os.X_OK):

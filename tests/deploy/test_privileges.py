@@ -83,7 +83,8 @@ def wait_for(condition, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def test_relayd_drops_to_the_user_and_mail_still_flows(node_directory):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_relayd_drops_to_the_user_and_mail_still_flows(node_directory, workers):
     needs_interpreter_access()
     sink, controller = start_sink()
     smtp_port, http_port = free_port(), free_port()
@@ -91,7 +92,7 @@ def test_relayd_drops_to_the_user_and_mail_still_flows(node_directory):
     command = [sys.executable, "-m", "relayd", "--policy", str(node_directory / "policy.json"), "--spool", str(spool)]
     command += ["--listen", f"127.0.0.1:{smtp_port}", "--metrics-listen", f"127.0.0.1:{http_port}"]
     command += ["--smarthost", sink.hop, "--greet-delay", "0", "--hostname", "relay.test"]
-    command += ["--user", USER, "--group", GROUP]
+    command += ["--user", USER, "--group", GROUP, "--workers", str(workers)]
     daemon = subprocess.Popen(command, cwd=ROOT, env=environment(), stderr=subprocess.PIPE, text=True)
     try:
 
@@ -111,8 +112,8 @@ def test_relayd_drops_to_the_user_and_mail_still_flows(node_directory):
 
         nobody, nogroup = 65534, 65534
         processes = relayd_processes(daemon.pid)
-        # intake, the spool writer (started by the message) and the queue runner
-        assert len(processes) >= 3, processes
+        # intake, its workers, the spool writer (started by the message) and the queue runner
+        assert len(processes) >= 3 + workers - 1, processes  # the parent is one of the workers
         for pid in processes:
             uids, gids = ids(pid)
             assert uids == [nobody] * 4, (pid, uids)
