@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
@@ -160,6 +161,12 @@ def _new_entry(action, obj, before, after, object_type="", object_id="", object_
     )
 
 
+MISSING_KEY = (
+    "The audit key is missing: set RELAYADMIN_AUDIT_KEY, or restore var/audit_key from the backup"
+    " (manage.py restore brings it back)"
+)
+
+
 def entry_hash(entry) -> str:
     """Return the HMAC-SHA256 over every field of the entry and the previous entry's hash.
 
@@ -183,6 +190,9 @@ def entry_hash(entry) -> str:
         "prev_hash": entry.prev_hash,
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if not settings.AUDIT_KEY:
+        # An empty HMAC key would let anyone recompute the chain: refuse rather than write or check with it.
+        raise ImproperlyConfigured(MISSING_KEY)
     return hmac.new(settings.AUDIT_KEY.encode(), canonical.encode(), hashlib.sha256).hexdigest()
 
 
@@ -307,8 +317,23 @@ def _record_delete(sender, instance, **kwargs):
     record("delete", obj=instance, before=serialize(instance))
 
 
+# Set while a backup's rows are loaded (policy/backup.py): they come with their own entries.
+# Django's loaddata marks saves raw, which the receivers above skip, but not the m2m sets it makes.
+_loading_backup: contextvars.ContextVar[bool] = contextvars.ContextVar("loading_backup", default=False)
+
+
+@contextlib.contextmanager
+def loading_backup() -> Iterator[None]:
+    """Load rows that already have their audit entries: many-to-many sets record nothing new."""
+    token = _loading_backup.set(True)
+    try:
+        yield
+    finally:
+        _loading_backup.reset(token)
+
+
 def _record_m2m(sender, instance, action, reverse, **kwargs):
-    if reverse or type(instance) not in _tracked:
+    if reverse or type(instance) not in _tracked or _loading_backup.get():
         return
     if action.startswith("pre_"):
         instance._audit_before = serialize(instance)

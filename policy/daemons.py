@@ -56,6 +56,7 @@ def record_report(report: dict, remote_addr: str | None, token=None) -> RelayNod
     usage = _usage(report)
     refused_serial, refused_reason = _refusal(report, serial)
     proxy_hosts, top_peer = _client_sources(report)
+    version, schemas = _software(report)
     now = timezone.now()
     with transaction.atomic():
         node, _ = RelayNode.objects.update_or_create(
@@ -64,6 +65,8 @@ def record_report(report: dict, remote_addr: str | None, token=None) -> RelayNod
                 "address": remote_addr,
                 "serial": serial,
                 "tls": bool(report.get("tls", False)),
+                "version": version,
+                "schemas": schemas,
                 "counters": {key: counters.get(key, 0) for key in COUNTER_NAMES},
                 "refused_serial": refused_serial,
                 "refused_reason": refused_reason,
@@ -111,6 +114,30 @@ def _usage(report: dict) -> dict:
                 raise problem
         cleaned[kind] = counts
     return cleaned
+
+
+# relayd before it reported its schemas understood schema 1 only.
+SCHEMAS_BEFORE_REPORTING = [1]
+
+
+def _software(report: dict) -> tuple[str, list[int]]:
+    """Return the relayd version and the snapshot schemas a report announces."""
+    version = report.get("version") or ""
+    if not isinstance(version, str) or len(version) > 50:
+        raise ValidationError({"version": "The relayd version is text of at most 50 characters."})
+    schemas = report.get("schemas", SCHEMAS_BEFORE_REPORTING)
+    if (
+        not isinstance(schemas, list)
+        or not schemas
+        or not all(isinstance(item, int) and not isinstance(item, bool) and item > 0 for item in schemas)
+    ):
+        raise ValidationError({"schemas": "Schemas is a non-empty list of the schema versions (whole numbers ≥ 1)."})
+    return version, sorted(set(schemas))
+
+
+def node_schemas(node: RelayNode) -> list[int]:
+    """Return the snapshot schemas a node enforces (nodes that reported before schemas were: schema 1)."""
+    return node.schemas or SCHEMAS_BEFORE_REPORTING
 
 
 def _refusal(report: dict, serial: int | None) -> tuple[int | None, str]:

@@ -696,6 +696,10 @@ class RelayNode(models.Model):
     address = models.GenericIPAddressField("reported from", null=True, blank=True)
     serial = models.PositiveIntegerField("enforced serial", null=True, blank=True)
     tls = models.BooleanField("STARTTLS offered", default=False)
+    version = models.CharField("relayd version", max_length=50, blank=True)
+    schemas = models.JSONField(
+        "snapshot schemas", default=list, blank=True, help_text="The snapshot schema versions the node enforces."
+    )
     counters = models.JSONField("counters", default=dict, blank=True)
     refused_serial = models.PositiveIntegerField(
         "refused serial", null=True, blank=True, help_text="The revision the node last refused; null if unreadable."

@@ -24,7 +24,7 @@ from django.db.models.signals import post_delete, post_save, pre_delete, pre_sav
 from policy import audit, revision_feed
 from policy.models import PolicyRevision
 from policy.restore import inactive_state, restore_snapshot
-from policy.snapshot import build_snapshot, check_publishable, dumps, policy_content
+from policy.snapshot import build_snapshot, check_fleet, check_publishable, dumps, policy_content
 
 
 @dataclass
@@ -159,6 +159,7 @@ def record_revision(rolled_back_to: int | None = None) -> PolicyRevision | None:
     snapshot["audit"] = audit.anchor()
     text = dumps(snapshot)
     check_publishable(snapshot, text)  # raises, and the caller's transaction rolls the change back
+    check_fleet(snapshot)  # likewise, while a reporting node could not enforce the snapshot's schema
     context = audit.current_context()
     revision = PolicyRevision.objects.create(
         serial=snapshot["serial"],

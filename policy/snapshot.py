@@ -2,20 +2,43 @@
 
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from policy.daemons import node_schemas, node_statuses
 from policy.models import DeniedNetwork, InternalAddress, LocalDomain, RoutingRestrictions, SmtpUser, TrustedNetwork
 from relayd.config import PROFILES_SCHEMA, Snapshot, SnapshotError, parse_snapshot
 
-SCHEMA = 1
-# A policy with relay profiles is published as relayd.config.PROFILES_SCHEMA (issue 15); one without any
-# is still schema 1, so that nodes which predate profiles keep enforcing it.
+
+@dataclass(frozen=True)
+class SchemaFeature:
+    """A part of the snapshot that only relayds understanding schema `schema` can enforce."""
+
+    schema: int
+    name: str  # as the refusal names it: "... upgrade it before enabling {name}"
+    used: Callable[[dict], bool]  # whether a snapshot uses the feature
+
+
+# Every feature that needs a schema newer than 1 declares itself here, and nothing else: the
+# snapshot then carries the oldest schema that expresses it, so a fleet of older relayds keeps
+# taking every policy that does not use the feature (a policy without relay profiles is still
+# schema 1), and one that does is refused while a reporting node could not enforce it (check_fleet).
+SCHEMA_FEATURES: list[SchemaFeature] = [
+    SchemaFeature(PROFILES_SCHEMA, "relay profiles", lambda snapshot: "profiles" in snapshot),
+]
+
+
+def required_schema(snapshot: dict) -> tuple[int, list[SchemaFeature]]:
+    """Return the oldest schema that expresses the snapshot, and the features that need more than schema 1."""
+    used = [feature for feature in SCHEMA_FEATURES if feature.used(snapshot)]
+    return max([1, *(feature.schema for feature in used)]), used
 
 
 def build_snapshot(serial: int) -> dict:
-    """Return the current policy as a snapshot with this serial: schema 2 if it has profiles, else 1."""
+    """Return the current policy as a snapshot with this serial, in the oldest schema that expresses it."""
     restrictions = RoutingRestrictions.load()
     trusted = [
         network
@@ -30,7 +53,7 @@ def build_snapshot(serial: int) -> dict:
         ],
     }
     snapshot = {
-        "schema": SCHEMA,
+        "schema": 1,  # see required_schema() below
         "serial": serial,
         "generated_at": timezone.now().isoformat(timespec="seconds"),
         "restrictions": {
@@ -65,8 +88,8 @@ def build_snapshot(serial: int) -> dict:
         "smtp_users": [{"username": account.username, "password_hash": account.password_hash} for account in accounts],
     }
     if profiles["trusted_networks"] or profiles["smtp_users"]:
-        snapshot["schema"] = PROFILES_SCHEMA
         snapshot["profiles"] = profiles
+    snapshot["schema"] = required_schema(snapshot)[0]
     return snapshot
 
 
@@ -109,6 +132,30 @@ def check_publishable(snapshot: dict, text: str) -> None:
         _last_checked = parse_snapshot(text, previous=_last_checked)
     except SnapshotError as exc:
         raise UnpublishablePolicy(refusal_message(snapshot, exc), code="unpublishable") from None
+
+
+def check_fleet(snapshot: dict) -> None:
+    """Raise UnpublishablePolicy if a reporting (not silent) node cannot enforce the snapshot's schema.
+
+    Such a node would refuse the revision and keep enforcing the last one it took: rather than
+    freeze it behind, the change waits until the node is upgraded.
+    """
+    schema = snapshot["schema"]
+    behind = [
+        (status.node.name, node_schemas(status.node))
+        for status in node_statuses()
+        if status.state != "silent" and schema not in node_schemas(status.node)
+    ]
+    if not behind:
+        return
+    features = ", ".join(feature.name for feature in required_schema(snapshot)[1] if feature.schema == schema)
+    nodes = "; ".join(
+        f"node {name} runs an older relayd (schemas {', '.join(map(str, schemas))})" for name, schemas in behind
+    )
+    raise UnpublishablePolicy(
+        f"Nothing was saved: {nodes}: upgrade it before enabling {features or f'snapshot schema {schema}'}.",
+        code="fleet_too_old",
+    )
 
 
 def refusal_message(snapshot: dict, error: SnapshotError) -> str:

@@ -31,8 +31,10 @@ IN_CHECKOUT = (BASE_DIR / "manage.py").exists()
 ASSETS_DIR = BASE_DIR if IN_CHECKOUT else Path(sys.prefix) / "share" / "relayadmin"
 VAR_DIR = Path(os.environ.get("RELAYADMIN_VAR_DIR", BASE_DIR / "var" if IN_CHECKOUT else Path.cwd() / "var"))
 # 0700: var/ holds the secret key, the database and the snapshot with the SMTP password hashes.
-# A directory that already exists keeps the mode its owner gave it.
-VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+# A directory that already exists keeps the mode its owner gave it. Read-only in the verify-audit
+# unit: what needs a file under it says so.
+with contextlib.suppress(OSError):
+    VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def _create_private_file(path: Path) -> None:
@@ -60,8 +62,16 @@ def _env_int(name: str, default: int) -> int:
     return int(text)
 
 
+# The secrets this process generated, so that verify_audit can tell a lost audit key from a kept one.
+GENERATED_SECRETS: set[str] = set()
+
+
 def _load_or_create_secret(variable: str, file_name: str) -> str:
-    """Return a secret from the environment variable, else from var/FILE_NAME, creating it there once (0600)."""
+    """Return a secret from the environment variable, else from var/FILE_NAME, creating it there once (0600).
+
+    Return "" when the file is missing and var/ is read-only (the verify-audit unit mounts it so):
+    whoever uses the secret then fails with a message naming it, rather than with a traceback here.
+    """
     if os.environ.get(variable):
         return os.environ[variable]
     key_file = VAR_DIR / file_name
@@ -71,9 +81,12 @@ def _load_or_create_secret(variable: str, file_name: str) -> str:
             fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             pass
+        except OSError:
+            return ""
         else:
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(50))
+            GENERATED_SECRETS.add(file_name)
     return key_file.read_text().strip()
 
 

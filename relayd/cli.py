@@ -28,6 +28,7 @@ from relayd import __version__, logs
 from relayd.daemon import Daemon
 from relayd.dashboard import DashboardError
 from relayd.logs import kv
+from relayd.privileges import PrivilegeError
 from relayd.settings import Settings
 
 log = logging.getLogger("relayd")
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level)
     try:
         uvloop.run(_serve(settings))
-    except (OSError, ssl.SSLError, DashboardError) as exc:
+    except (OSError, ssl.SSLError, DashboardError, PrivilegeError) as exc:
         log.error(kv(event="start_failed", error=exc))
         return 1
     return 0

@@ -20,9 +20,12 @@ import orjson
 from relayd.matcher import Address, Network, NetworkSet, parse_host_address, parse_network
 from relayd.passwords import parse_password_hash
 
+# The snapshot schemas this relayd enforces (docs/snapshot.md), reported to the dashboard, which
+# publishes nothing that a reporting node could not enforce. A newer schema is refused, never read
+# as an older one: a key this relayd does not know might be a restriction it would silently drop.
+# Schema 2 is schema 1 plus the optional "profiles" (issue 15).
+SUPPORTED_SCHEMAS = (1, 2)
 SCHEMA = 1
-# Every schema this relayd enforces. Schema 2 is schema 1 plus the optional "profiles" (issue 15).
-SCHEMAS = (1, 2)
 PROFILES_SCHEMA = 2
 
 E = TypeVar("E")
@@ -357,8 +360,8 @@ def validate_snapshot(document: object, previous: Snapshot | None = None) -> Sna
     if "schema" not in document:
         raise SnapshotError("schema", "missing")
     schema = document["schema"]
-    if type(schema) is not int or schema not in SCHEMAS:
-        understood = " and ".join(map(str, SCHEMAS))
+    if type(schema) is not int or schema not in SUPPORTED_SCHEMAS:
+        understood = " and ".join(map(str, SUPPORTED_SCHEMAS))
         raise SnapshotError("schema", f"unsupported schema {schema!r}: this relayd understands schemas {understood}")
     try:
         keys = _ROOT_KEYS_WITH_AUDIT if "audit" in document else _ROOT_KEYS

@@ -12,12 +12,15 @@ import signal
 import time
 from datetime import UTC, datetime
 
+from relayd import __version__
+from relayd.config import SUPPORTED_SCHEMAS
 from relayd.dashboard import Client, PolicyFetcher, Reporter, node_report, read_token
 from relayd.http import start_http
 from relayd.hub import serve_worker
 from relayd.logs import kv
 from relayd.metrics import Metrics
 from relayd.policy_source import PolicySource
+from relayd.privileges import drop_privileges
 from relayd.runner import Runner
 from relayd.server import Relay, format_address, open_listeners
 from relayd.settings import Settings, report_url
@@ -60,6 +63,21 @@ class Daemon:
         # Serving starts even without a valid policy: every recipient then gets 451 (fail closed).
         await asyncio.to_thread(self.policy_source.load)
         self._tasks.append(asyncio.create_task(self.policy_source.watch()))
+        self.writer = SpoolWriter(str(settings.spool), settings.fsync_threads, self._queued)
+        listeners = open_listeners(settings.listen)
+        self.relay = Relay(settings, self.policy_source, self.writer, self.metrics)
+        await self.relay.start(listeners)
+        if settings.metrics_listen != "off":
+            self.http = await start_http(settings.metrics_listen, self.metrics, self.status)
+        # Every socket is bound and the TLS key read: root is no longer needed; no helper or worker has started yet.
+        dropped = drop_privileges(settings)
+        if dropped is not None:
+            log.info(kv(event="privileges_dropped", user=settings.user, uid=dropped[0], gid=dropped[1]))
+        if settings.workers > 1:
+            serve = functools.partial(serve_worker, limits=self.relay.limits, spool=self.writer, metrics=self.metrics)
+            self.workers = Workers(settings, listeners, serve)
+            self.workers.start()
+        # After the drop, so that the policy files it writes are the user's to read and replace.
         if settings.policy_url is not None:
             self.fetcher = PolicyFetcher(
                 settings.policy_url,
@@ -71,16 +89,6 @@ class Daemon:
                 reload=self.reload_policy,
             )
             self._tasks.append(asyncio.create_task(self.fetcher.run()))
-        self.writer = SpoolWriter(str(settings.spool), settings.fsync_threads, self._queued)
-        listeners = open_listeners(settings.listen)
-        self.relay = Relay(settings, self.policy_source, self.writer, self.metrics)
-        await self.relay.start(listeners)
-        if settings.workers > 1:
-            serve = functools.partial(serve_worker, limits=self.relay.limits, spool=self.writer, metrics=self.metrics)
-            self.workers = Workers(settings, listeners, serve)
-            self.workers.start()
-        if settings.metrics_listen != "off":
-            self.http = await start_http(settings.metrics_listen, self.metrics, self.status)
         if settings.delivery:
             self.runner = Runner(settings, self.metrics)
             self.runner.start()
@@ -144,6 +152,8 @@ class Daemon:
         """Return the status report: node, policy in force, dashboard links, listeners, queue and counters."""
         return {
             "node": self.settings.node_name,
+            "version": __version__,
+            "schemas": list(SUPPORTED_SCHEMAS),
             "started_at": self.started_at.isoformat(),
             "policy": self.policy_source.status(),
             "policy_fetch": self.fetcher.health.status() if self.fetcher else None,

@@ -51,7 +51,8 @@ from email.message import Message
 from pathlib import Path
 from typing import TypeVar
 
-from relayd.config import SnapshotError, parse_snapshot
+from relayd import __version__
+from relayd.config import SUPPORTED_SCHEMAS, SnapshotError, parse_snapshot
 from relayd.logs import kv
 from relayd.metrics import Metrics
 from relayd.policy_source import PolicySource, succeeds
@@ -383,6 +384,8 @@ def node_report(
         )
     return {
         "node": node,
+        "version": __version__,
+        "schemas": list(SUPPORTED_SCHEMAS),
         "serial": serial,
         "tls": tls,
         "counters": {key: int(value) for key, value in counters.items()},

@@ -212,6 +212,16 @@ class Settings:
     delivery_timeout: float = field(
         default=60.0, metadata=meta("timeout of each step of an outbound SMTP session", float)
     )
+    user: str | None = field(
+        default=None,
+        metadata=meta("started as root: the user to switch to once the listeners are bound", metavar="USER"),
+    )
+    group: str | None = field(
+        default=None, metadata=meta("the group to switch to with --user; default: the user's own", metavar="GROUP")
+    )
+    allow_root: bool = field(
+        default=False, metadata=meta("let relayd go on as root after binding (not recommended, as in Postfix)", bool)
+    )
     log_level: str = field(default="info", metadata=meta("debug, info, warning or error"))
     redis_url: str | None = field(
         default=None,
@@ -262,6 +272,8 @@ class Settings:
             "unix",
         ):
             raise ValueError("--redis-url must be a redis://, rediss:// or unix:// URL")
+        if self.group is not None and self.user is None:
+            raise ValueError("--group goes with --user")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("log-level must be debug, info, warning or error")
 

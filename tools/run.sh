@@ -24,8 +24,16 @@ URL="http://$HOST:$PORT"
 first_run_notice=$("$BIN/python" manage.py ensure_admin)
 
 mkdir -p var/log
+# relayd refuses to stay root after binding. make run is a try-out on port 2525 with data under
+# var/, so a root shell (a container) gets --allow-root, said aloud; production units never run it as root.
+root_option=()
+if [[ $(id -u) == 0 ]]; then
+  root_option=(--allow-root)
+  echo "make run: running relayd as root (--allow-root); in production use docs/deploy/relayd@.service" >&2
+fi
 # The log rotates at 10 MB (three old files kept). Process substitution keeps $! the PID of relayd itself.
 RELAYADMIN_URL="$URL" "$BIN/python" manage.py runrelay --listen "$SMTP_LISTEN" --metrics-listen "$METRICS_LISTEN" \
+  "${root_option[@]}" \
   > >("$BIN/python" tools/rotating_log.py var/log/relayd.log) 2>&1 &
 relayd=$!
 # The ASGI application under uvicorn: relayd's export then works as a long poll (?wait=N, policy/long_poll.py)

@@ -140,6 +140,8 @@ class NodeSerializer(serializers.ModelSerializer):
             "refused_reason",
             "refusal",
             "tls",
+            "version",
+            "schemas",
             "counters",
             "proxy_hosts",
             "top_peer",
@@ -156,6 +158,11 @@ class NodeReportSerializer(serializers.Serializer):
     # RelayNode.serial is a PositiveIntegerField: PostgreSQL refuses anything above 2**31 - 1 (a 500).
     serial = serializers.IntegerField(min_value=0, max_value=2**31 - 1, allow_null=True, required=False)
     tls = serializers.BooleanField(required=False)
+    version = serializers.CharField(max_length=50, allow_blank=True, required=False)
+    # The snapshot schemas the node enforces; a relayd that predates reporting them understands schema 1 only.
+    schemas = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=1000), min_length=1, max_length=20, required=False
+    )
     # Counters land in 64-bit columns (the chart samples).
     counters = serializers.DictField(child=serializers.IntegerField(min_value=0, max_value=2**63 - 1), required=False)
     # The last snapshot the node refused since the policy it enforces, if any (docs/snapshot.md).

@@ -144,3 +144,36 @@ def test_every_accepted_entry_keeps_relayd_on_the_newest_revision_and_a_refusal_
     assert api.post("/api/v1/trusted-networks/", {"network": "192.0.2.0/24"}, format="json").status_code == 201
     wait_for(lambda: RelayNode.objects.filter(name="e2e", serial=latest.serial + 1, refused_serial=None).exists(), 5)
     assert api.get("/api/v1/daemons/").json()["results"][0]["state"] == "current"
+
+
+def test_a_node_on_an_older_schema_keeps_enforcing_while_the_dashboard_refuses_a_newer_feature(
+    relayd, editor, monkeypatch
+):
+    """Issue 17: a feature needing a schema the node lacks waits for it, and the node goes on enforcing.
+
+    This relayd enforces schemas 1 and 2; the test plays a release whose dashboard has a schema-3 feature.
+    """
+    from policy.snapshot import SchemaFeature
+
+    api = token_client(issue_token(editor, name="automation"))
+    remote = "someone@example.org"
+    assert api.post("/api/v1/trusted-networks/", {"network": "127.0.0.1"}, format="json").status_code == 201
+    serial = PolicyRevision.objects.order_by("-serial").first().serial
+    wait_for(lambda: RelayNode.objects.filter(name="e2e", serial=serial).exists(), timeout=5)
+    node = api.get("/api/v1/daemons/").json()["results"][0]
+    assert node["schemas"] == [1, 2] and node["version"]
+
+    # The dashboard (and its bundled loader) knows a schema-3 feature: a local domain stands in for it.
+    feature = SchemaFeature(3, "the test feature", lambda s: any(d["domain"] == "v3.test" for d in s["local_domains"]))
+    monkeypatch.setattr("policy.snapshot.SCHEMA_FEATURES", [feature])
+    monkeypatch.setattr("relayd.config.SUPPORTED_SCHEMAS", (1, 2, 3))
+    response = api.post("/api/v1/domains/", {"domain": "v3.test"}, format="json")
+    assert response.status_code == 400
+    assert "node e2e runs an older relayd (schemas 1, 2): upgrade it before enabling the test feature" in str(
+        response.json()
+    )
+    assert PolicyRevision.objects.order_by("-serial").first().serial == serial
+    # The node still enforces the policy in force, and is not flagged.
+    assert rcpt_code(relayd, remote) == 250
+    time.sleep(1.0)  # two status reports
+    assert api.get("/api/v1/daemons/").json()["results"][0]["state"] == "current"

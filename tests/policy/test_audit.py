@@ -329,3 +329,43 @@ def test_the_audit_key_is_made_once_outside_the_database_unless_the_environment_
     assert module._load_or_create_secret("RELAYADMIN_AUDIT_KEY", "audit_key") == key
     monkeypatch.setenv("RELAYADMIN_AUDIT_KEY", "from the secret store")
     assert module._load_or_create_secret("RELAYADMIN_AUDIT_KEY", "audit_key") == "from the secret store"
+
+
+def test_a_read_only_var_without_the_audit_key_leaves_it_missing_instead_of_failing_to_start(tmp_path, monkeypatch):
+    """The verify-audit unit mounts var/ read-only: loading the settings there must not need to write a key."""
+    import errno
+    import os
+
+    from relayadmin import settings as module
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(module, "VAR_DIR", tmp_path)
+    monkeypatch.delenv("RELAYADMIN_AUDIT_KEY", raising=False)
+    monkeypatch.setattr(os, "open", read_only)
+    assert module._load_or_create_secret("RELAYADMIN_AUDIT_KEY", "audit_key") == ""
+    assert not (tmp_path / "audit_key").exists()
+
+
+def test_verify_audit_without_the_audit_key_says_how_to_fix_it():
+    TrustedNetwork.objects.create(network="192.0.2.0/24")
+    with override_settings(AUDIT_KEY=""), pytest.raises(CommandError, match="audit key is missing: set RELAYADMIN"):
+        call_command("verify_audit")
+
+
+def test_nothing_is_hashed_with_an_empty_audit_key():
+    with override_settings(AUDIT_KEY=""), pytest.raises(Exception, match="audit key is missing"):
+        TrustedNetwork.objects.create(network="192.0.2.0/24")
+
+
+def test_verify_audit_never_keeps_an_audit_key_it_had_to_generate(tmp_path):
+    """A key generated on loading the settings cannot have written the log: it is a lost key, not a broken chain."""
+    TrustedNetwork.objects.create(network="192.0.2.0/24")
+    (tmp_path / "audit_key").write_text("generated just now\n")
+    generated = override_settings(GENERATED_SECRETS={"audit_key"}, VAR_DIR=tmp_path, AUDIT_KEY="generated just now")
+    with generated, pytest.raises(CommandError, match="var/audit_key did not exist"):
+        call_command("verify_audit")
+    assert not (tmp_path / "audit_key").exists()
+    with override_settings(GENERATED_SECRETS=set()):
+        call_command("verify_audit")  # with the key the log was written with, kept from an earlier start

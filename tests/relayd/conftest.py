@@ -126,6 +126,7 @@ def start_relay(tmp_path):
             "node_name": "node-test",
             # Intake in the test process only; tests of --workers ask for more.
             "workers": 1,
+            "allow_root": True,  # the test process may be root (CI); it never drops privileges
             **options,
         }
         daemon = Daemon(Settings(**settings))

@@ -58,3 +58,17 @@ def test_a_newer_policy_clears_the_refusal(source):
     assert source.refused is None
     report = node_report("n1", 6, False, source.metrics, source.refused)
     assert (report["refused_serial"], report["refused_reason"]) == (None, None)
+
+
+def test_a_node_keeps_enforcing_when_a_newer_schema_arrives_and_announces_what_it_understands(source):
+    """A schema this relayd does not know is refused, never read as an older one (issue 17)."""
+    from relayd import __version__
+    from relayd.config import SUPPORTED_SCHEMAS
+
+    assert not refresh(source, {**policy(serial=9), "schema": 3, "limits": {"rate": 10}})
+    assert source.policy.serial == 5
+    assert "unsupported schema 3: this relayd understands schemas 1 and 2" in source.refused["reason"]
+    report = node_report("n1", source.policy.serial, False, source.metrics, source.refused)
+    assert report["schemas"] == list(SUPPORTED_SCHEMAS) == [1, 2]
+    assert report["version"] == __version__
+    assert "unsupported schema 3" in report["refused_reason"]

@@ -3,10 +3,11 @@
 import json
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from policy.audit import ChainBroken, Witness, verify_chain
-from policy.models import PolicyRevision
+from policy.audit import MISSING_KEY, ChainBroken, Witness, verify_chain
+from policy.models import AuditEntry, PolicyRevision
 
 
 class Command(BaseCommand):
@@ -26,6 +27,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, against, **options):
+        self._check_key()
         witnesses = [self._witness_from_file(path) for path in against]
         latest = PolicyRevision.objects.order_by("-serial").first()
         if latest is not None and "audit" in latest.snapshot_data:
@@ -36,6 +38,17 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         checked = f"; it matches {len(witnesses)} published anchor(s)" if witnesses else ""
         self.stdout.write(self.style.SUCCESS(f"Audit chain intact: {count} entries verified{checked}."))
+
+    def _check_key(self) -> None:
+        """Refuse to verify without the key the chain was written with; never keep a key made just now."""
+        if not settings.AUDIT_KEY:
+            raise CommandError(f"{MISSING_KEY}.")
+        if "audit_key" in settings.GENERATED_SECRETS and AuditEntry.objects.exists():
+            # Loading the settings generated var/audit_key: the key the log was written with is lost
+            # (a restore without the secrets?). A new key can only fail every entry, and must not
+            # stay for the dashboard to write with.
+            (settings.VAR_DIR / "audit_key").unlink(missing_ok=True)
+            raise CommandError(f"{MISSING_KEY}: var/audit_key did not exist, and a new key cannot verify the log.")
 
     def _witness_from_file(self, path: str) -> Witness:
         try:
