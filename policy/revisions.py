@@ -79,6 +79,17 @@ def undoable():
         raise
 
 
+def change_pending() -> bool:
+    """Tell whether policy writes wait for their revision, so the database is ahead of the latest revision.
+
+    They do inside a change that has written, and after a write outside any change until it commits.
+    """
+    change = _active.get()
+    if change is not None:
+        return change.locked or change.dirty
+    return any(callback is _revision_after_commit for _, callback, _ in connection.run_on_commit)
+
+
 def watch(model) -> None:
     """Make every write of this model part of the policy (and so of the next revision)."""
     uid = f"revision-{model._meta.label}"
