@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from policy.export.differences import all_differences
 from policy.models import PolicyRevision
-from policy.revisions import change_pending, rehearsal
+from policy.revisions import rehearsal, uncommitted_writes, unrecorded_writes
 from policy.snapshot import build_snapshot
 from relayd import profiles
 from relayd.config import CompiledPolicy, Snapshot, compile_policy, parse_snapshot, validate_snapshot
@@ -47,7 +47,7 @@ _saved_lock = threading.Lock()
 
 
 def saved_policy() -> SavedPolicy | None:
-    """Return the latest revision as relayd loads it, or None when there is none yet.
+    """Return the latest committed revision as relayd loads it, or None when there is none yet.
 
     The revision's stored text is parsed by relayd's own loader and compiled, once per revision
     (keyed by its SHA-256, which names its exact text): at 10,000 entries that is most of a
@@ -73,17 +73,28 @@ def saved_policy() -> SavedPolicy | None:
 def current_snapshot() -> dict:
     """Return the saved policy as relayd would receive it.
 
-    Every committed policy write records a revision (policy/revisions.py), so outside a change
-    that has written something the latest revision's snapshot is the saved policy: it is read
-    instead of rebuilt from 10,000 rows. Entries that expired since it was recorded are left out,
-    as build_snapshot leaves them out. Inside a change with writes (the rehearsal of a draft, an
-    import), the database is read, since it holds what no revision records yet.
+    Every policy write is recorded as a revision (policy/revisions.py), so once its writes are
+    recorded the latest revision's snapshot is the saved policy: it is read instead of rebuilt
+    from 10,000 rows. Entries that expired since it was recorded are left out, as build_snapshot
+    leaves them out. Writes not recorded yet (outside a change, before their commit) are read
+    from the database. Inside a change with writes, such as the rehearsal of the dialog's draft
+    after it settled, the revision it recorded is read but not kept: it may still roll back.
     """
-    saved = None if change_pending() else saved_policy()
-    if saved is None:
-        latest = PolicyRevision.objects.order_by("-serial").values_list("serial", flat=True).first()
-        return build_snapshot(serial=latest or 1)
-    document = saved.document
+    if unrecorded_writes():
+        return _built()
+    if uncommitted_writes():
+        text = PolicyRevision.objects.order_by("-serial").values_list("snapshot", flat=True).first()
+        return _in_force(orjson.loads(text)) if text else _built()
+    saved = saved_policy()
+    return _in_force(saved.document) if saved else _built()
+
+
+def _built() -> dict:
+    latest = PolicyRevision.objects.order_by("-serial").values_list("serial", flat=True).first()
+    return build_snapshot(serial=latest or 1)
+
+
+def _in_force(document: dict) -> dict:
     now = timezone.now()
     in_force = [
         entry
@@ -114,11 +125,12 @@ def compiled(snapshot: dict | None) -> tuple[CompiledPolicy, dict]:
     A draft's snapshot is compiled from the saved policy's, as relayd reloads a changed one:
     only the entries that differ are validated and indexed again.
     """
-    # Inside a change with writes the latest revision may not be the saved policy: it then only
-    # serves as the starting point, which never changes the result.
-    saved = _saved if change_pending() else saved_policy()
+    # Inside a change with writes the latest revision may not be the saved policy: the last one
+    # compiled then only serves as the starting point, which never changes the result.
+    pending = unrecorded_writes() or uncommitted_writes()
+    saved = _saved if pending else saved_policy()
     if snapshot is None:
-        if saved is not None and not change_pending():
+        if saved is not None and not pending:
             return saved.compiled, current_snapshot()
         snapshot = current_snapshot()
     previous = saved.snapshot if saved else None
