@@ -1,6 +1,8 @@
 """Pages of the revision history: list, one revision, a diff of any two, and rollback."""
 
 import json
+import threading
+from collections import OrderedDict
 
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -25,7 +27,49 @@ class RevisionListView(ViewerRequiredMixin, ListView):
 
 
 ENTRIES_PER_PAGE = 100
+DOCUMENTS_KEPT = 3  # a revision, the one before, and the next one looked at: about 15 MB each at 10,000 entries
+_documents: OrderedDict[tuple[int, str], dict] = OrderedDict()
+_documents_lock = threading.Lock()
+
+
+def revision_document(revision: PolicyRevision) -> dict:
+    """Return a revision's parsed snapshot, for reading only; the last few are kept.
+
+    A revision never changes (its SHA-256 names its text), and paging through the lists of one
+    revision, or diffing it with the one before, would otherwise parse 3 MB per page.
+    """
+    key = (revision.pk, revision.sha256)
+    with _documents_lock:
+        if key in _documents:
+            _documents.move_to_end(key)
+            return _documents[key]
+    document = revision.snapshot_data
+    with _documents_lock:
+        _documents[key] = document
+        while len(_documents) > DOCUMENTS_KEPT:
+            _documents.popitem(last=False)
+    return document
+
+
 DIFF_ITEMS_SHOWN = 50  # per kind of change and list; the rest is counted, and is in the snapshot download
+
+
+_diffs: OrderedDict[tuple, list] = OrderedDict()
+
+
+def revision_diff(old: PolicyRevision, new: PolicyRevision) -> list:
+    """Return what changed between two revisions; the last few answers are kept, as both never change."""
+    key = (old.pk, old.sha256, new.pk, new.sha256)
+    with _documents_lock:
+        if key in _diffs:
+            _diffs.move_to_end(key)
+            return _diffs[key]
+    changes = snapshot_diff(revision_document(old), revision_document(new))
+    with _documents_lock:
+        _diffs[key] = changes
+        while len(_diffs) > 4 * DOCUMENTS_KEPT:
+            _diffs.popitem(last=False)
+    return changes
 
 
 class RevisionDetailView(ViewerRequiredMixin, View):
@@ -36,9 +80,9 @@ class RevisionDetailView(ViewerRequiredMixin, View):
 
     def get(self, request, serial):
         revision = get_object_or_404(PolicyRevision, serial=serial)
-        snapshot = revision.snapshot_data
+        snapshot = revision_document(revision)
         previous = PolicyRevision.objects.filter(serial__lt=serial).order_by("-serial").first()
-        changes = shortened(snapshot_diff(previous.snapshot_data, snapshot), DIFF_ITEMS_SHOWN) if previous else None
+        changes = shortened(revision_diff(previous, revision), DIFF_ITEMS_SHOWN) if previous else None
         is_latest = not PolicyRevision.objects.filter(serial__gt=serial).exists()
         section = request.GET.get("list", "trusted_networks")
         if section not in SNAPSHOT_SECTIONS:
@@ -82,7 +126,7 @@ class RevisionDiffView(ViewerRequiredMixin, View):
             raise Http404("Choose two revisions to compare.") from None
         old = get_object_or_404(PolicyRevision, serial=old_serial)
         new = get_object_or_404(PolicyRevision, serial=new_serial)
-        changes = snapshot_diff(old.snapshot_data, new.snapshot_data)
+        changes = revision_diff(old, new)
         return render(request, "policy/revision_diff.html", {"old": old, "new": new, "changes": changes})
 
 
