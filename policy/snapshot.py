@@ -111,6 +111,11 @@ def check_publishable(snapshot: dict, text: str) -> None:
         raise UnpublishablePolicy(refusal_message(snapshot, exc), code="unpublishable") from None
 
 
+def last_checked() -> Snapshot | None:
+    """Return the snapshot this process checked last: a head start for parsing the revision it became."""
+    return _last_checked
+
+
 def refusal_message(snapshot: dict, error: SnapshotError) -> str:
     """Say in a sentence which entry relayd refuses and why."""
     found = _ENTRY_PATH.fullmatch(error.path)

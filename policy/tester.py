@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import orjson
 from django.utils import timezone
 
+from policy import snapshot as snapshot_module
 from policy.export.differences import all_differences
 from policy.models import PolicyRevision
 from policy.revisions import rehearsal, uncommitted_writes, unrecorded_writes
@@ -32,14 +33,34 @@ class CheckResult:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
 class SavedPolicy:
-    """The latest revision, parsed and compiled once per process: what every node enforces."""
+    """The latest revision as relayd loads it, read once per process: what every node enforces.
 
-    sha256: str
-    document: dict
-    snapshot: Snapshot
-    compiled: CompiledPolicy
+    The document is parsed at once (the dashboard's risk analysis needs only it); relayd's
+    validation and the compiled policy follow on the first check, which needs them.
+    """
+
+    def __init__(self, sha256: str, text: str, previous: "SavedPolicy | None"):
+        self.sha256, self.text = sha256, text
+        self.document = orjson.loads(text)
+        self._previous = previous
+        self._compiled: CompiledPolicy | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.compiled.snapshot
+
+    @property
+    def compiled(self) -> CompiledPolicy:
+        with self._lock:
+            if self._compiled is None:
+                previous = self._previous._compiled if self._previous is not None else None
+                # The last snapshot this process checked before publishing holds most rows already.
+                hint = previous.snapshot if previous is not None else snapshot_module.last_checked()
+                self._compiled = compile_policy(parse_snapshot(self.text, previous=hint), previous=previous)
+                self._previous = None  # the older revision may go
+            return self._compiled
 
 
 _saved: SavedPolicy | None = None
@@ -49,9 +70,9 @@ _saved_lock = threading.Lock()
 def saved_policy() -> SavedPolicy | None:
     """Return the latest committed revision as relayd loads it, or None when there is none yet.
 
-    The revision's stored text is parsed by relayd's own loader and compiled, once per revision
-    (keyed by its SHA-256, which names its exact text): at 10,000 entries that is most of a
-    second, which the dashboard and the tester then no longer pay on every page.
+    It is read once per revision (keyed by its SHA-256, which names its exact text): at 10,000
+    entries parsing and compiling take most of a second, which the dashboard and the tester then
+    no longer pay on every page.
     """
     global _saved
     latest = PolicyRevision.objects.order_by("-serial").values_list("pk", "sha256").first()
@@ -63,10 +84,7 @@ def saved_policy() -> SavedPolicy | None:
         if cached is not None and cached.sha256 == sha256:
             return cached
         text = PolicyRevision.objects.values_list("snapshot", flat=True).get(pk=pk)
-        previous = cached.snapshot if cached else None
-        snapshot = parse_snapshot(text, previous=previous)
-        compiled = compile_policy(snapshot, previous=cached.compiled if cached else None)
-        _saved = SavedPolicy(sha256, orjson.loads(text), snapshot, compiled)
+        _saved = SavedPolicy(sha256, text, cached)
         return _saved
 
 
