@@ -51,6 +51,8 @@ def pages() -> list[str]:
     return [
         "/",
         "/restrictions/",
+        "/restrictions/?trusted_q=10.0.3.7",
+        "/restrictions/?trusted_q=site+12",
         "/restrictions/trusted/add/",
         f"/restrictions/trusted/{first.pk}/edit/",
         "/domains/",
@@ -59,6 +61,7 @@ def pages() -> list[str]:
         "/check/?client=10.0.3.7&recipient=someone%40example.org",
         "/revisions/",
         f"/revisions/{newest.serial}/",
+        f"/revisions/{newest.serial}/?list=trusted_networks&page=50",
         f"/revisions/diff/?a={newest.serial - 1}&b={newest.serial}",
         "/exports/",
         "/audit/",

@@ -276,6 +276,29 @@ class ListedNetwork:
         return f"{text} ({self.description})" if self.description else text
 
 
+class Listing:
+    """Entries of one list held in memory, asked as the forms ask a list (see draft.DraftListing)."""
+
+    def __init__(self, entries: Iterable[ListedNetwork] = ()):
+        self.entries = list(entries)
+
+    def duplicate(self, network: netaddr.IPNetwork) -> ListedNetwork | None:
+        return find_duplicate(network, self.entries)
+
+    def related(self, network: netaddr.IPNetwork) -> list[ListedNetwork]:
+        """Return the entries that cover this network or that it covers."""
+        return [
+            entry
+            for entry in self.entries
+            if entry.network.version == network.version and (entry.network in network or network in entry.network)
+        ]
+
+
+def as_listing(listed) -> "Listing":
+    """Accept a listing (anything with duplicate() and related()) or a plain list of entries."""
+    return listed if hasattr(listed, "duplicate") else Listing(listed)
+
+
 def duplicate_message(entry: ListedNetwork) -> str:
     return f"{entry.label()} is already in this list; edit that entry instead of adding it twice."
 

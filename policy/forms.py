@@ -1,5 +1,6 @@
 """Forms for the policy pages. Address checks all come from `policy.addresses`."""
 
+import netaddr
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
@@ -71,8 +72,9 @@ class ProfileFieldsMixin(forms.Form):
 class NetworkEntryForm(forms.Form):
     """Add or edit a network as "IP address" plus "Subnet mask", as the dialog does, or as CIDR.
 
-    `listed` holds the entries of the same list (the pending draft, not just the database),
-    so that duplicates are refused and overlaps are warned about before anything is saved.
+    `listed` answers for the entries of the same list (the pending draft, not just the database:
+    draft.DraftListing, or a plain list of entries), so that duplicates are refused and overlaps
+    are warned about before anything is saved. It is asked about this one network only.
     """
 
     address = forms.CharField(
@@ -90,7 +92,7 @@ class NetworkEntryForm(forms.Form):
 
     def __init__(self, *args, listed=(), **kwargs):
         super().__init__(*args, **kwargs)
-        self.listed = list(listed)
+        self.listed = addresses.as_listing(listed)
         self.warnings: list[str] = []
         self.network = None
 
@@ -103,7 +105,7 @@ class NetworkEntryForm(forms.Form):
         except addresses.AddressError as exc:
             self.add_error(exc.field, exc)
             return cleaned
-        duplicate = addresses.find_duplicate(network, self.listed)
+        duplicate = self.listed.duplicate(network)
         if duplicate:
             self.add_error(
                 "address",
@@ -113,7 +115,7 @@ class NetworkEntryForm(forms.Form):
         self.check_network(network, cleaned)
         self.network = network
         if self.takes_effect(cleaned):
-            self.warnings = addresses.overlap_warnings(network, self.listed)
+            self.warnings = addresses.overlap_warnings(network, self.listed.related(network))
         return cleaned
 
     def check_network(self, network, cleaned):
@@ -187,7 +189,7 @@ class InternalAddressForm(forms.Form):
 
     def __init__(self, *args, listed=(), **kwargs):
         super().__init__(*args, **kwargs)
-        self.listed = {entry.network.ip for entry in listed}
+        self.listed = addresses.as_listing(listed)
         self.warnings: list[str] = []
 
     def clean_address(self):
@@ -195,7 +197,7 @@ class InternalAddressForm(forms.Form):
             ip = addresses.parse_host(self.cleaned_data["address"])
         except addresses.AddressError as exc:
             raise ValidationError(exc.messages, code=exc.code) from None
-        if ip in self.listed:
+        if self.listed.duplicate(netaddr.IPNetwork(ip)):
             raise ValidationError(f"{addresses.address_text(ip)} is already an internal address.", code="duplicate")
         return addresses.address_text(ip)
 

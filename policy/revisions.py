@@ -79,6 +79,23 @@ def undoable():
         raise
 
 
+def unrecorded_writes() -> bool:
+    """Tell whether policy writes wait for their revision, so the database is ahead of the latest revision.
+
+    They do inside a change with writes not yet settled, and after a write outside any change until it commits.
+    """
+    change = _active.get()
+    if change is not None:
+        return change.dirty
+    return any(callback is _revision_after_commit for _, callback, _ in connection.run_on_commit)
+
+
+def uncommitted_writes() -> bool:
+    """Tell whether the current change has written to the policy: its revisions may still roll back."""
+    change = _active.get()
+    return change is not None and (change.locked or change.dirty)
+
+
 def watch(model) -> None:
     """Make every write of this model part of the policy (and so of the next revision)."""
     uid = f"revision-{model._meta.label}"

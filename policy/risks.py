@@ -5,16 +5,19 @@ the dialog judge exactly what relayd would enforce.
 """
 
 import bisect
+import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import netaddr
 from django.utils import timezone
 
 from policy import addresses
 from policy.models import InternalAddress, RoutingRestrictions, TrustedNetwork
+from relayd import matcher
 
 DANGER, WARNING, INFO = "danger", "warning", "info"
-LOCALHOST = {netaddr.IPNetwork("127.0.0.1/32"), netaddr.IPNetwork("::1/128")}
+LOCALHOST = {(4, 0x7F000001, 0x7F000001), (6, 1, 1)}  # 127.0.0.1/32 and ::1/128 as (version, first, last)
 
 
 @dataclass(frozen=True)
@@ -35,22 +38,8 @@ def analyse(snapshot: dict, *, tls_ready: bool | None = None, selftest=None, nod
     `nodes` are relayd nodes with their reported proxy hosts and busiest peer (daemons.client_sources()).
     """
     flags = snapshot["restrictions"]
-    trusted = (
-        [
-            addresses.ListedNetwork(e["id"], netaddr.IPNetwork(e["network"]), e["description"])
-            for e in snapshot["trusted_networks"]
-        ]
-        if flags["allow_listed_ips"]
-        else []
-    )
-    denied = [netaddr.IPNetwork(e["network"]) for e in snapshot["denied_networks"]]
-    internal = [entry["address"] for entry in snapshot["internal_addresses"]]
-    risks = dangers(flags, [entry.network for entry in trusted], internal)
-    for entry in trusted:
-        if not addresses.open_relay_problem(entry.network) and _is_public(entry.network):
-            risks.append(
-                Risk(WARNING, "public_range", f"{entry.label()} is a public range: be sure every host in it is yours.")
-            )
+    found = _policy_findings(snapshot)
+    risks = [*found.dangers, *found.public]
     if flags["allow_authenticated"] and tls_ready is False:
         risks.append(
             Risk(
@@ -70,12 +59,9 @@ def analyse(snapshot: dict, *, tls_ready: bool | None = None, selftest=None, nod
                 "otherwise the server is an open relay.",
             )
         )
-    risks.extend(_shadowed(trusted, denied))
-    risks.extend(_nat_traps(trusted, nodes))
-    if flags["allow_listed_ips"] and not LOCALHOST & {entry.network for entry in trusted}:
-        risks.append(
-            Risk(INFO, "no_localhost", "localhost (127.0.0.1 and ::1) is not trusted: local programs cannot relay.")
-        )
+    risks.extend(found.covered)
+    risks.extend(_nat_traps(found.trusted, nodes))
+    risks.extend(found.localhost)
     # The database filters: with thousands of entries, only the expired few are loaded.
     for network in TrustedNetwork.objects.filter(enabled=True, expires_at__lte=timezone.now()):
         risks.append(
@@ -87,6 +73,56 @@ def analyse(snapshot: dict, *, tls_ready: bool | None = None, selftest=None, nod
         )
     order = {DANGER: 0, WARNING: 1, INFO: 2}
     return sorted(risks, key=lambda risk: order[risk.level])
+
+
+class _Findings(NamedTuple):
+    """What the snapshot alone says, in the order analyse() lists it, and the trusted entries it judged."""
+
+    trusted: list
+    dangers: list[Risk]
+    public: list[Risk]
+    covered: list[Risk]
+    localhost: list[Risk]
+
+
+# The findings of the last snapshot analysed, kept with it: the saved policy's snapshot is one
+# object per revision (tester.current_snapshot), so the dashboard and the dialog analyse each
+# revision's 10,000 entries once, not on every page. A snapshot is never changed once built.
+_last: tuple[dict, _Findings] | None = None
+
+
+def _policy_findings(snapshot: dict) -> _Findings:
+    global _last
+    last = _last
+    if last is not None and last[0] is snapshot:
+        return last[1]
+    flags = snapshot["restrictions"]
+    trusted = (
+        [_Listed(entry["id"], span(entry["network"]), entry["description"]) for entry in snapshot["trusted_networks"]]
+        if flags["allow_listed_ips"]
+        else []
+    )
+    denied = [span(entry["network"]) for entry in snapshot["denied_networks"]]
+    internal = [entry["address"] for entry in snapshot["internal_addresses"]]
+    public = [
+        Risk(WARNING, "public_range", f"{entry.label()} is a public range: be sure every host in it is yours.")
+        for entry in trusted
+        if is_public_grant(entry.network.text)
+    ]
+    localhost = []
+    if flags["allow_listed_ips"] and not LOCALHOST & {entry.network.span for entry in trusted}:
+        localhost.append(
+            Risk(INFO, "no_localhost", "localhost (127.0.0.1 and ::1) is not trusted: local programs cannot relay.")
+        )
+    found = _Findings(
+        trusted,
+        dangers(flags, [entry.network.text for entry in trusted], internal),
+        public,
+        _shadowed(trusted, denied),
+        localhost,
+    )
+    _last = (snapshot, found)
+    return found
 
 
 SUMMARISE_AFTER = 3  # more findings of one kind than this become one line with "show all"
@@ -123,17 +159,17 @@ def grouped(risks: list[Risk]) -> list[RiskGroup]:
     return [RiskGroup(members[0].level, code, tuple(members)) for code, members in groups.items()]
 
 
-def dangers(flags: dict, trusted: list[netaddr.IPNetwork], internal: list[str]) -> list[Risk]:
+def dangers(flags: dict, trusted: list[str], internal: list[str]) -> list[Risk]:
     """Return what makes a policy an open relay: the one definition of "danger".
 
-    `trusted` is the trusted networks in force (all of them only matter when "these IP addresses"
-    is on: the caller passes none otherwise), `internal` the internal addresses.
+    `trusted` is the text of the trusted networks in force (all of them only matter when "these IP
+    addresses" is on: the caller passes none otherwise), `internal` the internal addresses.
     """
     risks = []
-    for network in trusted:
-        problem = addresses.open_relay_problem(network)
+    for text in trusted:
+        problem = open_relay_problem(text)
         if problem:
-            risks.append(Risk(DANGER, "huge_range", f"Open relay: {problem}", _who(network)))
+            risks.append(Risk(DANGER, "huge_range", f"Open relay: {problem}", _who(span(text))))
     if flags["allow_internal_addresses"] and len(internal) == 1:
         risks.append(
             Risk(
@@ -158,7 +194,7 @@ def saved_dangers() -> list[Risk]:
     trusted = []
     if flags["allow_listed_ips"]:
         in_force = TrustedNetwork.objects.filter(enabled=True).exclude(expires_at__lte=timezone.now())
-        trusted = [netaddr.IPNetwork(text) for text in in_force.values_list("network", flat=True)]
+        trusted = list(in_force.values_list("network", flat=True))
     internal = list(InternalAddress.objects.values_list("address", flat=True))
     return dangers(flags, trusted, internal)
 
@@ -183,7 +219,7 @@ NAT_SHARE = 0.5
 NAT_MIN_CONNECTIONS = 20
 
 
-def _nat_traps(trusted: list[addresses.ListedNetwork], nodes) -> list[Risk]:
+def _nat_traps(trusted: list["_Listed"], nodes) -> list[Risk]:
     """Return warnings for trusted networks that hold a proxy, or the one address most clients come from.
 
     Behind a NAT or load balancer every client arrives from one address: trusting it trusts them
@@ -192,7 +228,7 @@ def _nat_traps(trusted: list[addresses.ListedNetwork], nodes) -> list[Risk]:
     --proxy-hosts, which the first check covers.
     """
     risks = []
-    active = [entry for entry in trusted if entry.active]
+    active = trusted  # the snapshot holds only entries in force
     for node in nodes:
         proxies = [netaddr.IPNetwork(text) for text in node.proxy_hosts]
         for proxy in proxies:
@@ -214,7 +250,7 @@ def _nat_traps(trusted: list[addresses.ListedNetwork], nodes) -> list[Risk]:
         if address.is_loopback() or any(address in proxy for proxy in proxies):
             continue
         for entry in active:
-            if address in entry.network:
+            if entry.network.version == address.version and entry.network.first <= int(address) <= entry.network.last:
                 risks.append(
                     Risk(
                         WARNING,
@@ -229,26 +265,97 @@ def _nat_traps(trusted: list[addresses.ListedNetwork], nodes) -> list[Risk]:
     return risks
 
 
-def _overlap(a: netaddr.IPNetwork, b: netaddr.IPNetwork) -> bool:
+def _overlap(a, b) -> bool:
     return a.version == b.version and a.first <= b.last and b.first <= a.last
 
 
-def _who(network: netaddr.IPNetwork) -> str:
+def _who(network: "Span") -> str:
     if network.prefixlen == 0:
         return f"any IPv{network.version} host may relay"
-    return f"every host in {network} may relay"
+    return f"every host in {network.text} may relay"
 
 
-def _is_public(network: netaddr.IPNetwork) -> bool:
-    return not any(network.version == block.version and network in block for block in addresses.NON_GLOBAL_BLOCKS)
+class Span(NamedTuple):
+    """A network as its canonical text and the integer range it covers: all the analysis compares."""
+
+    text: str
+    version: int
+    first: int
+    last: int
+    prefixlen: int
+
+    @property
+    def span(self) -> tuple[int, int, int]:
+        return self.version, self.first, self.last
 
 
-def _shadowed(trusted: list[addresses.ListedNetwork], denied: list[netaddr.IPNetwork]) -> list[Risk]:
+class _Listed(NamedTuple):
+    key: int
+    network: Span
+    description: str
+
+    def label(self) -> str:
+        return f"{self.network.text} ({self.description})" if self.description else self.network.text
+
+
+# The analysis runs on every dashboard and dialog page over every entry, so each network text is
+# parsed and judged once per process, with integer comparisons, rather than with netaddr per page.
+_CACHE_SIZE = 1 << 17
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def span(text: str) -> Span:
+    """Return a network's canonical text and integer range, however the text was spelled."""
+    try:
+        parsed = matcher.parse_network(text)  # relayd's parser: fast, and only for canonical text
+    except ValueError:
+        network = netaddr.IPNetwork(text)  # a revision recorded before the canonical text
+        return Span(addresses.network_text(network), network.version, network.first, network.last, network.prefixlen)
+    return Span(parsed.text, parsed.version, parsed.first, parsed.last, parsed.prefixlen)
+
+
+_EMBEDDING = [(block.first, block.last) for block, _ in addresses.IPV4_EMBEDDING_BLOCKS]
+_NON_GLOBAL = {
+    version: [(block.first, block.last) for block in addresses.NON_GLOBAL_BLOCKS if block.version == version]
+    for version in (4, 6)
+}
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def open_relay_problem(text: str) -> str | None:
+    """Return addresses.open_relay_problem() of a network text, asking it only when the range could be one.
+
+    Its rule refuses prefixes broader than the public limit and IPv6 prefixes overlapping an
+    IPv4-embedding block; any other network is answered None without building it in netaddr.
+    """
+    network = span(text)
+    broad = network.prefixlen < addresses.BROADEST_PUBLIC_PREFIX[network.version]
+    embeds = network.version == 6 and any(first <= network.last and network.first <= last for first, last in _EMBEDDING)
+    if not (broad or embeds):
+        return None
+    return addresses.open_relay_problem(netaddr.IPNetwork(network.text))
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def is_public_grant(text: str) -> bool:
+    """Tell whether trusting this network trusts public addresses (and is not an open relay already)."""
+    network = span(text)
+    if open_relay_problem(text):
+        return False
+    return not any(first <= network.first and network.last <= last for first, last in _NON_GLOBAL[network.version])
+
+
+def _broadest_first(entry: _Listed) -> tuple[int, int, int]:
+    network = entry.network
+    return network.version, network.first, -network.last
+
+
+def _shadowed(trusted: list[_Listed], denied: list[Span]) -> list[Risk]:
     """Find trusted entries covered by a broader trusted entry, or by the NEVER list: O(n log n)."""
     risks = []
     # Sorted by start, broadest first: an entry is covered when an earlier one reaches past its end.
     widest = {}
-    for entry in sorted(trusted, key=lambda e: (e.network.version, e.network.first, -e.network.last)):
+    for entry in sorted(trusted, key=_broadest_first):
         cover = widest.get(entry.network.version)
         if cover is not None and cover.network.last >= entry.network.last:
             risks.append(Risk(INFO, "shadowed", f"{entry.label()} is already covered by {cover.label()}."))
@@ -268,8 +375,7 @@ def _shadowed(trusted: list[addresses.ListedNetwork], denied: list[netaddr.IPNet
                 Risk(
                     WARNING,
                     "denied_trusted",
-                    f"{entry.label()} is inside the NEVER list entry {addresses.network_text(candidates[index])}: "
-                    "it can never relay.",
+                    f"{entry.label()} is inside the NEVER list entry {candidates[index].text}: it can never relay.",
                 )
             )
     return risks

@@ -158,6 +158,11 @@ def check_fleet(snapshot: dict) -> None:
     )
 
 
+def last_checked() -> Snapshot | None:
+    """Return the snapshot this process checked last: a head start for parsing the revision it became."""
+    return _last_checked
+
+
 def refusal_message(snapshot: dict, error: SnapshotError) -> str:
     """Say in a sentence which entry relayd refuses and why."""
     found = _ENTRY_PATH.fullmatch(error.path)

@@ -61,6 +61,11 @@ urlpatterns = [
     path("revisions/", revision_views.RevisionListView.as_view(), name="revisions"),
     path("revisions/diff/", revision_views.RevisionDiffView.as_view(), name="revision-diff"),
     path("revisions/<int:serial>/", revision_views.RevisionDetailView.as_view(), name="revision"),
+    path(
+        "revisions/<int:serial>/snapshot.json",
+        revision_views.RevisionSnapshotView.as_view(),
+        name="revision-snapshot",
+    ),
     path("revisions/<int:serial>/rollback/", revision_views.RevisionRollbackView.as_view(), name="revision-rollback"),
     path("api-tokens/", token_views.ApiTokenView.as_view(), name="api-tokens"),
     path("api-tokens/<int:pk>/revoke/", token_views.ApiTokenRevokeView.as_view(), name="api-token-revoke"),

@@ -129,8 +129,8 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
         return redirect("policy:dashboard")
 
     def add_localhost(self, request, draft):
-        present = {addresses.network_text(entry.network) for entry in draft.listed("trusted")}
-        added = [network for network in LOCALHOST_NETWORKS if network not in present]
+        listing = draft.listing("trusted")
+        added = [network for network in LOCALHOST_NETWORKS if not listing.duplicate(addresses.parse_network(network))]
         for network in added:
             draft.add(
                 "trusted",
@@ -153,10 +153,7 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
             raise Http404("No such list.")
 
     def render(self, request, draft, form, errors=(), status=200, check_form=None, dangers=(), confirm_cancel=False):
-        lists = []
-        for kind in LIST_KINDS.values():
-            page = Paginator(draft.rows(kind.name), ROWS_PER_PAGE).get_page(request.GET.get(f"{kind.name}_page"))
-            lists.append({"kind": kind, "page": page})
+        lists = [list_page(request, draft, kind) for kind in LIST_KINDS.values()]
         check_result, risks = None, []
         try:
             snapshot = draft_snapshot(draft, request.user) if draft.is_dirty else current_snapshot()
@@ -182,6 +179,29 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
             "confirm_word": safety.CONFIRM_WORD,
         }
         return render(request, self.template_name, context, status=status)
+
+
+def list_page(request, draft, kind) -> dict:
+    """Return one list of the dialog: the page asked for, of the entries matching its search box."""
+    search = request.GET.get(f"{kind.name}_q", "")[:100]
+    page = Paginator(draft.rows(kind.name, search), ROWS_PER_PAGE).get_page(request.GET.get(f"{kind.name}_page"))
+
+    def page_url(number):
+        query = request.GET.copy()
+        query[f"{kind.name}_page"] = number
+        return f"?{query.urlencode()}#list-{kind.name}"
+
+    return {
+        "kind": kind,
+        "page": page,
+        "search": search,
+        # The other lists' searches ride along, so that searching one list keeps the others as they are.
+        "other_searches": {
+            key: value for key, value in request.GET.items() if key.endswith("_q") and key != f"{kind.name}_q"
+        },
+        "previous_url": page_url(page.previous_page_number()) if page.has_previous() else "",
+        "next_url": page_url(page.next_page_number()) if page.has_next() else "",
+    }
 
 
 def tester_form(form: CheckForm) -> CheckForm:
@@ -210,7 +230,7 @@ class RoutingEntryView(EditorRequiredMixin, View):
             if row is None:
                 raise Http404("No such entry.")
             initial = self.kind.form.initial_from(row.data)
-        listed = draft.listed(self.kind.name, excluding=self.key)
+        listed = draft.listing(self.kind.name, excluding=self.key)
         return self.kind.form(data, initial=initial, listed=listed)
 
     def get(self, request):

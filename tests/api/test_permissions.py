@@ -305,6 +305,7 @@ PAGES = [
     Page("policy:audit", "viewer", query="?export=json"),
     Page("policy:revisions", "viewer"),
     Page("policy:revision", "viewer", (a_revision,)),
+    Page("policy:revision-snapshot", "viewer", (a_revision,)),  # password hashes masked, unlike the relayd export
     Page("policy:revision-diff", "viewer", query=two_revisions),
     Page("policy:revision-rollback", "editor", (a_revision,), method="post", success=302),
     Page("policy:api-tokens", "viewer"),

@@ -105,7 +105,7 @@ def _api_network(api, entry: dict):
 def _dialog(kind: str, data: dict, user) -> bool:
     """Add one entry through the dialog's form and press OK; return whether it was saved."""
     draft = Draft()
-    form = LIST_KINDS[kind].form(data, listed=draft.listed(kind))
+    form = LIST_KINDS[kind].form(data, listed=draft.listing(kind))
     if not form.is_valid():
         return False
     draft.add(kind, form.entry_data())
