@@ -49,14 +49,48 @@ def node_directory():
     shutil.rmtree(directory)
 
 
-def needs_interpreter_access() -> None:
-    """Skip, saying why, when the drop user cannot run this Python (a virtualenv under root's 0700 home)."""
+# Run the command in a private mount namespace where the interpreter's home is traversable: a
+# tmpfs (mode 0755) over the closed directory (say root's 0700 home, where pyenv lives) with only
+# the interpreter's tree bound back into it. Nothing outside the namespace changes.
+_OPEN_UP = """set -e
+mkdir -p "$1"
+mount --bind "$3" "$1"
+mount -t tmpfs -o mode=755 tmpfs "$2"
+mkdir -p "$3"
+mount --bind "$1" "$3"
+shift 3
+exec "$@"
+"""
+
+
+def interpreter_launcher(scratch: Path) -> list[str]:
+    """Return a prefix that lets the drop user run this Python, or skip saying why that cannot be done."""
+    if _runs_as_drop_user([]):
+        return []
+    real = Path(os.path.realpath(sys.executable))
+    closed = next((parent for parent in reversed(real.parents) if not os.stat(parent).st_mode & 0o001), None)
+    unshare = shutil.which("unshare")
+    if closed is not None and unshare:
+        inner = closed / real.relative_to(closed).parts[0]
+        prefix = [unshare, "--mount", "--propagation", "private", "sh", "-c", _OPEN_UP, "sh"]
+        prefix += [str(scratch / "interpreter"), str(closed), str(inner)]
+        if _runs_as_drop_user(prefix):
+            return prefix
+    pytest.skip(f"user {USER} cannot run {sys.executable} with relayd: make the interpreter readable to test")
+
+
+def _runs_as_drop_user(prefix: list[str]) -> bool:
+    """Tell whether, after relayd's own drop, the interpreter passes relayd's own check (os.access)."""
+    check = (
+        "import grp, os, pwd, sys; os.setgroups([]); "
+        f"os.setgid(grp.getgrnam({GROUP!r}).gr_gid); os.setuid(pwd.getpwnam({USER!r}).pw_uid); "
+        "sys.exit(0 if os.access(sys.executable, os.X_OK) else 1)"
+    )
     try:
-        probe = subprocess.run([sys.executable, "-c", "import relayd"], user=USER, group=GROUP, cwd=ROOT, check=False)
-    except PermissionError:
-        probe = None
-    if probe is None or probe.returncode != 0:
-        pytest.skip(f"user {USER} cannot run {sys.executable} with relayd: make the interpreter readable to test")
+        result = subprocess.run([*prefix, sys.executable, "-c", check], cwd=ROOT, check=False, capture_output=True)
+    except OSError:
+        return False
+    return result.returncode == 0
 
 
 def relayd_processes(pid: int) -> list[int]:
@@ -85,7 +119,7 @@ def wait_for(condition, timeout: float = 15.0) -> None:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_relayd_drops_to_the_user_and_mail_still_flows(node_directory, workers):
-    needs_interpreter_access()
+    launcher = interpreter_launcher(node_directory)
     sink, controller = start_sink()
     smtp_port, http_port = free_port(), free_port()
     spool = node_directory / "spool"
@@ -93,7 +127,8 @@ def test_relayd_drops_to_the_user_and_mail_still_flows(node_directory, workers):
     command += ["--listen", f"127.0.0.1:{smtp_port}", "--metrics-listen", f"127.0.0.1:{http_port}"]
     command += ["--smarthost", sink.hop, "--greet-delay", "0", "--hostname", "relay.test"]
     command += ["--user", USER, "--group", GROUP, "--workers", str(workers)]
-    daemon = subprocess.Popen(command, cwd=ROOT, env=environment(), stderr=subprocess.PIPE, text=True)
+    # unshare and sh exec relayd in place: daemon.pid is relayd itself.
+    daemon = subprocess.Popen([*launcher, *command], cwd=ROOT, env=environment(), stderr=subprocess.PIPE, text=True)
     try:
 
         def serving():
