@@ -18,3 +18,16 @@ def network(entry_id, text, description, expires_at=None, *, denied=False):
     if denied:
         del entry["expires_at"]
     return entry
+
+
+def profile(**limits) -> dict:
+    """Return a snapshot profile with these limits and the rest empty."""
+    return {
+        "rate_limit_per_hour": None,
+        "recipients_per_hour": None,
+        "allowed_sender_domains": [],
+        "require_tls": False,
+        "owner": "",
+        "ticket": "",
+        **limits,
+    }

@@ -8,21 +8,9 @@ from policy.export.postfix import LIMITS_NOTE
 from relayd.config import PROFILES_SCHEMA
 from tests.export import NOW, make_snapshot
 from tests.export.exim_harness import exim, install, needs_exim, rcpt_answers
-from tests.snapshots import network
+from tests.snapshots import network, profile
 
 ALICE_HASH = "pbkdf2_sha256$1000$NaClNaClNaClNaCl$nZQjQjg4q0dZ/pBo6BL7fH3xyVgqXnGIhmjBlaahFNw="
-
-
-def profile(**limits) -> dict:
-    return {
-        "rate_limit_per_hour": None,
-        "recipients_per_hour": None,
-        "allowed_sender_domains": [],
-        "require_tls": False,
-        "owner": "",
-        "ticket": "",
-        **limits,
-    }
 
 
 def profiled(networks=(), users=()) -> dict:

@@ -19,24 +19,12 @@ import pytest
 
 from relayd.config import PROFILES_SCHEMA
 from tests.relayd.conftest import ALICE_PASSWORD, network, policy, publish, send
+from tests.snapshots import profile
 
 REMOTE = "<bob@remote.test>"
 LOCAL = "<bob@example.com>"
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def profile(**limits) -> dict:
-    """Return a snapshot profile with these limits and the rest empty."""
-    return {
-        "rate_limit_per_hour": None,
-        "recipients_per_hour": None,
-        "allowed_sender_domains": [],
-        "require_tls": False,
-        "owner": "",
-        "ticket": "",
-        **limits,
-    }
 
 
 def profiled(networks=(), users=(), **changes) -> dict:
