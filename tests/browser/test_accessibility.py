@@ -1,4 +1,4 @@
-"""Every page: no serious or critical axe-core violation, and no sideways scrolling at phone width.
+"""Every page: no serious or critical axe-core violation, no sideways scrolling and labelled cards at phone width.
 
 Every page is scanned at desktop (1366 px) and phone (390 px) width, with data on it: a
 few networks, a domain, an SMTP user, revisions, a self-test, a token and a bulk change in the
@@ -111,6 +111,14 @@ def superuser_pages(ids):
     ]
 
 
+def unlabelled_card_values(page):
+    """Return a finding for each table value that, as a phone card, would not say which column it is."""
+    cells = page.locator("main tbody > tr > td:not([colspan]):not(.actions):not([data-label])")
+    if not cells.count():
+        return []
+    return [f"{page.url}: a card value without a data-label: {cells.first.inner_text()[:40]!r}"]
+
+
 def test_no_serious_or_critical_violation_on_any_page(browser, live_server, loaded, tmp_path):
     csv = tmp_path / "networks.csv"
     csv.write_text("network,description\n10.9.0.0/16,lab\n10.9.0.7/16,typo\n")
@@ -134,6 +142,8 @@ def test_no_serious_or_critical_violation_on_any_page(browser, live_server, load
             width = page.evaluate("document.documentElement.scrollWidth")
             if width > size["width"]:
                 found.append(f"{page.url} is {width} px wide at {size['width']} px")
+            if size is WIDTHS["phone"]:
+                found += unlabelled_card_values(page)
         # A bulk change opened, and at phone width the opened menu.
         page.goto("/audit/")
         page.locator("table.audit summary").first.click()
