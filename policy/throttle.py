@@ -4,6 +4,7 @@ Each failed login counts against the client's address and the username typed. Pa
 free failures, each further one locks that address or username out for twice as long as the
 one before, up to a cap; while either is locked, the login pages answer 429 without checking
 any password, so guessing gets no faster by trying harder and writes no more audit entries.
+A wrong current password on the change-password page counts as a failed login of that account.
 A successful login clears its username's count; an address's count lapses after a quiet hour.
 
 State lives in Django's cache (settings.CACHES). Counts are read and written without a lock:
@@ -20,6 +21,7 @@ from functools import wraps
 from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.signals import user_logged_in, user_login_failed
+from django.contrib.auth.views import PasswordChangeView
 from django.core.cache import cache
 from django.dispatch import receiver
 from django.shortcuts import render
@@ -84,6 +86,16 @@ def forget_failures(request, username: str) -> None:
     cache.delete(_keys(request, username)["username"])
 
 
+def _locked_out(response, wait: int):
+    response["Retry-After"] = str(wait)
+    return response
+
+
+def _lockout_message(wait: int) -> str:
+    unit = "second" if wait == 1 else "seconds"
+    return f"Too many failed logins for this account or from your address. Wait {wait} {unit}, then try again."
+
+
 def throttled(view):
     """Answer a login POST with 429 and the login form while its address or username is locked out."""
 
@@ -93,19 +105,36 @@ def throttled(view):
             username = str(request.POST.get("username", ""))
             wait = retry_after(request, username)
             if wait:
-                unit = "second" if wait == 1 else "seconds"
                 context = {
                     "form": AuthenticationForm(request, initial={"username": username[:150]}),
                     "next": request.POST.get("next", ""),
-                    "throttled": f"Too many failed logins for this account or from your address. "
-                    f"Wait {wait} {unit}, then try again.",
+                    "throttled": _lockout_message(wait),
                 }
-                response = render(request, "registration/login.html", context, status=429)
-                response["Retry-After"] = str(wait)
-                return response
+                return _locked_out(render(request, "registration/login.html", context, status=429), wait)
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+class ThrottledPasswordChangeView(PasswordChangeView):
+    """Change my password; a wrong current password counts as a failed login of this account.
+
+    The form checks the current password, so without this a stolen session could guess the
+    account's password here at full speed, past the login page's back-off.
+    """
+
+    def post(self, request, *args, **kwargs):
+        wait = retry_after(request, request.user.get_username())
+        if wait:
+            form = self.get_form_class()(user=request.user)
+            context = self.get_context_data(form=form, throttled=_lockout_message(wait))
+            return _locked_out(self.render_to_response(context, status=429), wait)
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        if form.has_error("old_password"):
+            note_failure(self.request, self.request.user.get_username())
+        return super().form_invalid(form)
 
 
 @receiver(user_login_failed, dispatch_uid="throttle-login-failed")

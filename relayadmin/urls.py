@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from policy.throttle import throttled
+from policy.throttle import ThrottledPasswordChangeView, throttled
 from relayadmin.health import healthz
 
 
@@ -25,7 +25,7 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Every user may change their own password; Users & roles (resetting anyone's) is for superusers.
-    path("password/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path("password/", ThrottledPasswordChangeView.as_view(), name="password_change"),
     path("password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("policy.api.urls")),

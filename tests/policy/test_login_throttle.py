@@ -111,3 +111,26 @@ def test_failed_logins_for_known_users_name_the_user(client, editor, clock):
     attempt(client, "erin")
     entry = AuditEntry.objects.get(action="login_failed")
     assert (entry.object_type, entry.object_id, entry.object_repr) == ("user", str(editor.pk), "erin")
+
+
+def change_password(client, old, address="198.51.100.7"):
+    new = "a brand new passphrase 42"
+    fields = {"old_password": old, "new_password1": new, "new_password2": new}
+    return client.post(reverse("password_change"), fields, REMOTE_ADDR=address)
+
+
+def test_guessing_the_current_password_on_the_change_page_is_throttled(client, editor, clock):
+    client.force_login(editor)
+    assert [change_password(client, WRONG).status_code for _ in range(5)] == [200] * 5
+    response = change_password(client, PASSWORD)
+    assert response.status_code == 429
+    assert response["Retry-After"] == "15"
+    assert "Too many failed logins for this account" in response.content.decode()
+    editor.refresh_from_db()
+    assert editor.check_password(PASSWORD)  # nothing changed while locked out
+    # The lock-out is the account's: the login page refuses it too, from anywhere.
+    assert attempt(client, "erin", PASSWORD, address="203.0.113.5").status_code == 429
+    clock.advance(16)
+    assert change_password(client, PASSWORD).status_code == 302
+    editor.refresh_from_db()
+    assert editor.check_password("a brand new passphrase 42")
