@@ -502,7 +502,7 @@ class AuditEntry(models.Model):
     )
     source = models.CharField("source", max_length=10, choices=SOURCES)
     remote_addr = models.GenericIPAddressField("remote address", null=True, blank=True)
-    request_id = models.CharField("request id", max_length=64, blank=True)
+    request_id = models.CharField("request id", max_length=64, blank=True, db_index=True)
     action = models.CharField("action", max_length=32, db_index=True)
     object_type = models.CharField("object type", max_length=64, blank=True, db_index=True)
     object_id = models.CharField("object id", max_length=64, blank=True)
