@@ -16,8 +16,10 @@ from dataclasses import dataclass, replace
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
+
+from policy.locks import lock_audit_chain
 
 SOURCES = ("web", "api", "cli", "import", "daemon", "system")
 # Fields that would only add noise or leak secrets; secrets are recorded as a fingerprint instead.
@@ -126,7 +128,7 @@ def record(action: str, *, obj=None, before=None, after=None, object_type="", ob
 
     entry = _new_entry(action, obj, before, after, object_type, object_id, object_repr)
     with transaction.atomic():
-        lock_chain()
+        lock_audit_chain()
         entry.prev_hash = (
             AuditEntry.objects.order_by("-id").values_list("entry_hash", flat=True).first() or GENESIS_HASH
         )
@@ -196,19 +198,10 @@ def entry_hash(entry) -> str:
     return hmac.new(settings.AUDIT_KEY.encode(), canonical.encode(), hashlib.sha256).hexdigest()
 
 
-def lock_chain() -> None:
-    """Keep other writers from appending to the chain until the current transaction ends."""
-    # Two writers must not both chain onto the same previous entry. PostgreSQL: a transaction
-    # advisory lock. SQLite: the settings open every transaction IMMEDIATE, which locks already.
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('policy_auditentry'))")
-
-
 def anchor() -> dict:
     """Return the chain's length and head hash, the witness each published snapshot carries.
 
-    The caller holds lock_chain(), so that no entry slips in between the count and the head.
+    The caller holds lock_audit_chain(), so that no entry slips in between the count and the head.
     """
     from policy.models import AuditEntry
 
@@ -353,7 +346,7 @@ def record_many(changes: Iterable[tuple[str, object, dict | None, dict | None]])
     if not entries:
         return 0
     with transaction.atomic():
-        lock_chain()
+        lock_audit_chain()
         prev_hash = AuditEntry.objects.order_by("-id").values_list("entry_hash", flat=True).first() or GENESIS_HASH
         for entry in entries:
             entry.prev_hash = prev_hash

@@ -22,6 +22,7 @@ from django.db import connection, transaction
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
 from policy import audit, revision_feed
+from policy.locks import lock_audit_chain, lock_policy
 from policy.models import PolicyRevision
 from policy.restore import inactive_state, restore_snapshot
 from policy.snapshot import build_snapshot, check_fleet, check_publishable, dumps, policy_content
@@ -126,13 +127,6 @@ def note_bulk_write() -> None:
     _after_write(sender=None)
 
 
-def lock_policy() -> None:
-    # SQLite transactions are IMMEDIATE (see settings), which already serialises writers.
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('relayadmin_policy'))")
-
-
 def _before_write(sender, raw=False, **kwargs):
     change = _active.get()
     if change is not None and not change.locked and not raw:
@@ -172,7 +166,7 @@ def record_revision(rolled_back_to: int | None = None) -> PolicyRevision | None:
         return None
     # Every node that enforces this revision keeps the audit chain's length and head as a witness
     # that the log cannot later be shortened or rewritten unnoticed (verify_audit --against).
-    audit.lock_chain()
+    lock_audit_chain()
     snapshot["audit"] = audit.anchor()
     text = dumps(snapshot)
     check_publishable(snapshot, text)  # raises, and the caller's transaction rolls the change back

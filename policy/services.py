@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from policy import addresses, audit, revisions
+from policy import addresses, audit, locks, revisions
 from policy.draft import FLAGS, LIST_KINDS, Draft
 from policy.models import (
     ApiToken,
@@ -171,7 +171,7 @@ def import_networks(model, rows, *, mode="add", dry_run=False, row_errors=None, 
     # A dry run reads only: no transaction, which on SQLite would take the write lock.
     with contextlib.nullcontext() if dry_run else transaction.atomic():
         if not dry_run:
-            revisions.lock_policy()  # nobody changes the list between these checks and the writes
+            locks.lock_policy()  # nobody changes the list between these checks and the writes
         existing = {obj.network: obj for obj in model.objects.all()}
         batch, before = _validate_rows(model, rows, existing, mode, result, user)
         if result.errors:

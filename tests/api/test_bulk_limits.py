@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.db import connection, transaction
 from django.urls import reverse
 
-from policy import revisions, services
+from policy import locks, services
 from policy.models import TrustedNetwork
 from relayadmin.settings import _env_int
 
@@ -100,7 +100,7 @@ def while_the_policy_is_locked(work):
     def writer():
         try:
             with transaction.atomic():  # SQLite: BEGIN IMMEDIATE, the database's one write lock
-                revisions.lock_policy()
+                locks.lock_policy()
                 TrustedNetwork.objects.create(network="192.0.2.0/24")
                 locked.set()
                 release.wait(30)
