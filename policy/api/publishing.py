@@ -23,7 +23,7 @@ from policy.api.permissions import (
     node_token,
 )
 from policy.api.views import AuditedAPIMixin, open_relay_guard
-from policy.exports import FORMATS, export, latest_revision
+from policy.downloads import FORMATS, export, latest_revision
 from policy.forms import CheckForm
 from policy.models import PolicyRevision, RelayNode, SelfTestRun
 from policy.revisions import rollback_to
