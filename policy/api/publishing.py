@@ -145,21 +145,18 @@ class DaemonViewSet(AuditedAPIMixin, mixins.ListModelMixin, mixins.CreateModelMi
         description="Report a relayd node's status. Node tokens only, each for the node name bound to it.",
     )
     def create(self, request, *args, **kwargs):
-        body = NodeReportSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        try:
+            report = daemons.parse_report(request.data)
+        except ValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
         bound = node_token(request).node
-        if body.validated_data["node"].strip() != bound:
+        if report.node != bound:
             self.permission_denied(request, message=f"This token reports for node “{bound}” only.")
         try:
             daemons.admit(bound)
         except daemons.TooManyNodes as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        try:
-            node = daemons.record_report(
-                body.validated_data, request.META.get("REMOTE_ADDR"), token=node_token(request)
-            )
-        except ValidationError as exc:
-            raise serializers.ValidationError(exc.message_dict) from None
+        node = daemons.record_report(report, request.META.get("REMOTE_ADDR"), token=node_token(request))
         return Response(self.get_serializer(node).data, status=status.HTTP_201_CREATED)
 
 

@@ -11,7 +11,7 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 from rest_framework.validators import UniqueValidator
 
-from policy import services
+from policy import daemons, services
 from policy.models import (
     PROFILE_FIELDS,
     AuditEntry,
@@ -322,24 +322,33 @@ class NodeSerializer(serializers.ModelSerializer):
 
 
 class NodeReportSerializer(serializers.Serializer):
+    """A node's status report, described for the schema: daemons.parse_report checks it, with these bounds."""
+
     node = serializers.CharField(max_length=100)
-    # RelayNode.serial is a PositiveIntegerField: PostgreSQL refuses anything above 2**31 - 1 (a 500).
-    serial = serializers.IntegerField(min_value=0, max_value=2**31 - 1, allow_null=True, required=False)
+    serial = serializers.IntegerField(min_value=0, max_value=daemons.MAX_SERIAL, allow_null=True, required=False)
     tls = serializers.BooleanField(required=False)
     version = serializers.CharField(max_length=50, allow_blank=True, required=False)
     # The snapshot schemas the node enforces; a relayd that predates reporting them understands schema 1 only.
     schemas = serializers.ListField(
-        child=serializers.IntegerField(min_value=1, max_value=1000), min_length=1, max_length=20, required=False
+        child=serializers.IntegerField(min_value=1, max_value=daemons.MAX_SCHEMA),
+        min_length=1,
+        max_length=daemons.MAX_SCHEMAS,
+        required=False,
     )
-    # Counters land in 64-bit columns (the chart samples).
-    counters = serializers.DictField(child=serializers.IntegerField(min_value=0, max_value=2**63 - 1), required=False)
+    counters = serializers.DictField(
+        child=serializers.IntegerField(min_value=0, max_value=daemons.MAX_COUNT), required=False
+    )
     # The last snapshot the node refused since the policy it enforces, if any (docs/snapshot.md).
-    refused_serial = serializers.IntegerField(min_value=0, max_value=2**31 - 1, allow_null=True, required=False)
+    refused_serial = serializers.IntegerField(
+        min_value=0, max_value=daemons.MAX_SERIAL, allow_null=True, required=False
+    )
     refused_reason = serializers.CharField(allow_null=True, allow_blank=True, required=False, trim_whitespace=False)
-    # Messages relayed per trusted network and SMTP user (issue 15); daemons.record_report checks its shape.
+    # Messages relayed per trusted network and SMTP user (issue 15).
     usage = serializers.JSONField(required=False)
-    # Where the node's clients come from (docs/snapshot.md); daemons.record_report checks the contents.
-    proxy_hosts = serializers.ListField(child=serializers.CharField(max_length=100), max_length=1000, required=False)
+    # Where the node's clients come from (docs/snapshot.md).
+    proxy_hosts = serializers.ListField(
+        child=serializers.CharField(max_length=100), max_length=daemons.MAX_PROXY_HOSTS, required=False
+    )
     top_peer = serializers.JSONField(allow_null=True, required=False)
 
 
