@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -40,38 +40,89 @@ class NodeStatus:
     state: str  # "current", "updating" (just published), "behind", "refused" or "silent"
 
 
-def record_report(report: dict, remote_addr: str | None, token=None) -> RelayNode:
-    """Store a node's status report; raise ValidationError naming the first bad field."""
+@dataclass(frozen=True)
+class NodeReport:
+    """A node's status report, checked by parse_report: what record_report stores."""
+
+    node: str
+    serial: int | None
+    tls: bool
+    version: str
+    schemas: list[int]
+    counters: dict[str, int]
+    refused_serial: int | None
+    refused_reason: str
+    usage: dict
+    proxy_hosts: list[str]
+    top_peer: dict | None
+
+
+# RelayNode.serial is a PositiveIntegerField: PostgreSQL refuses anything above 2**31 - 1 (a 500).
+MAX_SERIAL = 2**31 - 1
+# Counters land in 64-bit columns (the chart samples).
+MAX_COUNT = 2**63 - 1
+
+
+def _whole(value: object, most: int = MAX_COUNT) -> bool:
+    """Return whether a reported value is a whole number from 0 to most (JSON's true and false are not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= most
+
+
+def parse_report(report: object) -> NodeReport:
+    """Check a node's status report (POST /api/v1/daemons/); raise ValidationError naming the first bad field.
+
+    The one place a report is checked: the API's NodeReportSerializer only describes it in the schema.
+    """
+    if not isinstance(report, dict):
+        raise ValidationError({NON_FIELD_ERRORS: "Send the report as a JSON object."})
     name = report.get("node")
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
         raise ValidationError({"node": "Give the node's name (1–100 characters)."})
     serial = report.get("serial")
-    if serial is not None and (not isinstance(serial, int) or isinstance(serial, bool) or serial < 0):
+    if serial is not None and not _whole(serial, MAX_SERIAL):
         raise ValidationError({"serial": "The serial is a whole number ≥ 0, or null when no policy is loaded."})
+    tls = report.get("tls", False)
+    if not isinstance(tls, bool):
+        raise ValidationError({"tls": "tls is true or false: whether the node offers STARTTLS."})
     counters = report.get("counters", {})
-    if not isinstance(counters, dict) or not all(
-        isinstance(counters.get(key, 0), int) and counters.get(key, 0) >= 0 for key in COUNTER_NAMES
-    ):
+    if not isinstance(counters, dict) or not all(_whole(counters.get(key, 0)) for key in COUNTER_NAMES):
         raise ValidationError({"counters": f"Counters are whole numbers ≥ 0: {', '.join(COUNTER_NAMES)}."})
     usage = _usage(report)
     refused_serial, refused_reason = _refusal(report, serial)
     proxy_hosts, top_peer = _client_sources(report)
     version, schemas = _software(report)
+    return NodeReport(
+        node=name.strip(),
+        serial=serial,
+        tls=tls,
+        version=version,
+        schemas=schemas,
+        counters={key: counters.get(key, 0) for key in COUNTER_NAMES},
+        refused_serial=refused_serial,
+        refused_reason=refused_reason,
+        usage=usage,
+        proxy_hosts=proxy_hosts,
+        top_peer=top_peer,
+    )
+
+
+def record_report(report: NodeReport, remote_addr: str | None, token=None) -> RelayNode:
+    """Store a node's checked status report, and drop the chart samples past SAMPLE_RETENTION."""
     now = timezone.now()
     with transaction.atomic():
         node, _ = RelayNode.objects.update_or_create(
-            name=name.strip(),
+            name=report.node,
             defaults={
                 "address": remote_addr,
-                "serial": serial,
-                "tls": bool(report.get("tls", False)),
-                "version": version,
-                "schemas": schemas,
-                "counters": {key: counters.get(key, 0) for key in COUNTER_NAMES},
-                "refused_serial": refused_serial,
-                "refused_reason": refused_reason,
-                "proxy_hosts": proxy_hosts,
-                "top_peer": top_peer,
+                "serial": report.serial,
+                "tls": report.tls,
+                "version": report.version,
+                "schemas": report.schemas,
+                "counters": report.counters,
+                "refused_serial": report.refused_serial,
+                "refused_reason": report.refused_reason,
+                "proxy_hosts": report.proxy_hosts,
+                "top_peer": report.top_peer,
                 "last_seen_at": now,
                 "token": token,
             },
@@ -79,9 +130,9 @@ def record_report(report: dict, remote_addr: str | None, token=None) -> RelayNod
         RelayNodeSample.objects.create(
             node=node,
             at=now,
-            accepted=counters.get("accepted", 0),
-            relay_denied=counters.get("relay_denied", 0),
-            usage=usage,
+            accepted=report.counters["accepted"],
+            relay_denied=report.counters["relay_denied"],
+            usage=report.usage,
         )
         RelayNodeSample.objects.filter(at__lt=now - SAMPLE_RETENTION).delete()
     return node
@@ -110,7 +161,7 @@ def _usage(report: dict) -> dict:
         if not isinstance(counts, dict) or len(counts) > MAX_USAGE_HOLDERS:
             raise problem
         for name, count in counts.items():
-            if len(name) > 200 or not isinstance(count, int) or isinstance(count, bool) or not 0 <= count < 2**63:
+            if len(name) > 200 or not _whole(count):
                 raise problem
         cleaned[kind] = counts
     return cleaned
@@ -118,6 +169,8 @@ def _usage(report: dict) -> dict:
 
 # relayd before it reported its schemas understood schema 1 only.
 SCHEMAS_BEFORE_REPORTING = [1]
+# Far more than a relayd has ever known; bounds what one report may make the dashboard store.
+MAX_SCHEMAS, MAX_SCHEMA = 20, 1000
 
 
 def _software(report: dict) -> tuple[str, list[int]]:
@@ -128,10 +181,15 @@ def _software(report: dict) -> tuple[str, list[int]]:
     schemas = report.get("schemas", SCHEMAS_BEFORE_REPORTING)
     if (
         not isinstance(schemas, list)
-        or not schemas
-        or not all(isinstance(item, int) and not isinstance(item, bool) and item > 0 for item in schemas)
+        or not 0 < len(schemas) <= MAX_SCHEMAS
+        or not all(_whole(item, MAX_SCHEMA) and item > 0 for item in schemas)
     ):
-        raise ValidationError({"schemas": "Schemas is a non-empty list of the schema versions (whole numbers ≥ 1)."})
+        raise ValidationError(
+            {
+                "schemas": f"Schemas is a non-empty list of at most {MAX_SCHEMAS} schema versions "
+                f"(whole numbers from 1 to {MAX_SCHEMA})."
+            }
+        )
     return version, sorted(set(schemas))
 
 
@@ -143,9 +201,7 @@ def node_schemas(node: RelayNode) -> list[int]:
 def _refusal(report: dict, serial: int | None) -> tuple[int | None, str]:
     """Return the refused serial and reason of a report; none once the node enforces a newer serial."""
     refused_serial = report.get("refused_serial")
-    if refused_serial is not None and (
-        not isinstance(refused_serial, int) or isinstance(refused_serial, bool) or refused_serial < 0
-    ):
+    if refused_serial is not None and not _whole(refused_serial, MAX_SERIAL):
         raise ValidationError({"refused_serial": "The refused serial is a whole number ≥ 0, or null."})
     reason = report.get("refused_reason") or ""
     if not isinstance(reason, str):
@@ -157,11 +213,14 @@ def _refusal(report: dict, serial: int | None) -> tuple[int | None, str]:
     return refused_serial, reason[:1000]
 
 
+MAX_PROXY_HOSTS = 1000
+
+
 def _client_sources(report: dict) -> tuple[list[str], dict | None]:
     """Return a report's proxy networks (canonical text) and busiest peer; raise ValidationError if malformed."""
     proxy_hosts = report.get("proxy_hosts") or []
     try:
-        if not isinstance(proxy_hosts, list) or len(proxy_hosts) > 1000:
+        if not isinstance(proxy_hosts, list) or len(proxy_hosts) > MAX_PROXY_HOSTS:
             raise ValueError
         networks = [network.text for network in parse_hosts(proxy_hosts)]
     except (TypeError, ValueError, AttributeError):
@@ -172,7 +231,7 @@ def _client_sources(report: dict) -> tuple[list[str], dict | None]:
     try:
         address = str(parse_address(top_peer["address"]))
         connections, total = top_peer["connections"], top_peer["of"]
-        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (connections, total)):
+        if not all(_whole(n) for n in (connections, total)):
             raise ValueError
     except (TypeError, KeyError, ValueError):
         raise ValidationError(

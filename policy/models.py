@@ -817,10 +817,8 @@ class WatchedAddress(TrackedModel):
         return self.address
 
     def clean(self):
-        from policy.reputation import parse_public_address
-
         try:
-            self.address = str(parse_public_address(self.address))
+            self.address = str(addresses.parse_public_address(self.address))
         except addresses.AddressError as exc:
             raise ValidationError({"address": exc.messages}) from None
         if WatchedAddress.objects.filter(address=self.address).exclude(pk=self.pk).exists():

@@ -6,7 +6,6 @@ background so that no page waits for DNS.
 """
 
 import contextvars
-import ipaddress
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from policy import audit, dnsbl
-from policy.addresses import AddressError, parse_host
+from policy.addresses import AddressError, parse_public_address
 from policy.models import Blocklist, Listing, ListingEvent, RelayNode, ReputationCheck, WatchedAddress
 
 # A check that has not finished after this long died with its process (a restarted app server).
@@ -29,41 +28,10 @@ STALE_AFTER = timedelta(minutes=10)
 BUTTON_INTERVAL = timedelta(seconds=60)
 DEFAULT_CONCURRENCY = 8
 PROBLEM_STATES = (dnsbl.REFUSED, dnsbl.TIMEOUT, dnsbl.ERROR)
-_RESERVED_KINDS = (
-    ("is_loopback", "a loopback address"),
-    ("is_link_local", "a link-local address"),
-    ("is_multicast", "a multicast address"),
-    ("is_unspecified", "the unspecified address"),
-)
-_RESERVED_BLOCKS = tuple(
-    (netaddr.IPNetwork(block), label)
-    for label, blocks in (
-        ("a private address", ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")),
-        ("a shared (carrier-grade NAT) address", ("100.64.0.0/10",)),
-        ("a documentation address", ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")),
-    )
-    for block in blocks
-)
 
 
 class CheckRefused(Exception):
     """The check was not started; the message says why."""
-
-
-def parse_public_address(text: str) -> netaddr.IPAddress:
-    """Return one public address to watch; refuse networks and every address no DNSBL lists."""
-    ip = parse_host(text)
-    python_ip = ipaddress.ip_address(str(ip))
-    if python_ip.is_global and not python_ip.is_multicast:  # Python counts some multicast as global
-        return ip
-    kind = next((label for attr, label in _RESERVED_KINDS if getattr(python_ip, attr)), None)
-    if kind is None:
-        kind = next((label for block, label in _RESERVED_BLOCKS if ip in block), "a reserved address")
-    raise AddressError(
-        f"{ip} is {kind}. DNSBLs only list public addresses: enter the address your server sends "
-        "mail from on the Internet.",
-        code="not_public",
-    )
 
 
 def make_resolver() -> dns.resolver.Resolver:

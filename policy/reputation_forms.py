@@ -5,9 +5,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from policy import dnsbl
-from policy.addresses import AddressError
+from policy.addresses import AddressError, parse_public_address
 from policy.models import Blocklist, WatchedAddress
-from policy.reputation import parse_public_address
 
 
 class WatchedAddressForm(forms.ModelForm):

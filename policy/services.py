@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from policy import addresses, audit, locks, revisions
+from policy import addresses, audit, locks, revisions, tester
 from policy.draft import FLAGS, LIST_KINDS, Draft
 from policy.models import (
     ApiToken,
@@ -42,6 +42,17 @@ def apply_routing_draft(draft: Draft, user) -> None:
         for kind, changes in draft.lists.items():
             _apply_list_changes(LIST_KINDS[kind], changes, user)
         revisions.settle()
+
+
+def draft_snapshot(draft: Draft, user) -> dict:
+    """Return the policy as it would be after OK on the dialog's draft; raise ValidationError if OK would fail.
+
+    The draft is applied in a savepoint that is always rolled back, so validation is exactly
+    OK's, and nothing is ever written.
+    """
+    with revisions.rehearsal():
+        apply_routing_draft(draft, user)
+        return tester.current_snapshot()
 
 
 def _apply_list_changes(kind, changes: dict, user) -> None:

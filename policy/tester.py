@@ -10,7 +10,7 @@ from django.utils import timezone
 from policy import snapshot as snapshot_module
 from policy.export.differences import all_differences
 from policy.models import PolicyRevision
-from policy.revisions import rehearsal, uncommitted_writes, unrecorded_writes
+from policy.revisions import uncommitted_writes, unrecorded_writes
 from policy.snapshot import build_snapshot
 from relayd import profiles
 from relayd.config import CompiledPolicy, Snapshot, compile_policy, parse_snapshot, validate_snapshot
@@ -122,19 +122,6 @@ def _in_force(document: dict) -> dict:
     if len(in_force) == len(document["trusted_networks"]):
         return document  # the same object for the same revision: risks.analyse() keeps its findings with it
     return {**document, "trusted_networks": in_force}
-
-
-def draft_snapshot(draft, user) -> dict:
-    """Return the policy as it would be after OK on the dialog's draft; raise ValidationError if OK would fail.
-
-    The draft is applied in a savepoint that is always rolled back, so validation is exactly
-    OK's, and nothing is ever written.
-    """
-    from policy.services import apply_routing_draft
-
-    with rehearsal():
-        apply_routing_draft(draft, user)
-        return current_snapshot()
 
 
 def compiled(snapshot: dict | None) -> tuple[CompiledPolicy, dict]:

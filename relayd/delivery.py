@@ -14,8 +14,8 @@ MX; a null MX, RFC 7505, is undeliverable). Recipients with the same next hop sh
 transaction, with STARTTLS whenever the hop offers it. Per recipient, 2xx is done, 5xx failed,
 and 4xx or a connection problem is retried after retry_initial seconds, then retry_factor times
 longer each time up to retry_max, until queue_lifetime has passed since the message arrived; the
-recipients still pending then fail. Failures go back to the sender as an RFC 3464 DSN from <>,
-spooled like any message; a message from <> is never bounced.
+recipients still pending then fail. Failures go back to the sender as an RFC 3464 DSN from <>
+(relayd/bounce.py builds it), spooled like any message; a message from <> is never bounced.
 
 The spool (docs/spool.md) is the only state: a recipient is recorded in <id>.state as done or
 failed only after its next hop answered, so a crash at any moment repeats a delivery at worst.
@@ -34,26 +34,24 @@ import contextlib
 import heapq
 import logging
 import random
-import re
 import smtplib
 import socket
 import ssl
-import textwrap
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import format_datetime, make_msgid
 from typing import Any, NamedTuple
 
 import dns.exception
 import dns.name
 import dns.resolver
 
+from relayd.bounce import build_dsn
 from relayd.logs import kv, repeats
 from relayd.metrics import Metrics
+from relayd.replies import Reply
 from relayd.spool import Spool
 
 log = logging.getLogger("relayd.delivery")
@@ -115,22 +113,6 @@ def parse_hop(text: str) -> tuple[str, int]:
     if not colon or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"{text!r} is not a next hop: write host:port, e.g. smtp.example.net:25")
     return host, int(port)
-
-
-class Reply(NamedTuple):
-    """The answer about one recipient: an SMTP reply, or code 0 for a problem relayd found itself."""
-
-    code: int
-    text: str
-
-    @property
-    def result(self) -> str:
-        """Return sent, failed (permanently) or deferred (to be retried)."""
-        kind = self.code // 100 if self.code else int(self.text[:1])
-        return "sent" if kind == 2 else "failed" if kind == 5 else "deferred"
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.text}" if self.code else self.text
 
 
 class Target(NamedTuple):
@@ -589,72 +571,6 @@ def _reply(code: int, text: bytes | str) -> Reply:
         # Replies are ASCII (RFC 5321); escaping anything else keeps logs and DSNs 7-bit clean.
         text = text.decode("ascii", "backslashreplace")
     return Reply(code, " ".join(text.split()))
-
-
-_ENHANCED_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?![\d.])")
-
-
-def build_dsn(envelope: dict, message: bytes, failed: list[dict], reporting_mta: str, now: datetime) -> bytes:
-    """Return an RFC 3464 delivery status notification of the failed recipients of a message, with CRLF line ends."""
-    boundary = f"{uuid.uuid4().hex}/{reporting_mta}"
-    headers, _, _ = message.partition(b"\r\n\r\n")
-    # RFC 2045 6.4: a multipart holding 8-bit text must say so too.
-    eight_bit = [] if headers.isascii() else ["Content-Transfer-Encoding: 8bit"]
-    arrival = format_datetime(datetime.fromisoformat(envelope["received_at"]))
-    lines = [
-        f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
-        f"To: <{envelope['mail_from']}>",
-        "Subject: Undelivered Mail Returned to Sender",
-        f"Date: {format_datetime(now)}",
-        f"Message-ID: {make_msgid('dsn', domain=reporting_mta)}",
-        "Auto-Submitted: auto-replied",  # RFC 3834: automatic responders must not answer it
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
-        *eight_bit,
-        "",
-        "This is a delivery status notification (RFC 3464).",
-        "",
-        f"--{boundary}",
-        "Content-Type: text/plain; charset=us-ascii",
-        "",
-        f"This is the mail system at host {reporting_mta}.",
-        "",
-        f"Your message of {arrival} could not be delivered to the recipients below.",
-        "The reasons follow each address; the headers of your message are attached.",
-        "",
-        *(_fold(f"<{failure['address']}>: {Reply(failure['code'], failure['reply'])}") for failure in failed),
-        "",
-        f"--{boundary}",
-        "Content-Type: message/delivery-status",
-        "",
-        f"Reporting-MTA: dns; {reporting_mta}",
-        f"Arrival-Date: {arrival}",
-    ]
-    for failure in failed:
-        reply = Reply(failure["code"], failure["reply"])
-        status = _ENHANCED_STATUS.match(reply.text)
-        lines += [
-            "",
-            f"Final-Recipient: rfc822; {failure['address']}",
-            "Action: failed",
-            f"Status: {status[0] if status else f'{reply.code // 100}.0.0'}",
-            # RFC 3464 2.3.6: "smtp" is for replies from a remote host, X- types for anything else.
-            _fold(f"Diagnostic-Code: smtp; {reply}" if reply.code else f"Diagnostic-Code: X-Relayd; {reply}"),
-            f"Last-Attempt-Date: {format_datetime(now)}",
-        ]
-    lines += [
-        "",
-        f"--{boundary}",
-        "Content-Type: text/rfc822-headers",
-        *eight_bit,
-        "",
-    ]
-    return "\r\n".join(lines).encode() + b"\r\n" + headers + f"\r\n\r\n--{boundary}--\r\n".encode()
-
-
-def _fold(line: str) -> str:
-    """Fold a header field or text line at spaces, so no line exceeds 78 characters (RFC 5322 2.2.3)."""
-    return "\r\n ".join(textwrap.wrap(line, width=78, break_long_words=False, break_on_hyphens=False))
 
 
 def _arrival(message_id: str) -> float:

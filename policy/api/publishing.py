@@ -22,31 +22,23 @@ from policy.api.permissions import (
     SecretsReaderPermission,
     node_token,
 )
+from policy.api.serializers import (
+    CheckQuerySerializer,
+    CheckResultSerializer,
+    NodeReportSerializer,
+    NodeSerializer,
+    RevisionDetailSerializer,
+    RevisionSerializer,
+    RollbackSerializer,
+    SelfTestSerializer,
+)
 from policy.api.views import AuditedAPIMixin, open_relay_guard
-from policy.exports import FORMATS, export, latest_revision
+from policy.downloads import FORMATS, export, latest_revision
 from policy.forms import CheckForm
 from policy.models import PolicyRevision, RelayNode, SelfTestRun
 from policy.revisions import rollback_to
-from policy.selftests import SelfTestRateLimited, SelfTestRefused, default_target, latest_serial, run_selftest
+from policy.selftests import SelfTestRateLimited, SelfTestRefused, default_target, run_selftest
 from policy.tester import check
-
-
-class RevisionSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = PolicyRevision
-        fields = ["serial", "sha256", "created_at", "created_by_name", "source", "reason", "rolled_back_to"]
-
-
-class RevisionDetailSerializer(RevisionSerializer):
-    class Meta(RevisionSerializer.Meta):
-        fields = [*RevisionSerializer.Meta.fields, "snapshot"]
-
-
-class RollbackSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=500, required=False, allow_blank=True)
-    confirm_open_relay = serializers.BooleanField(
-        required=False, help_text="Roll back even though that revision makes the server an open relay."
-    )
 
 
 class RevisionViewSet(AuditedAPIMixin, viewsets.ReadOnlyModelViewSet):
@@ -126,55 +118,6 @@ def _etags(header: str) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
 
 
-class NodeSerializer(serializers.ModelSerializer):
-    state = serializers.SerializerMethodField()
-
-    class Meta:
-        model = RelayNode
-        fields = [
-            "name",
-            "address",
-            "serial",
-            "state",
-            "refused_serial",
-            "refused_reason",
-            "refusal",
-            "tls",
-            "version",
-            "schemas",
-            "counters",
-            "proxy_hosts",
-            "top_peer",
-            "first_seen_at",
-            "last_seen_at",
-        ]
-
-    def get_state(self, node) -> str:
-        return self.context["states"].get(node.pk, "unknown")
-
-
-class NodeReportSerializer(serializers.Serializer):
-    node = serializers.CharField(max_length=100)
-    # RelayNode.serial is a PositiveIntegerField: PostgreSQL refuses anything above 2**31 - 1 (a 500).
-    serial = serializers.IntegerField(min_value=0, max_value=2**31 - 1, allow_null=True, required=False)
-    tls = serializers.BooleanField(required=False)
-    version = serializers.CharField(max_length=50, allow_blank=True, required=False)
-    # The snapshot schemas the node enforces; a relayd that predates reporting them understands schema 1 only.
-    schemas = serializers.ListField(
-        child=serializers.IntegerField(min_value=1, max_value=1000), min_length=1, max_length=20, required=False
-    )
-    # Counters land in 64-bit columns (the chart samples).
-    counters = serializers.DictField(child=serializers.IntegerField(min_value=0, max_value=2**63 - 1), required=False)
-    # The last snapshot the node refused since the policy it enforces, if any (docs/snapshot.md).
-    refused_serial = serializers.IntegerField(min_value=0, max_value=2**31 - 1, allow_null=True, required=False)
-    refused_reason = serializers.CharField(allow_null=True, allow_blank=True, required=False, trim_whitespace=False)
-    # Messages relayed per trusted network and SMTP user (issue 15); daemons.record_report checks its shape.
-    usage = serializers.JSONField(required=False)
-    # Where the node's clients come from (docs/snapshot.md); daemons.record_report checks the contents.
-    proxy_hosts = serializers.ListField(child=serializers.CharField(max_length=100), max_length=1000, required=False)
-    top_peer = serializers.JSONField(allow_null=True, required=False)
-
-
 class DaemonViewSet(AuditedAPIMixin, mixins.ListModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
     """relayd nodes: list them with their state, or (as a node) report status."""
 
@@ -202,40 +145,19 @@ class DaemonViewSet(AuditedAPIMixin, mixins.ListModelMixin, mixins.CreateModelMi
         description="Report a relayd node's status. Node tokens only, each for the node name bound to it.",
     )
     def create(self, request, *args, **kwargs):
-        body = NodeReportSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        try:
+            report = daemons.parse_report(request.data)
+        except ValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
         bound = node_token(request).node
-        if body.validated_data["node"].strip() != bound:
+        if report.node != bound:
             self.permission_denied(request, message=f"This token reports for node “{bound}” only.")
         try:
             daemons.admit(bound)
         except daemons.TooManyNodes as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        try:
-            node = daemons.record_report(
-                body.validated_data, request.META.get("REMOTE_ADDR"), token=node_token(request)
-            )
-        except ValidationError as exc:
-            raise serializers.ValidationError(exc.message_dict) from None
+        node = daemons.record_report(report, request.META.get("REMOTE_ADDR"), token=node_token(request))
         return Response(self.get_serializer(node).data, status=status.HTTP_201_CREATED)
-
-
-class CheckQuerySerializer(serializers.Serializer):
-    client = serializers.CharField()
-    local_address = serializers.CharField(required=False, allow_blank=True)
-    authenticated = serializers.BooleanField(required=False, default=False)
-    recipient = serializers.CharField()
-
-
-class CheckResultSerializer(serializers.Serializer):
-    allowed = serializers.BooleanField()
-    reply = serializers.CharField()
-    code = serializers.IntegerField()
-    enhanced = serializers.CharField()
-    rule = serializers.CharField()
-    detail = serializers.CharField()
-    route = serializers.CharField(allow_null=True)
-    notes = serializers.ListField(child=serializers.CharField())
 
 
 class CheckView(AuditedAPIMixin, APIView):
@@ -274,46 +196,6 @@ class CheckView(AuditedAPIMixin, APIView):
             "notes": list(result.notes),
         }
         return Response(body)
-
-
-class SelfTestSerializer(serializers.ModelSerializer):
-    open_relay = serializers.BooleanField(read_only=True)
-    outcome = serializers.CharField(
-        read_only=True,
-        help_text="safe, open_relay, inconclusive (tested from a trusted address, without XCLIENT) or failed",
-    )
-    summary = serializers.CharField(read_only=True)
-    tested_as = serializers.CharField(read_only=True, help_text="The client address the server judged.")
-    used_xclient = serializers.BooleanField(read_only=True, help_text="The test claimed tested_as with XCLIENT.")
-    stale = serializers.SerializerMethodField(help_text="The policy changed since the test: run it again.")
-
-    def get_stale(self, run) -> bool:
-        if "latest_serial" not in self.context:
-            self.context["latest_serial"] = latest_serial()
-        return run.is_stale(self.context["latest_serial"])
-
-    class Meta:
-        model = SelfTestRun
-        fields = [
-            "id",
-            "target",
-            "domain",
-            "started_at",
-            "run_by_name",
-            "accepted",
-            "total",
-            "open_relay",
-            "outcome",
-            "summary",
-            "tested_as",
-            "used_xclient",
-            "revision_serial",
-            "stale",
-            "error",
-            "report",
-        ]
-        read_only_fields = [name for name in fields if name not in ("target", "domain")]
-        extra_kwargs = {"target": {"required": False}}
 
 
 class SelfTestViewSet(

@@ -11,17 +11,21 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 from rest_framework.validators import UniqueValidator
 
-from policy import services
+from policy import daemons, services
 from policy.models import (
     PROFILE_FIELDS,
     AuditEntry,
     DeniedNetwork,
     InternalAddress,
     LocalDomain,
+    PolicyRevision,
+    RelayNode,
     RoutingRestrictions,
+    SelfTestRun,
     SmtpUser,
     TrustedNetwork,
 )
+from policy.selftests import latest_serial
 
 TIMESTAMPS = ("created_at", "updated_at")
 
@@ -267,3 +271,140 @@ def parse_rows(serializer_class, items) -> tuple[list[dict | None], dict[int, di
         if row_errors:
             errors[number] = row_errors
     return rows, errors
+
+
+# What the policy turns into, for policy/api/publishing.py: revisions, relayd nodes, the tester, the self-test.
+
+
+class RevisionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PolicyRevision
+        fields = ["serial", "sha256", "created_at", "created_by_name", "source", "reason", "rolled_back_to"]
+
+
+class RevisionDetailSerializer(RevisionSerializer):
+    class Meta(RevisionSerializer.Meta):
+        fields = [*RevisionSerializer.Meta.fields, "snapshot"]
+
+
+class RollbackSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    confirm_open_relay = serializers.BooleanField(
+        required=False, help_text="Roll back even though that revision makes the server an open relay."
+    )
+
+
+class NodeSerializer(serializers.ModelSerializer):
+    state = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RelayNode
+        fields = [
+            "name",
+            "address",
+            "serial",
+            "state",
+            "refused_serial",
+            "refused_reason",
+            "refusal",
+            "tls",
+            "version",
+            "schemas",
+            "counters",
+            "proxy_hosts",
+            "top_peer",
+            "first_seen_at",
+            "last_seen_at",
+        ]
+
+    def get_state(self, node) -> str:
+        return self.context["states"].get(node.pk, "unknown")
+
+
+class NodeReportSerializer(serializers.Serializer):
+    """A node's status report, described for the schema: daemons.parse_report checks it, with these bounds."""
+
+    node = serializers.CharField(max_length=100)
+    serial = serializers.IntegerField(min_value=0, max_value=daemons.MAX_SERIAL, allow_null=True, required=False)
+    tls = serializers.BooleanField(required=False)
+    version = serializers.CharField(max_length=50, allow_blank=True, required=False)
+    # The snapshot schemas the node enforces; a relayd that predates reporting them understands schema 1 only.
+    schemas = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=daemons.MAX_SCHEMA),
+        min_length=1,
+        max_length=daemons.MAX_SCHEMAS,
+        required=False,
+    )
+    counters = serializers.DictField(
+        child=serializers.IntegerField(min_value=0, max_value=daemons.MAX_COUNT), required=False
+    )
+    # The last snapshot the node refused since the policy it enforces, if any (docs/snapshot.md).
+    refused_serial = serializers.IntegerField(
+        min_value=0, max_value=daemons.MAX_SERIAL, allow_null=True, required=False
+    )
+    refused_reason = serializers.CharField(allow_null=True, allow_blank=True, required=False, trim_whitespace=False)
+    # Messages relayed per trusted network and SMTP user (issue 15).
+    usage = serializers.JSONField(required=False)
+    # Where the node's clients come from (docs/snapshot.md).
+    proxy_hosts = serializers.ListField(
+        child=serializers.CharField(max_length=100), max_length=daemons.MAX_PROXY_HOSTS, required=False
+    )
+    top_peer = serializers.JSONField(allow_null=True, required=False)
+
+
+class CheckQuerySerializer(serializers.Serializer):
+    client = serializers.CharField()
+    local_address = serializers.CharField(required=False, allow_blank=True)
+    authenticated = serializers.BooleanField(required=False, default=False)
+    recipient = serializers.CharField()
+
+
+class CheckResultSerializer(serializers.Serializer):
+    allowed = serializers.BooleanField()
+    reply = serializers.CharField()
+    code = serializers.IntegerField()
+    enhanced = serializers.CharField()
+    rule = serializers.CharField()
+    detail = serializers.CharField()
+    route = serializers.CharField(allow_null=True)
+    notes = serializers.ListField(child=serializers.CharField())
+
+
+class SelfTestSerializer(serializers.ModelSerializer):
+    open_relay = serializers.BooleanField(read_only=True)
+    outcome = serializers.CharField(
+        read_only=True,
+        help_text="safe, open_relay, inconclusive (tested from a trusted address, without XCLIENT) or failed",
+    )
+    summary = serializers.CharField(read_only=True)
+    tested_as = serializers.CharField(read_only=True, help_text="The client address the server judged.")
+    used_xclient = serializers.BooleanField(read_only=True, help_text="The test claimed tested_as with XCLIENT.")
+    stale = serializers.SerializerMethodField(help_text="The policy changed since the test: run it again.")
+
+    def get_stale(self, run) -> bool:
+        if "latest_serial" not in self.context:
+            self.context["latest_serial"] = latest_serial()
+        return run.is_stale(self.context["latest_serial"])
+
+    class Meta:
+        model = SelfTestRun
+        fields = [
+            "id",
+            "target",
+            "domain",
+            "started_at",
+            "run_by_name",
+            "accepted",
+            "total",
+            "open_relay",
+            "outcome",
+            "summary",
+            "tested_as",
+            "used_xclient",
+            "revision_serial",
+            "stale",
+            "error",
+            "report",
+        ]
+        read_only_fields = [name for name in fields if name not in ("target", "domain")]
+        extra_kwargs = {"target": {"required": False}}

@@ -112,7 +112,7 @@ def test_a_bulk_change_is_one_group_and_singles_stay_rows(viewer_client, bulk_ch
 
 
 def test_a_page_counts_groups_not_entries(viewer_client, editor, monkeypatch):
-    monkeypatch.setattr("policy.audit_views.ROWS_PER_PAGE", 2)
+    monkeypatch.setattr("policy.views.audit.ROWS_PER_PAGE", 2)
     with audit_context(source="web", user=editor, request_id="req-big"):
         for n in range(5):
             LocalDomain.objects.create(domain=f"d{n}.example")

@@ -60,7 +60,7 @@ def report(name, schemas=None, **extra):
     body = {"node": name, "serial": 0, "version": "0.9.0", **extra}
     if schemas is not None:
         body["schemas"] = schemas
-    return daemons.record_report(body, "192.0.2.25")
+    return daemons.record_report(daemons.parse_report(body), "192.0.2.25")
 
 
 def add_domain(name):
@@ -108,11 +108,20 @@ def test_the_feature_publishes_once_every_reporting_node_is_upgraded_or_silent(s
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("schemas", []), ("schemas", [0]), ("schemas", ["1"]), ("schemas", [True]), ("schemas", 1), ("version", 5)],
+    [
+        ("schemas", []),
+        ("schemas", [0]),
+        ("schemas", ["1"]),
+        ("schemas", [True]),
+        ("schemas", 1),
+        ("schemas", [1001]),
+        ("schemas", list(range(1, 22))),
+        ("version", 5),
+    ],
 )
 def test_a_report_with_bad_software_fields_is_refused(field, value):
     with pytest.raises(daemons.ValidationError, match=field):
-        daemons.record_report({"node": "relay-1", "serial": 0, field: value}, None)
+        daemons.parse_report({"node": "relay-1", "serial": 0, field: value})
 
 
 def test_the_node_table_shows_the_version_and_schemas(client, viewer):

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.django_db
 
 
 def node_with_samples(name, samples):
-    node = daemons.record_report({"node": name, "serial": 1, "tls": True, "counters": {}}, "192.0.2.10")
+    node = daemons.record_report(
+        daemons.parse_report({"node": name, "serial": 1, "tls": True, "counters": {}}), "192.0.2.10"
+    )
     RelayNodeSample.objects.filter(node=node).delete()
     now = timezone.now()
     for minutes_ago, accepted, denied in samples:

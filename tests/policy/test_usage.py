@@ -24,14 +24,12 @@ def sample(node: str, minutes_ago: float, networks: dict | None = None, users: d
 
 
 def test_reports_store_usage_and_refuse_a_malformed_one():
-    daemons.record_report(
-        {"node": "mx1", "serial": 1, "usage": {"trusted_networks": {"10.1.0.0/16": 4}, "smtp_users": {"alice": 1}}},
-        "192.0.2.10",
-    )
+    body = {"node": "mx1", "serial": 1, "usage": {"trusted_networks": {"10.1.0.0/16": 4}, "smtp_users": {"alice": 1}}}
+    daemons.record_report(daemons.parse_report(body), "192.0.2.10")
     assert RelayNodeSample.objects.get().usage == {"trusted_networks": {"10.1.0.0/16": 4}, "smtp_users": {"alice": 1}}
     for bad in ({"colour": {}}, {"trusted_networks": {"10.1.0.0/16": -1}}, {"smtp_users": ["alice"]}, "many"):
         with pytest.raises(ValidationError) as error:
-            daemons.record_report({"node": "mx1", "serial": 1, "usage": bad}, "192.0.2.10")
+            daemons.parse_report({"node": "mx1", "serial": 1, "usage": bad})
         assert "usage" in error.value.message_dict
 
 

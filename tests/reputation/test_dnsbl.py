@@ -4,8 +4,7 @@ import netaddr
 import pytest
 
 from policy import dnsbl
-from policy.addresses import AddressError
-from policy.reputation import parse_public_address
+from policy.addresses import AddressError, parse_public_address
 from tests.dnsbl_server import CLEAR, LISTED, LISTED_V6, REASON, REASON_V6, REFUSED, SILENT, ZONE, FakeDnsbl
 
 

@@ -5,7 +5,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from policy import reputation
-from policy.addresses import AddressError
+from policy.addresses import AddressError, parse_public_address
 from policy.audit import audit_context
 from policy.models import Listing, WatchedAddress
 
@@ -58,7 +58,7 @@ class Command(BaseCommand):
         chosen = []
         for text in texts:
             try:
-                address = str(reputation.parse_public_address(text))
+                address = str(parse_public_address(text))
             except AddressError as exc:
                 raise CommandError(exc.messages[0]) from None
             found = WatchedAddress.objects.filter(address=address).first()

@@ -5,8 +5,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from policy.audit import audit_context
+from policy.downloads import FORMATS, export, latest_revision, record_export
 from policy.export import render, verify
-from policy.exports import FORMATS, export, latest_revision, record_export
 from policy.revisions import write_atomically
 
 

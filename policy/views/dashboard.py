@@ -19,14 +19,14 @@ from django.views.generic import (
 
 from policy import addresses, daemons, safety, services, traffic, usage
 from policy.audit import update_context
-from policy.audit_views import history_for
 from policy.draft import FLAGS, LIST_KINDS, Draft
 from policy.forms import CheckForm, LocalDomainForm, RestrictionsForm, SmtpUserForm
 from policy.models import LocalDomain, SelfTestRun, SmtpUser
 from policy.risks import analyse, grouped, open_relay_headline
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin, require_editor
 from policy.selftests import allowed_targets, default_target, format_target, latest_serial
-from policy.tester import check, current_snapshot, draft_snapshot
+from policy.tester import check, current_snapshot
+from policy.views.audit import history_for
 
 LOCALHOST_NETWORKS = ("127.0.0.1/32", "::1/128")
 ROWS_PER_PAGE = 100
@@ -156,7 +156,7 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
         lists = [list_page(request, draft, kind) for kind in LIST_KINDS.values()]
         check_result, risks = None, []
         try:
-            snapshot = draft_snapshot(draft, request.user) if draft.is_dirty else current_snapshot()
+            snapshot = services.draft_snapshot(draft, request.user) if draft.is_dirty else current_snapshot()
         except ValidationError as exc:
             errors = errors or exc.messages  # the draft would not save: say why, as OK would
         else:

@@ -10,10 +10,10 @@ from django.views import View
 from django.views.generic import CreateView, DeleteView, UpdateView
 
 from policy import reputation
-from policy.audit_views import history_for
 from policy.models import Blocklist, WatchedAddress
 from policy.reputation_forms import BlocklistForm, WatchedAddressForm
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin
+from policy.views.audit import history_for
 
 
 def page_context(form=None) -> dict:

@@ -5,8 +5,8 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.views import View
 
+from policy.downloads import FORMATS, export, latest_revision
 from policy.export import targets
-from policy.exports import FORMATS, export, latest_revision
 from policy.roles import ViewerRequiredMixin, can_edit
 
 

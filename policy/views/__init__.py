@@ -1,0 +1,1 @@
+"""The dashboard's pages, a module per area; each stays thin over the policy module it shows."""
