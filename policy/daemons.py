@@ -8,6 +8,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from policy.locks import lock_nodes
 from policy.models import PolicyRevision, RelayNode, RelayNodeSample
 from relayd.clientaddr import parse_hosts
 from relayd.matcher import parse_address
@@ -24,8 +25,11 @@ class TooManyNodes(Exception):
     """A new node would pass RELAYADMIN_MAX_NODES; the message says what to do."""
 
 
-def admit(name: str) -> None:
-    """Raise TooManyNodes if a node of this name is new and the dashboard already tracks the most it may."""
+def _admit(name: str) -> None:
+    """Raise TooManyNodes if a node of this name is new and the dashboard already tracks the most it may.
+
+    The caller holds the node lock, so two new nodes reporting at once cannot both take the last place.
+    """
     limit = settings.RELAYADMIN_MAX_NODES
     if RelayNode.objects.count() >= limit and not RelayNode.objects.filter(name=name).exists():
         raise TooManyNodes(
@@ -107,9 +111,14 @@ def parse_report(report: object) -> NodeReport:
 
 
 def record_report(report: NodeReport, remote_addr: str | None, token=None) -> RelayNode:
-    """Store a node's checked status report, and drop the chart samples past SAMPLE_RETENTION."""
+    """Store a node's checked status report, and drop the chart samples past SAMPLE_RETENTION.
+
+    Raise TooManyNodes, storing nothing, for a new node past RELAYADMIN_MAX_NODES.
+    """
     now = timezone.now()
     with transaction.atomic():
+        lock_nodes()
+        _admit(report.node)
         node, _ = RelayNode.objects.update_or_create(
             name=report.node,
             defaults={

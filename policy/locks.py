@@ -1,4 +1,4 @@
-"""The two write locks, and the one order they are taken in.
+"""The write locks, and the one order the policy and audit locks are taken in.
 
 A policy change takes the policy lock, then appends audit entries under the audit chain's lock.
 A request that appended an audit entry first and then changed the policy would take them the
@@ -29,3 +29,8 @@ def lock_audit_chain() -> None:
     # Two writers must not both chain onto the same previous entry.
     lock_policy()
     _advisory_lock("policy_auditentry")
+
+
+def lock_nodes() -> None:
+    """Keep other node reports from adding a node until the current transaction ends."""
+    _advisory_lock("relayadmin_nodes")

@@ -153,10 +153,9 @@ class DaemonViewSet(AuditedAPIMixin, mixins.ListModelMixin, mixins.CreateModelMi
         if report.node != bound:
             self.permission_denied(request, message=f"This token reports for node “{bound}” only.")
         try:
-            daemons.admit(bound)
+            node = daemons.record_report(report, request.META.get("REMOTE_ADDR"), token=node_token(request))
         except daemons.TooManyNodes as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        node = daemons.record_report(report, request.META.get("REMOTE_ADDR"), token=node_token(request))
         return Response(self.get_serializer(node).data, status=status.HTTP_201_CREATED)
 
 

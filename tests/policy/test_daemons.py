@@ -1,7 +1,9 @@
+import threading
 from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -173,3 +175,29 @@ def test_the_nat_trap_is_flagged_when_most_clients_come_from_one_trusted_address
     assert "nat_trap" not in risk_codes(viewer_client)  # local programs
     sources_report(top_peer={"address": "192.0.2.1", "connections": 90, "of": 100})
     assert "nat_trap" not in risk_codes(viewer_client)  # not trusted: no trap
+
+
+@pytest.mark.django_db(transaction=True)
+def test_new_nodes_reporting_at_once_cannot_pass_the_cap(settings):
+    settings.RELAYADMIN_MAX_NODES = 3
+    start, admitted, refused, errors = threading.Barrier(8), [], [], []
+
+    def new_node(number):
+        try:
+            start.wait(10)
+            report(node=f"mx{number}")
+            admitted.append(number)
+        except daemons.TooManyNodes:
+            refused.append(number)
+        except Exception as exc:
+            errors.append(repr(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=new_node, args=(number,)) for number in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert (len(admitted), len(refused), RelayNode.objects.count()) == (3, 5, 3)
