@@ -1,14 +1,22 @@
-"""Count relayd's events and render them in the Prometheus text format (version 0.0.4).
+"""Count relayd's events and expose them in the Prometheus text format (version 0.0.4).
 
 Any part of relayd increments a counter with metrics.inc("name", label="value"); it is
 exposed as relayd_name_total. Gauges are set with metrics.set() or computed at scrape time
 from a function registered with metrics.gauge_from().
+
+The counts live here, in plain dictionaries under one lock, and prometheus_client renders them
+as a custom collector: most increments arrive in batches from the intake workers (relayd.hub)
+and the queue runner (relayd.runner), which the library's own Counter objects cannot take
+without a second store, and a dictionary increment is the cheapest thing a session can do.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 PREFIX = "relayd_"
 
@@ -94,32 +102,24 @@ class Metrics:
                     }
             return report
 
-    def render(self) -> str:
-        """Return all series in the Prometheus text exposition format."""
+    def collect(self) -> Iterator[Metric]:
+        """Yield every counter and gauge as a metric family, in name order (prometheus_client's Collector)."""
         computed = {name: {(): read()} for name, read in self._computed.items()}
-        lines: list[str] = []
         with self._lock:
-            families = [(f"{PREFIX}{name}_total", "counter", name, series) for name, series in self._counters.items()]
+            families = [
+                (f"{PREFIX}{name}_total", CounterMetricFamily, name, dict(s)) for name, s in self._counters.items()
+            ]
             gauges = {**self._gauges, **computed}
-            families += [(f"{PREFIX}{name}", "gauge", name, series) for name, series in gauges.items()]
-            for metric, kind, name, series in sorted(families):
-                lines.append(f"# HELP {metric} {HELP.get(name, f'relayd {name}.')}")
-                lines.append(f"# TYPE {metric} {kind}")
-                for key, value in sorted(series.items()):
-                    lines.append(f"{metric}{_labels(key)} {_number(value)}")
-        return "\n".join(lines) + "\n"
+            families += [(f"{PREFIX}{name}", GaugeMetricFamily, name, dict(s)) for name, s in gauges.items()]
+        for metric, family_type, name, series in sorted(families, key=lambda family: family[0]):
+            # Prometheus wants one set of label names per family; a missing label is the same as an empty one.
+            label_names = sorted({label for key in series for label, _ in key})
+            family = family_type(metric, HELP.get(name, f"relayd {name}."), labels=label_names)
+            for key, value in sorted(series.items()):
+                labels = dict(key)
+                family.add_metric([labels.get(label, "") for label in label_names], value)
+            yield family
 
-
-def _labels(key: Labels) -> str:
-    if not key:
-        return ""
-    escaped = (f'{name}="{_escape(value)}"' for name, value in key)
-    return "{" + ",".join(escaped) + "}"
-
-
-def _escape(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+    def render(self) -> bytes:
+        """Return all series in the Prometheus text exposition format."""
+        return generate_latest(self)
