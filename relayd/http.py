@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
@@ -24,7 +25,7 @@ _REQUEST_TIMEOUT = 5.0
 _MAX_HEADER_LINES = 100
 
 
-async def start_http(address: str, metrics: Metrics, status: Callable[[], dict]) -> asyncio.Server:
+async def start_http(address: str, metrics: Metrics, status: Callable[[], dict[str, Any]]) -> asyncio.Server:
     """Listen on address and answer /metrics and /status until the server is closed."""
     host, port = parse_listen(address)
 
@@ -54,7 +55,7 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
     raise ValueError("too many header lines")
 
 
-async def _respond(request: tuple[str, str], metrics: Metrics, status: Callable[[], dict]) -> bytes:
+async def _respond(request: tuple[str, str], metrics: Metrics, status: Callable[[], dict[str, Any]]) -> bytes:
     method, path = request
     path = path.partition("?")[0]
     if method not in ("GET", "HEAD"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -46,6 +47,12 @@ HELP = {
 }
 
 Labels = tuple[tuple[str, str], ...]
+
+
+class Counting(Protocol):
+    """What counting code needs: Metrics here, or a forwarder to it in an intake worker or the queue runner."""
+
+    def inc(self, name: str, /, **labels: str) -> None: ...
 
 
 class Metrics:
@@ -104,17 +111,21 @@ class Metrics:
 
     def collect(self) -> Iterator[Metric]:
         """Yield every counter and gauge as a metric family, in name order (prometheus_client's Collector)."""
-        computed = {name: {(): read()} for name, read in self._computed.items()}
+        computed: dict[str, dict[Labels, float]] = {name: {(): read()} for name, read in self._computed.items()}
         with self._lock:
-            families = [
-                (f"{PREFIX}{name}_total", CounterMetricFamily, name, dict(s)) for name, s in self._counters.items()
-            ]
-            gauges = {**self._gauges, **computed}
-            families += [(f"{PREFIX}{name}", GaugeMetricFamily, name, dict(s)) for name, s in gauges.items()]
-        for metric, family_type, name, series in sorted(families, key=lambda family: family[0]):
+            counters = {f"{PREFIX}{name}_total": (name, dict(series)) for name, series in self._counters.items()}
+            gauges = {f"{PREFIX}{name}": (name, dict(series)) for name, series in {**self._gauges, **computed}.items()}
+        families = {**counters, **gauges}
+        for metric in sorted(families):
+            name, series = families[metric]
+            help_text = HELP.get(name, f"relayd {name}.")
             # Prometheus wants one set of label names per family; a missing label is the same as an empty one.
             label_names = sorted({label for key in series for label, _ in key})
-            family = family_type(metric, HELP.get(name, f"relayd {name}."), labels=label_names)
+            family: CounterMetricFamily | GaugeMetricFamily = (
+                CounterMetricFamily(metric, help_text, labels=label_names)
+                if metric in counters
+                else GaugeMetricFamily(metric, help_text, labels=label_names)
+            )
             for key, value in sorted(series.items()):
                 labels = dict(key)
                 family.add_metric([labels.get(label, "") for label in label_names], value)
