@@ -289,7 +289,7 @@ class SelfTestSerializer(serializers.ModelSerializer):
 
     def get_stale(self, run) -> bool:
         if "latest_serial" not in self.context:
-            self.context["latest_serial"] = latest_serial()
+            self.context["latest_serial"] = latest_serial()  # type: ignore[index]  # a dict; typed read-only
         return run.is_stale(self.context["latest_serial"])
 
     class Meta:
