@@ -50,9 +50,10 @@ run: $(VENV)/.runtime ## start the web UI (HOST, PORT; default 127.0.0.1:8000) a
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	HOST=$(HOST) PORT=$(PORT) SMTP_LISTEN=$(SMTP_LISTEN) METRICS_LISTEN=$(METRICS_LISTEN) bash tools/run.sh
 
-lint: $(VENV)/.test ## ruff check and ruff format --check
+lint: $(VENV)/.test ## ruff check, ruff format --check and mypy (relayd strict; pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(VENV)/.test ## reformat and autofix with ruff
 	$(BIN)/ruff format .

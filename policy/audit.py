@@ -13,13 +13,17 @@ import hmac
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
 from policy.locks import lock_audit_chain
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser, User
 
 SOURCES = ("web", "api", "cli", "import", "daemon", "system")
 # Fields that would only add noise or leak secrets; secrets are recorded as a fingerprint instead.
@@ -31,7 +35,7 @@ class AuditContext:
     """Who is acting, from where, and why."""
 
     source: str = "system"
-    user: object = None
+    user: "User | AnonymousUser | None" = None
     token: str = ""  # the API token's public name, never its secret
     command: str = ""  # "system: COMMAND" actor for management commands
     remote_addr: str | None = None
@@ -81,7 +85,7 @@ class TrackSpec:
     m2m: tuple = ()
 
 
-_tracked: dict[type, TrackSpec] = {}
+_tracked: dict[type[models.Model], TrackSpec] = {}
 
 
 def track(model, *, exclude: Iterable[str] = (), secrets: Iterable[str] = (), m2m: Iterable[str] = ()) -> None:

@@ -138,9 +138,10 @@ def read_backup(path: str | os.PathLike) -> tuple[dict, bytes, dict[str, bytes]]
         with tarfile.open(path, mode="r:gz") as archive:
             members = {}
             for member in archive.getmembers():
-                if not member.isfile() or not (member.name in ("manifest.json", "database.json") or _safe(member.name)):
+                content = archive.extractfile(member) if member.isfile() else None
+                if content is None or not (member.name in ("manifest.json", "database.json") or _safe(member.name)):
                     raise BackupError(f"{path}: unexpected member {member.name!r}; this is not a relayadmin backup.")
-                members[member.name] = archive.extractfile(member).read()
+                members[member.name] = content.read()
     except (OSError, tarfile.TarError) as exc:
         raise BackupError(f"Cannot read the backup {path}: {exc}.") from None
     try:

@@ -20,7 +20,9 @@ class Download:
 
 def latest_revision() -> PolicyRevision:
     """Return the latest revision, recording the current policy first if there is none yet."""
-    return PolicyRevision.objects.order_by("-serial").first() or commit_revision()
+    latest = PolicyRevision.objects.order_by("-serial")
+    # commit_revision() gives None when another process recorded the same policy meanwhile.
+    return latest.first() or commit_revision() or latest[0]
 
 
 def export(fmt: str, revision: PolicyRevision | None = None) -> Download:

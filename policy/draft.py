@@ -32,7 +32,7 @@ class ListKind:
     """One of the dialog's address lists."""
 
     name: str
-    model: type
+    model: type[TrustedNetwork] | type[InternalAddress] | type[DeniedNetwork]
     form: type
     title: str
     fields: tuple[str, ...]
@@ -258,7 +258,7 @@ class DraftRows:
             for key, data in changes["added"].items()
             if self.search.matches(DraftRow(key, data))
         ]
-        self._saved_count = None
+        self._saved_count: int | None = None
 
     def saved_count(self) -> int:
         if self._saved_count is None:

@@ -82,7 +82,7 @@ def own_policy_change(view):
 
 def _owns_policy_change(request) -> bool:
     try:
-        view = resolve(request.path_info).func
+        view: object = resolve(request.path_info).func
     except Resolver404:
         return False
     view_class = getattr(view, "cls", None) or getattr(view, "view_class", None)

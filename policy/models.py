@@ -283,10 +283,6 @@ class TrustedNetwork(RelayProfile, NetworkEntry):
         verbose_name = "trusted network"
 
     @property
-    def is_node(self) -> bool:
-        return bool(self.node)
-
-    @property
     def is_expired(self) -> bool:
         return self.expires_at is not None and self.expires_at <= timezone.now()
 

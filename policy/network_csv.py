@@ -22,7 +22,7 @@ class CsvError(ValueError):
 class NetworkList:
     name: str
     title: str
-    model: type
+    model: type[TrustedNetwork] | type[DeniedNetwork]
     serializer: type
 
     @property

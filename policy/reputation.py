@@ -235,10 +235,10 @@ def summary() -> Summary:
 def suggestions() -> list[tuple[str, str]]:
     """Return (address, node) for relayd nodes' reported public addresses that are not watched yet."""
     watched = set(WatchedAddress.objects.values_list("address", flat=True))
-    found = {}
+    found: dict[str, str] = {}
     for name, address in RelayNode.objects.exclude(address__isnull=True).values_list("name", "address"):
         try:
-            public = str(parse_public_address(address))
+            public = str(parse_public_address(address))  # type: ignore[arg-type]  # None excluded above
         except AddressError:
             continue
         if public not in watched:
@@ -279,9 +279,10 @@ def metrics_text() -> str:
             labels = f'address="{listing.address.address}",zone="{listing.blocklist.zone}",state="{state}"'
             lines.append(f"relayadmin_dnsbl_state{{{labels}}} {int(listing.state == state)}")
     finished = ReputationCheck.objects.filter(finished_at__isnull=False, error="").first()
+    finished_at = finished.finished_at if finished else None
     lines += [
         "# HELP relayadmin_dnsbl_last_check_timestamp_seconds When the last complete check finished.",
         "# TYPE relayadmin_dnsbl_last_check_timestamp_seconds gauge",
-        f"relayadmin_dnsbl_last_check_timestamp_seconds {finished.finished_at.timestamp() if finished else 0:.0f}",
+        f"relayadmin_dnsbl_last_check_timestamp_seconds {finished_at.timestamp() if finished_at else 0:.0f}",
     ]
     return "\n".join(lines) + "\n"

@@ -79,7 +79,7 @@ class Feed:
     async def wait(self, change: asyncio.Event, timeout: float, give_up: asyncio.Future | None = None) -> None:
         """Wait until change is set, timeout seconds pass or give_up is done."""
         self._waiters += 1
-        waits = [asyncio.ensure_future(change.wait())]
+        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(change.wait())]
         if give_up is not None:
             waits.append(give_up)
         try:

@@ -88,7 +88,8 @@ def unrecorded_writes() -> bool:
     change = _active.get()
     if change is not None:
         return change.dirty
-    return any(callback is _revision_after_commit for _, callback, _ in connection.run_on_commit)
+    # Django 5 keeps (savepoint ids, callback, robust); the stubs still say pairs.
+    return any(callback is _revision_after_commit for _, callback, _ in connection.run_on_commit)  # type: ignore[misc]
 
 
 def uncommitted_writes() -> bool:
@@ -176,7 +177,7 @@ def record_revision(rolled_back_to: int | None = None) -> PolicyRevision | None:
         serial=snapshot["serial"],
         snapshot=text,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
-        created_by=context.user if getattr(context.user, "is_authenticated", False) else None,
+        created_by=context.user if context.user is not None and context.user.is_authenticated else None,
         created_by_name=context.actor_name,
         source=context.source,
         reason=context.reason,
@@ -247,5 +248,7 @@ def rollback_to(serial: int) -> PolicyRevision | None:
     with policy_change():
         lock_policy()
         restore_snapshot(target.snapshot_data, target.inactive)
-        _active.get().dirty = False  # recorded here, so that the caller gets the new revision
+        change = _active.get()
+        if change is not None:  # policy_change() just set it
+            change.dirty = False  # recorded here, so that the caller gets the new revision
         return record_revision(rolled_back_to=serial)

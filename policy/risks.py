@@ -354,14 +354,14 @@ def _shadowed(trusted: list[_Listed], denied: list[Span]) -> list[Risk]:
     """Find trusted entries covered by a broader trusted entry, or by the NEVER list: O(n log n)."""
     risks = []
     # Sorted by start, broadest first: an entry is covered when an earlier one reaches past its end.
-    widest = {}
+    widest: dict[int, _Listed] = {}
     for entry in sorted(trusted, key=_broadest_first):
         cover = widest.get(entry.network.version)
         if cover is not None and cover.network.last >= entry.network.last:
             risks.append(Risk(INFO, "shadowed", f"{entry.label()} is already covered by {cover.label()}."))
         elif cover is None or entry.network.last > cover.network.last:
             widest[entry.network.version] = entry
-    never = {4: [], 6: []}
+    never: dict[int, list[Span]] = {4: [], 6: []}
     for network in sorted(denied, key=lambda n: (n.first, -n.last)):
         starts = never[network.version]
         if not starts or network.last > starts[-1].last:

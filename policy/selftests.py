@@ -112,7 +112,8 @@ def untrusted_address(policy) -> str | None:
     now = datetime.now(UTC)
     allowed = [text for text in PROBE_ADDRESSES if policy.denied.lookup(parse_address(text), now) is None]
     untrusted = [text for text in allowed if policy.trusted.lookup(parse_address(text), now) is None]
-    return (untrusted or allowed or [None])[0]
+    candidates = untrusted or allowed
+    return candidates[0] if candidates else None
 
 
 def _is_trusted(policy, address: str) -> bool:

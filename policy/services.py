@@ -16,6 +16,7 @@ from policy.models import (
     DeniedNetwork,
     InternalAddress,
     LocalDomain,
+    NetworkEntry,
     RelayProfile,
     RoutingRestrictions,
     SmtpUser,
@@ -215,7 +216,9 @@ def _write_batch(model, stale, updates, creates, before) -> None:
     are recorded here explicitly.
     """
     revisions.note_bulk_write()
-    changes = [("delete", obj, audit.serialize(obj), None) for obj in stale]
+    changes: list[tuple[str, object, dict | None, dict | None]] = [
+        ("delete", obj, audit.serialize(obj), None) for obj in stale
+    ]
     for start in range(0, len(stale), BULK_BATCH):
         chunk = [obj.pk for obj in stale[start : start + BULK_BATCH]]
         # _raw_delete: the one way to delete without per-object signals; nothing refers to these rows.
@@ -238,7 +241,8 @@ def _validate_rows(model, rows, existing: dict, mode: str, result: ImportResult,
 
     The checks are clean()'s, with duplicates looked up in memory instead of one query per row.
     """
-    batch, before = {}, {}
+    batch: dict[str, NetworkEntry] = {}
+    before: dict[str, dict] = {}
     for number, data in enumerate(rows, 1):
         if data is None:
             continue
@@ -272,7 +276,7 @@ def covering_warnings(entries, involving: set[str]) -> list[str]:
     One pass over the entries sorted by range, instead of comparing every pair.
     """
     warnings = []
-    widest = {}  # family -> the entry reaching furthest so far
+    widest: dict[int, NetworkEntry] = {}  # family -> the entry reaching furthest so far
     # Disabled and expired entries take no effect, so they cover nothing and are covered by nothing.
     entries = [entry for entry in entries if entry.is_active]
     for entry in sorted(entries, key=lambda e: (e.family, e.range_start, -int(e.range_end, 16))):

@@ -146,7 +146,7 @@ def compiled(snapshot: dict | None) -> tuple[CompiledPolicy, dict]:
 def check(probe: Probe, snapshot: dict | None = None) -> CheckResult:
     """Return relayd's verdict on the probe under a snapshot (default: the saved policy)."""
     policy, snapshot = compiled(snapshot)
-    notes = ()
+    notes: tuple[str, ...] = ()
     login = None
     if probe.authenticated:
         # Stand for "authenticated" with an account relayd would accept, as a real client logs in.

@@ -55,7 +55,9 @@ def top_senders(now: datetime | None = None, top: int = TOP) -> TopSenders:
     now = now or timezone.now()
     # One day and one hour back: the day before this hour is the norm a surge is measured against.
     since = now - DAY - HOUR
-    hour, day, before = defaultdict(int), defaultdict(int), defaultdict(int)
+    hour: defaultdict[str, int] = defaultdict(int)
+    day: defaultdict[str, int] = defaultdict(int)
+    before: defaultdict[str, int] = defaultdict(int)
     previous: dict[int, dict] = {}
     samples = RelayNodeSample.objects.filter(at__gte=since - HOUR).order_by("node_id", "at")
     for node_id, at, usage in samples.values_list("node_id", "at", "usage").iterator(chunk_size=2000):

@@ -5,13 +5,16 @@ import textwrap
 import uuid
 from datetime import datetime
 from email.utils import format_datetime, make_msgid
+from typing import Any
 
 from relayd.replies import Reply
 
 _ENHANCED_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?![\d.])")
 
 
-def build_dsn(envelope: dict, message: bytes, failed: list[dict], reporting_mta: str, now: datetime) -> bytes:
+def build_dsn(
+    envelope: dict[str, Any], message: bytes, failed: list[dict[str, Any]], reporting_mta: str, now: datetime
+) -> bytes:
     """Return an RFC 3464 delivery status notification of the failed recipients of a message, with CRLF line ends."""
     boundary = f"{uuid.uuid4().hex}/{reporting_mta}"
     headers, _, _ = message.partition(b"\r\n\r\n")

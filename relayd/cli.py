@@ -18,7 +18,7 @@ import signal
 import ssl
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     for item in fields(Settings):
         kind, flag = item.metadata["kind"], f"--{item.name.replace('_', '-')}"
         metavar = item.metadata["metavar"] or _METAVARS.get(kind)
-        default = item.default if item.default is not MISSING else item.default_factory()
+        default = item.default_factory() if callable(item.default_factory) else item.default
         help_text = f"{item.metadata['help']} (default: {default})"
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)

@@ -14,6 +14,7 @@ import hmac
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from aiosmtpd.proxy_protocol import V2_CMD, V2_SIGNATURE, get_proxy
 
@@ -145,7 +146,7 @@ class PeerTally:
         counts[peer] += 1
         self.total += 1
 
-    def top(self) -> dict | None:
+    def top(self) -> dict[str, Any] | None:
         """Return the peer most connections came from, its count and the total; None before any connection."""
         if not self._counts:
             return None

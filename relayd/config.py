@@ -13,7 +13,7 @@ from itertools import compress, count, repeat
 from operator import attrgetter, is_, itemgetter
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 import orjson
 
@@ -28,7 +28,8 @@ SUPPORTED_SCHEMAS = (1, 2)
 SCHEMA = 1
 PROFILES_SCHEMA = 2
 
-E = TypeVar("E")
+
+E = TypeVar("E")  # a NamedTuple; typing has no bound that says so and offers _fields
 
 
 class SnapshotError(ValueError):
@@ -132,7 +133,7 @@ class AuditAnchor(NamedTuple):
     database against which `manage.py verify_audit --against` detects a shortened or rewritten log.
     """
 
-    count: int
+    count: int  # type: ignore[assignment]  # the snapshot's name; it hides tuple.count, unused here
     head: str
 
 
@@ -153,7 +154,7 @@ class Snapshot:
     # validated to, so that a reload given this snapshot as previous validates only new rows.
     # A row always validates to the same entry, so the cache is shared down the line of snapshots
     # parsed each with the one before, and it is pruned when it holds many rows no longer listed.
-    row_cache: dict[str, dict[tuple, Any]] = field(default_factory=dict, repr=False, compare=False)
+    row_cache: dict[str, dict[tuple[Any, ...], Any]] = field(default_factory=dict, repr=False, compare=False)
     audit: AuditAnchor | None = None  # optional: snapshots published before anchors existed lack it
     profiles: Profiles = NO_PROFILES  # schema 2 only
 
@@ -216,12 +217,12 @@ def compile_policy(snapshot: Snapshot, previous: CompiledPolicy | None = None) -
             trusted=_network_set(
                 snapshot.trusted_networks,
                 _trusted_triples,
-                previous and (previous.snapshot.trusted_networks, previous.trusted),
+                (previous.snapshot.trusted_networks, previous.trusted) if previous else None,
             ),
             denied=_network_set(
                 snapshot.denied_networks,
                 _denied_triples,
-                previous and (previous.snapshot.denied_networks, previous.denied),
+                (previous.snapshot.denied_networks, previous.denied) if previous else None,
             ),
             internal=MappingProxyType({entry.address: entry for entry in snapshot.internal_addresses}),
             local_domains=MappingProxyType({entry.domain: entry for entry in snapshot.local_domains}),
@@ -379,7 +380,9 @@ def validate_snapshot(document: object, previous: Snapshot | None = None) -> Sna
         raise
 
 
-def _validate_policy(document: dict, serial: int, generated_at: datetime, previous: Snapshot | None) -> Snapshot:
+def _validate_policy(
+    document: dict[str, Any], serial: int, generated_at: datetime, previous: Snapshot | None
+) -> Snapshot:
     """Validate the policy of a document whose envelope (schema, keys, serial, time) is valid."""
     schema = document["schema"]
     audit = _audit_anchor(document["audit"]) if "audit" in document else None
@@ -409,7 +412,7 @@ def _validate_policy(document: dict, serial: int, generated_at: datetime, previo
     return snapshot
 
 
-def _check_shape(value: object, keys: Any) -> dict:
+def _check_shape(value: object, keys: Any) -> dict[str, Any]:
     """Return value if it is an object with exactly keys; else report its first unknown, then first missing key."""
     if type(value) is not dict:
         raise _Invalid(None, "must be a JSON object")
@@ -447,7 +450,9 @@ def _restrictions(value: object) -> Restrictions:
         raise SnapshotError(f"restrictions.{exc.key}" if exc.key else "restrictions", exc.problem) from None
 
 
-def _entries(document: dict, key: str, entry_type: type[E], build: Callable[[tuple], E]) -> tuple[E, ...]:
+def _entries(
+    document: dict[str, Any], key: str, entry_type: type[E], build: Callable[[tuple[Any, ...]], E]
+) -> tuple[E, ...]:
     """Validate the list document[key] of entry_type objects, building each from its row with build.
 
     A row is an object's values in the order of entry_type's fields, which are the object's keys.
@@ -455,8 +460,8 @@ def _entries(document: dict, key: str, entry_type: type[E], build: Callable[[tup
     items = document[key]
     if type(items) is not list:
         raise SnapshotError(key, "must be a list")
-    keys = _keys(*entry_type._fields)
-    row_of = itemgetter(*entry_type._fields)
+    keys = _keys(*entry_type._fields)  # type: ignore[attr-defined]  # see E
+    row_of = itemgetter(*entry_type._fields)  # type: ignore[attr-defined]
     entries: list[E] = []
     try:
         for item in items:
@@ -472,7 +477,11 @@ def _entries(document: dict, key: str, entry_type: type[E], build: Callable[[tup
 
 
 def _network_entries(
-    document: dict, key: str, entry_type: type[E], build: Callable[[tuple], E], row_cache: dict[str, dict[tuple, E]]
+    document: dict[str, Any],
+    key: str,
+    entry_type: type[E],
+    build: Callable[[tuple[Any, ...]], E],
+    row_cache: dict[str, dict[tuple[Any, ...], E]],
 ) -> tuple[E, ...]:
     """Validate the list document[key] as _entries does, but faster, and fastest for rows seen before.
 
@@ -481,7 +490,7 @@ def _network_entries(
     saves most of the validation.
     """
     items = document[key]
-    fields = entry_type._fields
+    fields = entry_type._fields  # type: ignore[attr-defined]
     try:
         # Passes in C over the whole list. len() raises TypeError for a number or null, itemgetter
         # TypeError for a list or string and KeyError for a missing key; a longer object has an
@@ -497,7 +506,7 @@ def _network_entries(
             if not _INT.issuperset(map(type, map(itemgetter(0), rows))):
                 raise TypeError
             entries = list(map(cache.get, rows))
-            new = list(compress(count(), map(is_, entries, repeat(None))))
+            new: Sequence[int] = list(compress(count(), map(is_, entries, repeat(None))))
         else:
             entries = [None] * len(rows)
             new = range(len(rows))
@@ -508,9 +517,10 @@ def _network_entries(
     for index, entry in zip(new, built, strict=True):
         entries[index] = entry
     cache.update(zip(new_rows, built, strict=True))
+    filled = cast(list[E], entries)  # each None is replaced by the entry built for it above
     if len(cache) > 2 * len(rows) + 1000:
-        row_cache[key] = dict(zip(rows, entries, strict=True))
-    return tuple(entries)
+        row_cache[key] = dict(zip(rows, filled, strict=True))
+    return tuple(filled)
 
 
 _INT = frozenset({int})
@@ -528,7 +538,7 @@ def _refuse_duplicates(key: str, field: str, values: list[str]) -> None:
 # Python-level __new__: a cold reload makes 100,000 of them.
 
 
-def _trusted_network(row: tuple) -> TrustedNetwork:
+def _trusted_network(row: tuple[Any, ...]) -> TrustedNetwork:
     id_, network, description, expires_at, added_by, added_at = row
     return tuple.__new__(
         TrustedNetwork,
@@ -543,7 +553,7 @@ def _trusted_network(row: tuple) -> TrustedNetwork:
     )
 
 
-def _denied_network(row: tuple) -> DeniedNetwork:
+def _denied_network(row: tuple[Any, ...]) -> DeniedNetwork:
     id_, network, description, added_by, added_at = row
     return tuple.__new__(
         DeniedNetwork,
@@ -557,12 +567,12 @@ def _denied_network(row: tuple) -> DeniedNetwork:
     )
 
 
-def _internal_address(row: tuple) -> InternalAddress:
+def _internal_address(row: tuple[Any, ...]) -> InternalAddress:
     id_, address, description = row
     return InternalAddress(_positive_int(id_, "id"), _address(address, "address"), _string(description, "description"))
 
 
-def _local_domain(row: tuple) -> LocalDomain:
+def _local_domain(row: tuple[Any, ...]) -> LocalDomain:
     domain, include_subdomains, route = row
     return LocalDomain(
         _domain(domain, "domain"), _boolean(include_subdomains, "include_subdomains"), _route(route, "route")
@@ -578,7 +588,7 @@ _USER_PROFILE_KEYS = _keys("username", *_PROFILE_FIELDS)
 def _profiles(value: object, snapshot: Snapshot) -> Profiles:
     """Validate the profiles; each names a trusted network (by id) or SMTP user of this snapshot, once."""
     try:
-        _check_shape(value, _PROFILES_KEYS)
+        value = _check_shape(value, _PROFILES_KEYS)
     except _Invalid as exc:
         raise SnapshotError(f"profiles.{exc.key}" if exc.key else "profiles", exc.problem) from None
     network_ids = {entry.id for entry in snapshot.trusted_networks}
@@ -588,12 +598,12 @@ def _profiles(value: object, snapshot: Snapshot) -> Profiles:
     return Profiles(MappingProxyType(by_network), MappingProxyType(by_user))
 
 
-def _profile_list(value: dict, key: str, name: str, keys: Any, known: set) -> dict:
+def _profile_list(value: dict[str, Any], key: str, name: str, keys: Any, known: set[Any]) -> dict[Any, Profile]:
     items = value[key]
     path = f"profiles.{key}"
     if type(items) is not list:
         raise SnapshotError(path, "must be a list")
-    profiles: dict = {}
+    profiles: dict[Any, Profile] = {}
     for index, item in enumerate(items):
         try:
             _check_shape(item, keys)
@@ -608,7 +618,7 @@ def _profile_list(value: dict, key: str, name: str, keys: Any, known: set) -> di
     return profiles
 
 
-def _profile(item: dict) -> Profile:
+def _profile(item: dict[str, Any]) -> Profile:
     domains = item["allowed_sender_domains"]
     if type(domains) is not list:
         raise _Invalid("allowed_sender_domains", "must be a list of domains")
@@ -628,7 +638,7 @@ def _optional_positive_int(value: object, key: str) -> int | None:
     return None if value is None else _positive_int(value, key)
 
 
-def _smtp_user(row: tuple) -> SmtpUser:
+def _smtp_user(row: tuple[Any, ...]) -> SmtpUser:
     username, password_hash = row
     username = _string(username, "username")
     if not username:

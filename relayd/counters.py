@@ -14,9 +14,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from relayd.logs import kv
+
+if TYPE_CHECKING:
+    import redis.asyncio
+    from redis.commands.core import AsyncScript
 
 log = logging.getLogger("relayd.counters")
 
@@ -45,7 +49,7 @@ class Take(NamedTuple):
     """The result of counting: whether it was within the limit, and the count this hour."""
 
     taken: bool
-    count: int
+    total: int  # not count, which would hide tuple.count
     shared: bool  # counted in Redis, for the whole fleet
 
 
@@ -83,8 +87,8 @@ class Counters:
         self.local = LocalCounters(clock)
         self._clock = clock
         self._prefix = prefix
-        self._redis = None
-        self._script = None
+        self._redis: redis.asyncio.Redis | None = None
+        self._script: AsyncScript | None = None
         self._down_until = 0.0
         self._down = False
         if redis_url is not None:
@@ -102,7 +106,7 @@ class Counters:
 
     async def take(self, key: str, amount: int, limit: int | None) -> Take:
         """Count amount for key this hour unless that would pass limit; never raise for a counter outage."""
-        if self._redis is not None and time.monotonic() >= self._down_until:
+        if self._script is not None and time.monotonic() >= self._down_until:
             window = int(self._clock() // WINDOW)
             try:
                 taken, count = await self._script(

@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from relayd import __version__
 from relayd.config import SUPPORTED_SCHEMAS
@@ -22,7 +23,7 @@ from relayd.metrics import Metrics
 from relayd.policy_source import PolicySource
 from relayd.privileges import drop_privileges
 from relayd.runner import Runner
-from relayd.server import Relay, format_address, open_listeners
+from relayd.server import Relay, client_limits, format_address, open_listeners
 from relayd.settings import Settings, report_url
 from relayd.spool import Spool
 from relayd.spool_writer import SpoolWriter
@@ -38,6 +39,9 @@ class Daemon:
         self.settings = settings
         self.metrics = Metrics()
         self.policy_source = PolicySource(settings.policy, self.metrics, settings.poll_interval)
+        self.limits = client_limits(settings)
+        # Every worker's sessions: the limits here count them all.
+        self.metrics.gauge_from("connections_active", lambda: self.limits.open)
         self.spool: Spool | None = None
         self.writer: SpoolWriter | None = None
         self.relay: Relay | None = None
@@ -47,14 +51,16 @@ class Daemon:
         self.fetcher: PolicyFetcher | None = None
         self.reporter: Reporter | None = None
         self.started_at = datetime.now(UTC)
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Open the spool, load the policy, and start listening and delivering."""
         settings = self.settings
         reports_to = report_url(settings)
-        needs_token = settings.policy_url is not None or reports_to is not None
-        client = Client(read_token(settings.token_file), settings.ca_file) if needs_token else None
+        # Settings refuses --policy-url and --report-url without --token-file.
+        client = None
+        if settings.token_file is not None and (settings.policy_url is not None or reports_to is not None):
+            client = Client(read_token(settings.token_file), settings.ca_file)
         self.spool = Spool(settings.spool)
         leftovers = self.spool.remove_leftovers()
         if leftovers:
@@ -65,7 +71,7 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.policy_source.watch()))
         self.writer = SpoolWriter(str(settings.spool), settings.fsync_threads, self._queued)
         listeners = open_listeners(settings.listen)
-        self.relay = Relay(settings, self.policy_source, self.writer, self.metrics)
+        self.relay = Relay(settings, self.policy_source, self.writer, self.metrics, self.limits)
         await self.relay.start(listeners)
         if settings.metrics_listen != "off":
             self.http = await start_http(settings.metrics_listen, self.metrics, self.status)
@@ -74,11 +80,11 @@ class Daemon:
         if dropped is not None:
             log.info(kv(event="privileges_dropped", user=settings.user, uid=dropped[0], gid=dropped[1]))
         if settings.workers > 1:
-            serve = functools.partial(serve_worker, limits=self.relay.limits, spool=self.writer, metrics=self.metrics)
+            serve = functools.partial(serve_worker, limits=self.limits, spool=self.writer, metrics=self.metrics)
             self.workers = Workers(settings, listeners, serve)
             self.workers.start()
         # After the drop, so that the policy files it writes are the user's to read and replace.
-        if settings.policy_url is not None:
+        if settings.policy_url is not None and client is not None:
             self.fetcher = PolicyFetcher(
                 settings.policy_url,
                 client,
@@ -92,7 +98,7 @@ class Daemon:
         if settings.delivery:
             self.runner = Runner(settings, self.metrics)
             self.runner.start()
-        if reports_to is not None:
+        if reports_to is not None and client is not None:
             self.reporter = Reporter(
                 reports_to, client, self.policy_source, self.metrics, settings.report_interval, self._node_report
             )
@@ -104,7 +110,7 @@ class Daemon:
     async def stop(self) -> None:
         """Stop accepting, finish the sessions and deliveries in flight (bounded), and flush the spool."""
         started = time.monotonic()
-        log.info(kv(event="stopping", sessions=self.relay.limits.open if self.relay else 0))
+        log.info(kv(event="stopping", sessions=self.limits.open))
         # The workers' sessions still need the spool writer, which closes after them.
         await asyncio.gather(
             *([self.relay.stop(self.settings.shutdown_grace)] if self.relay else []),
@@ -127,7 +133,7 @@ class Daemon:
         if self.runner is not None:
             self.runner.notify(message_id)
 
-    def _node_report(self) -> dict:
+    def _node_report(self) -> dict[str, Any]:
         policy = self.policy_source.policy
         tls = self.settings.tls_cert is not None
         serial = policy.serial if policy else None
@@ -138,8 +144,8 @@ class Daemon:
             tls,
             self.metrics,
             self.policy_source.refused,
-            proxy_hosts=[str(network) for network in relay.proxy_hosts],
-            top_peer=relay.peers.top(),
+            proxy_hosts=[str(network) for network in relay.proxy_hosts] if relay else [],
+            top_peer=relay.peers.top() if relay else None,
         )
 
     def reload_policy(self) -> None:
@@ -148,7 +154,7 @@ class Daemon:
         if self.workers is not None:
             self.workers.signal(signal.SIGHUP)
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """Return the status report: node, policy in force, dashboard links, listeners, queue and counters."""
         return {
             "node": self.settings.node_name,
@@ -159,7 +165,7 @@ class Daemon:
             "policy_fetch": self.fetcher.health.status() if self.fetcher else None,
             "status_report": self.reporter.health.status() if self.reporter else None,
             "listen": [format_address(address) for address in self.relay.addresses] if self.relay else [],
-            "sessions": self.relay.limits.open if self.relay else 0,
+            "sessions": self.limits.open,
             "workers": self.settings.workers,
             "queue_size": self.spool.queue_size() if self.spool else 0,
             "counters": self.metrics.counters(),

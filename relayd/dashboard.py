@@ -49,7 +49,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, Any, TypeVar, cast
 
 from relayd import __version__
 from relayd.config import SUPPORTED_SCHEMAS, SnapshotError, parse_snapshot
@@ -88,7 +88,15 @@ def read_token(path: Path) -> str:
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Message,
+        newurl: str,
+    ) -> None:
         # None makes urllib raise HTTPError for the 3xx; following it would resend the token.
         return None
 
@@ -168,7 +176,7 @@ class _Health:
         self.failures = 0
         self.last_success_at = datetime.now(UTC)
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         return {
             "url": self.url,
             "last_success_at": self.last_success_at.isoformat() if self.last_success_at else None,
@@ -295,7 +303,7 @@ async def in_daemon_thread(function: Callable[[], T]) -> T:
             if error is not None:
                 future.set_exception(error)
             else:
-                future.set_result(result)
+                future.set_result(cast(T, result))  # function() returned it: no error
 
     def run() -> None:
         result, error = None, None
@@ -310,7 +318,7 @@ async def in_daemon_thread(function: Callable[[], T]) -> T:
     return await future
 
 
-def with_query(url: str, **parameters) -> str:
+def with_query(url: str, **parameters: object) -> str:
     """Return url with parameters added to (or replacing those in) its query."""
     parts = urllib.parse.urlsplit(url)
     query = [(name, value) for name, value in urllib.parse.parse_qsl(parts.query) if name not in parameters]
@@ -357,10 +365,10 @@ def node_report(
     serial: int | None,
     tls: bool,
     metrics: Metrics,
-    refused: dict | None = None,
+    refused: dict[str, Any] | None = None,
     proxy_hosts: list[str] | None = None,
-    top_peer: dict | None = None,
-) -> dict:
+    top_peer: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Return the status report the dashboard's daemons API takes; refused is PolicySource.refused.
 
     proxy_hosts and top_peer (PeerTally.top()) let the risk analysis warn of a trusted proxy or NAT.
@@ -408,7 +416,7 @@ class Reporter:
         policy_source: PolicySource,
         metrics: Metrics,
         interval: float,
-        report: Callable[[], dict],
+        report: Callable[[], dict[str, Any]],
     ) -> None:
         self.url = url
         self.client = client

@@ -112,7 +112,8 @@ def split_source_route(path: str) -> tuple[str | None, str]:
     """
     if not path.startswith("@"):
         return None, path
-    end = _ROUTE.match(path).end()
+    match = _ROUTE.match(path)
+    end = match.end() if match else 0  # always a match: the pattern matches the empty string
     if path[end : end + 1] != ":":
         return path, ""
     return path[:end], path[end + 1 :]

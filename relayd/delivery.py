@@ -50,7 +50,7 @@ import dns.resolver
 
 from relayd.bounce import build_dsn
 from relayd.logs import kv, repeats
-from relayd.metrics import Metrics
+from relayd.metrics import Counting
 from relayd.replies import Reply
 from relayd.spool import Spool
 
@@ -128,7 +128,7 @@ class Target(NamedTuple):
         return f"{self.host}[{self.address}]:{self.port}"
 
 
-async def run_queue(spool: Spool, config: DeliveryConfig, metrics: Metrics, stop: asyncio.Event) -> None:
+async def run_queue(spool: Spool, config: DeliveryConfig, metrics: Counting, stop: asyncio.Event) -> None:
     """Deliver the spooled messages until stop is set, then wait up to shutdown_grace for the work in flight."""
     await QueueRunner(spool, config, metrics).run(stop)
 
@@ -143,7 +143,7 @@ class QueueRunner:
     attempt defers it, so new mail and due retries are served in the order they became due.
     """
 
-    def __init__(self, spool: Spool, config: DeliveryConfig, metrics: Metrics) -> None:
+    def __init__(self, spool: Spool, config: DeliveryConfig, metrics: Counting) -> None:
         self.spool = spool
         self.config = config
         self.metrics = metrics
@@ -152,10 +152,10 @@ class QueueRunner:
         # heap entry whose time is no longer the message's in waiting is stale and skipped.
         self.waiting: dict[str, float] = {}
         self.heap: list[tuple[float, str]] = []
-        self.tasks: dict[str, asyncio.Task] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
         # The state of each message whose .state file could not be written (a full disk): kept
         # here, so that a recipient already delivered is not delivered again while the runner lives.
-        self.unsaved: dict[str, dict] = {}
+        self.unsaved: dict[str, dict[str, Any]] = {}
         self.wake = asyncio.Event()
         # SMTP sessions and DNS lookups block, so they run in threads; a pool of their own keeps
         # slow next hops from starving the spool's file operations in the default executor.
@@ -283,15 +283,15 @@ class QueueRunner:
         results: list[str] = []
         if pending:
             replies = await self._deliver(message_id, envelope, message, pending, state["attempts"] + 1)
-            due = self._record(message_id, envelope, state, replies, results)
-            if due is not None:
+            retry_at = self._record(message_id, envelope, state, replies, results)
+            if retry_at is not None:
                 # The record first: anything that can fail after the next hop's reply (counting to
                 # intake, say) must not make the delivery look undone and happen again.
                 try:
                     await self._save_state(message_id, state)
                 finally:
                     self._count(results)
-                return due
+                return retry_at
         try:
             await self._finish(message_id, envelope, message, state)
         except OSError:
@@ -301,7 +301,7 @@ class QueueRunner:
             self._count(results)
         return None
 
-    async def _save_state(self, message_id: str, state: dict) -> None:
+    async def _save_state(self, message_id: str, state: dict[str, Any]) -> None:
         try:
             await asyncio.to_thread(self.spool.write_state, message_id, state)
         except OSError:
@@ -313,7 +313,12 @@ class QueueRunner:
             self.metrics.inc("deliveries", result=result)
 
     def _record(
-        self, message_id: str, envelope: dict, state: dict, replies: dict[str, Reply], results: list[str]
+        self,
+        message_id: str,
+        envelope: dict[str, Any],
+        state: dict[str, Any],
+        replies: dict[str, Reply],
+        results: list[str],
     ) -> float | None:
         """Record this attempt's replies in state, and their results in results; return when to retry, or None."""
         now = time.time()
@@ -341,14 +346,14 @@ class QueueRunner:
         if not deferred:
             return None
         config = self.config
-        delay = min(config.retry_initial * config.retry_factor ** (state["attempts"] - 1), config.retry_max)
+        delay: float = min(config.retry_initial * config.retry_factor ** (state["attempts"] - 1), config.retry_max)
         # Never retry later than the expiry, so the bounce is not late.
         due = min(now + delay, expires)
         state["next_attempt_at"] = _iso(due)
         state["last_error"] = "; ".join(f"{address}: {reply}" for address, reply in deferred.items())
         return due
 
-    async def _finish(self, message_id: str, envelope: dict, message: bytes, state: dict) -> None:
+    async def _finish(self, message_id: str, envelope: dict[str, Any], message: bytes, state: dict[str, Any]) -> None:
         """Bounce the failed recipients, if any and if the sender is not <>, then remove the message."""
         sender = envelope["mail_from"]
         if state["failed"] and not sender:
@@ -368,7 +373,7 @@ class QueueRunner:
         await asyncio.to_thread(self.spool.remove, message_id)
 
     async def _deliver(
-        self, message_id: str, envelope: dict, message: bytes, pending: list[dict], attempt: int
+        self, message_id: str, envelope: dict[str, Any], message: bytes, pending: list[dict[str, Any]], attempt: int
     ) -> dict[str, Reply]:
         """Send message to each pending recipient's next hop, one transaction per hop; return each reply."""
         loop = asyncio.get_running_loop()
@@ -542,10 +547,10 @@ def _session(
         accepted = [rcpt for rcpt, reply in replies.items() if reply.result == "sent"]
         if accepted:
             try:
-                code, text = smtp.data(message)
+                reply = _reply(*smtp.data(message))
             except smtplib.SMTPDataError as exc:
-                code, text = exc.smtp_code, exc.smtp_error
-            replies.update(dict.fromkeys(accepted, _reply(code, text)))
+                reply = _reply(exc.smtp_code, exc.smtp_error)
+            replies.update(dict.fromkeys(accepted, reply))
         with contextlib.suppress(smtplib.SMTPException, OSError):
             smtp.quit()
         return replies
@@ -557,7 +562,7 @@ def _session(
         smtp.close()
 
 
-def _refusal(target: Target, code: int, text: bytes) -> Reply:
+def _refusal(target: Target, code: int, text: bytes | str) -> Reply:
     """Return the reply recorded when a host refuses the session itself.
 
     A refusal at the greeting or EHLO says nothing about the recipients, so even a 5xx is retried, as

@@ -24,6 +24,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from relayd.limits import ClientLimits
 from relayd.logs import kv
@@ -47,7 +48,7 @@ async def serve_worker(
 ) -> None:
     """Answer one worker's requests until it goes away; then release the sessions it still had."""
     held: Counter[str] = Counter()
-    stores: set[asyncio.Task] = set()
+    stores: set[asyncio.Task[None]] = set()
 
     reply = _Batched(writer).line
 
@@ -138,7 +139,7 @@ class ParentLink:
         self._next = 0
         self._out = _Batched(writer)
         self._task = asyncio.create_task(self._read_replies())
-        self._counts: dict[tuple[str, tuple], int] = {}
+        self._counts: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
         self._flush: asyncio.TimerHandle | None = None
         self.lost = False
 
@@ -164,7 +165,7 @@ class ParentLink:
             raise ConnectionError("relayd's parent process is gone")
         self._next += 1
         request = self._next
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._replies[request] = future
         self._send(f"{op} {request} {argument}", payload)
         return await future
@@ -206,7 +207,7 @@ class ParentLink:
 
     # The spool, as relayd.spool_writer.SpoolWriter.
 
-    async def store(self, envelope: dict, message: bytes) -> str:
+    async def store(self, envelope: dict[str, Any], message: bytes) -> str:
         """Have the parent's spool writer store a message durably; return its id or raise OSError."""
         message_id, header = envelope_line(envelope, message)
         try:
@@ -219,7 +220,7 @@ class ParentLink:
 
     # The metrics, as relayd.metrics.Metrics (counters only: gauges are the parent's).
 
-    def inc(self, name: str, **labels: str) -> None:
+    def inc(self, name: str, /, **labels: str) -> None:
         """Add one to the counter name with these labels, in the parent's metrics (within METRICS_DELAY)."""
         key = (name, tuple(labels.items()))
         self._counts[key] = self._counts.get(key, 0) + 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from relayd.matcher import Address
 
@@ -86,7 +87,7 @@ class AuthThrottle:
             self._failures = {k: v for k, v in self._failures.items() if now - v[1] <= self.window}
         if count <= self.slow_after:
             return 0.0
-        return self.delay * 2 ** min(count - self.slow_after - 1, 4)
+        return self.delay * 2.0 ** min(count - self.slow_after - 1, 4)
 
 
 class GreetPasses:
@@ -109,6 +110,20 @@ class GreetPasses:
         self._passed[key] = self.clock() + self.ttl
         if len(self._passed) > self.capacity:
             del self._passed[next(iter(self._passed))]
+
+
+class SessionLimits(Protocol):
+    """What a session asks of the client limits: ClientLimits in relayd's process, relayd.hub.ParentLink in a worker."""
+
+    async def admit(self, key: str) -> tuple[str | None, bool]: ...
+
+    def release(self, key: str) -> None: ...
+
+    def greet_passed(self, key: str) -> None: ...
+
+    async def auth_refused(self, key: str) -> bool: ...
+
+    async def auth_failed(self, key: str) -> tuple[float, int]: ...
 
 
 class ClientLimits:

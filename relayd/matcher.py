@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, MutableSequence, Sequence
 from datetime import datetime
 from itertools import accumulate, compress, islice, repeat
 from operator import add, attrgetter, eq, lshift, or_
@@ -217,9 +217,10 @@ class NetworkSet(Generic[T]):
             segment = bisect_right(starts, value, buckets[bucket], buckets[bucket + 1]) - 1
         else:
             segment = bisect_right(starts, value) - 1
-        found = values[segment]
-        if type(found) is _Expiring:
-            return found.resolve(now)
+        found: T | _Expiring = values[segment]
+        if isinstance(found, _Expiring):
+            payload: T | None = found.resolve(now)
+            return payload
         return found
 
     def __len__(self) -> int:
@@ -241,7 +242,7 @@ class NetworkSet(Generic[T]):
         """
         if self._duplicates:
             return None
-        changes: dict[int, tuple[list, list]] = {4: ([], []), 6: ([], [])}
+        changes: dict[int, tuple[list[_Triple], list[_Triple]]] = {4: ([], []), 6: ([], [])}
         for index, triples in enumerate((removed, added)):
             for triple in triples:
                 changes[triple[0].version][index].append(triple)
@@ -278,14 +279,16 @@ class _Sorted(NamedTuple):
 # The segments of one IP version: (starts, values, shift, base, buckets, bucket count). Segments
 # buckets[k] to buckets[k + 1] start inside bucket k, which holds addresses (base + k) << shift onwards.
 # A plain tuple, because the lookup unpacks it and CPython unpacks exact tuples fastest.
-_Segments = tuple[Sequence[int], list[Any], int, int, Sequence[int], int]
+_Segments = tuple[MutableSequence[int], list[Any], int, int, Sequence[int], int]
+# A network, its payload and when it expires (None: never).
+_Triple = tuple[Network, Any, datetime | None]
 
 
 def _index(version: int, starts: list[int], values: list[Any]) -> _Segments:
     """Lay the segments out for fast lookups."""
     # A bisect over 100,000 ints is bound by memory reads, so two things cut them. An array keeps
     # IPv4 starts contiguous; IPv6 ints do not fit one, but copying them allocates them in order.
-    packed: Sequence[int] = array("Q", starts) if version == 4 else [start + 0 for start in starts]
+    packed: MutableSequence[int] = array("Q", starts) if version == 4 else [start + 0 for start in starts]
     # Then a table of up to 65,536 buckets over the bits just below the prefix that all listed
     # networks share (all of IPv4; a site's 2001:db8::/32 in IPv6) sends a lookup straight to the
     # few segments in its bucket; addresses outside the buckets take the plain bisect.
@@ -351,11 +354,12 @@ def _resume(starts: list[int], owners: list[int], start: int, owner: int) -> Non
 
 
 def _update(
-    version: int, old: _Sorted, table: _Segments, removed: list, added: list
+    version: int, old: _Sorted, table: _Segments, removed: list[_Triple], added: list[_Triple]
 ) -> tuple[_Sorted, _Segments] | None:
     """Return the sorted entries and segments of one IP version with the changes made, or None (see updated)."""
     entries = _Sorted(*(list(column) for column in old))
     keys = entries.keys
+    column: list[Any]  # the columns of _Sorted, of differing types
     blocks = []
     for network, payload, _ in removed:
         key = _sort_key(network.first, network.prefixlen)
@@ -437,7 +441,7 @@ class _Expiring:
 
     @classmethod
     def collect(
-        cls, index: int, payloads: Sequence, expires: Sequence[datetime | None], parents: dict[int, int]
+        cls, index: int, payloads: Sequence[Any], expires: Sequence[datetime | None], parents: dict[int, int]
     ) -> _Expiring:
         """Collect the entry at index and its enclosing entries, up to the first that never expires.
 

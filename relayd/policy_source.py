@@ -17,6 +17,7 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from relayd.config import CompiledPolicy, Snapshot, SnapshotError, compile_policy, parse_snapshot
 from relayd.decision import decide
@@ -38,9 +39,9 @@ class PolicySource:
         self.last_error: str | None = None
         # The last snapshot refused, as {"serial", "reason", "at"} (serial None if unreadable), until a
         # newer policy comes into force: the status report tells the dashboard, which flags the node.
-        self.refused: dict | None = None
+        self.refused: dict[str, Any] | None = None
         # The stat of the file last read, good or bad, so an unchanged bad file is not re-read and re-logged.
-        self._seen: tuple | None = None
+        self._seen: tuple[object, ...] | None = None
         self._forced = asyncio.Event()
         # Set when a new policy comes into force, so the status reporter can tell the dashboard at once.
         self.changed = asyncio.Event()
@@ -49,7 +50,7 @@ class PolicySource:
     def load(self, force: bool = False) -> bool:
         """Read the snapshot if it changed since last time (or if force); return whether a new policy is in force."""
         try:
-            seen = _signature(os.stat(self.path))
+            seen: tuple[object, ...] = _signature(os.stat(self.path))
         except OSError as exc:
             seen = ("unreadable", exc.errno)
         if seen == self._seen and not force:
@@ -142,7 +143,7 @@ class PolicySource:
         # the client and auth arguments cannot change a route.
         return decide(self.policy, "::", None, None, address).route
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """Return the serial in force, when it was loaded, and the last refusal, for the status report."""
         policy = self.policy
         return {
@@ -173,5 +174,5 @@ def succeeds(snapshot: Snapshot, in_force: Snapshot | None) -> bool:
     return False
 
 
-def _signature(stat: os.stat_result) -> tuple:
+def _signature(stat: os.stat_result) -> tuple[int, int, int, int]:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)

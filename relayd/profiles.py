@@ -107,13 +107,13 @@ async def check(
         limit = profile.rate_limit_per_hour if profile else None
         taken = await counters.take(found.key("messages"), 1, limit)
         if not taken.taken:
-            return _rate_refusal(found, "messages", taken.count, limit)
-        notes.append(_usage(taken.count, limit, "messages", taken.shared))
+            return _rate_refusal(found, "messages", taken.total, limit)
+        notes.append(_usage(taken.total, limit, "messages", taken.shared))
     limit = profile.recipients_per_hour if profile else None
     taken = await counters.take(found.key("recipients"), 1, limit)
     if not taken.taken:
-        return _rate_refusal(found, "recipients", taken.count, limit)
-    notes.append(_usage(taken.count, limit, "recipients", taken.shared))
+        return _rate_refusal(found, "recipients", taken.total, limit)
+    notes.append(_usage(taken.total, limit, "recipients", taken.shared))
     detail = f"{verdict.detail}; {found.label}: " + ", ".join(notes)
     return Verdict(verdict.allowed, verdict.code, verdict.enhanced, verdict.reply, verdict.rule, detail, verdict.route)
 
@@ -123,7 +123,7 @@ def _usage(count: int, limit: int | None, what: str, shared: bool) -> str:
     return f"{count} of {limit} {what} this hour{scope}" if limit else f"{count} {what} this hour{scope}"
 
 
-def _rate_refusal(found: Holder, what: str, count: int, limit: int) -> Verdict:
+def _rate_refusal(found: Holder, what: str, count: int, limit: int | None) -> Verdict:
     # As Postfix's anvil: "450 4.7.1 Error: too much mail from ...", a temporary refusal the
     # client retries later, so a legitimate burst is delayed, not lost.
     return _refusal(

@@ -23,7 +23,7 @@ from typing import TextIO
 import uvloop
 
 from relayd import logs
-from relayd.children import spawn
+from relayd.children import pipes, spawn
 from relayd.delivery import DeliveryConfig, QueueRunner
 from relayd.logs import kv
 from relayd.metrics import Metrics
@@ -43,7 +43,7 @@ class Runner:
         self.settings = settings
         self.metrics = metrics
         self._process: asyncio.subprocess.Process | None = None
-        self._supervisor: asyncio.Task | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
 
     def start(self) -> None:
@@ -59,7 +59,8 @@ class Runner:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
             )
-            while line := await self._process.stdout.readline():
+            _, stdout = pipes(self._process)
+            while line := await stdout.readline():
                 try:
                     increment = json.loads(line)
                 except ValueError:
@@ -74,8 +75,10 @@ class Runner:
         """Tell the queue runner that message_id was just spooled."""
         process = self._process
         # A runner that is gone or restarting finds the message on its first scan of the queue.
-        if process is not None and process.returncode is None and not process.stdin.is_closing():
-            process.stdin.write(f"{message_id}\n".encode())
+        if process is not None and process.returncode is None:
+            stdin, _ = pipes(process)
+            if not stdin.is_closing():
+                stdin.write(f"{message_id}\n".encode())
 
     async def stop(self) -> None:
         """Ask the queue runner to finish the deliveries in flight (up to shutdown_grace), then wait for it."""
@@ -105,7 +108,7 @@ class ForwardedMetrics:
         self.on_lost = on_lost
         self.lost = False
 
-    def inc(self, name: str, **labels: str) -> None:
+    def inc(self, name: str, /, **labels: str) -> None:
         """Add one to the counter name with these labels, in relayd's metrics."""
         if self.lost:
             return

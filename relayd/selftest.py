@@ -18,6 +18,7 @@ import smtplib
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 # Where the battery pretends to send: a reserved name (RFC 2606) that must never be local.
 REMOTE_DOMAIN = "relaytest.example.invalid"
@@ -53,7 +54,7 @@ class Report:
     def is_open_relay(self) -> bool:
         return self.accepted > 0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "target": self.target,
             "domain": self.domain,
@@ -115,8 +116,11 @@ def run(
         code, banner = smtp.ehlo()
         if not 200 <= code < 300:
             smtp.helo()
-        peer_ip = smtp.sock.getpeername()[0]
-        client, xclient = smtp.sock.getsockname()[0], False
+        sock = smtp.sock
+        if sock is None:  # smtplib closes it when the server hangs up
+            raise smtplib.SMTPServerDisconnected(f"{host}:{port} closed the connection")
+        peer_ip = sock.getpeername()[0]
+        client, xclient = sock.getsockname()[0], False
         if as_client and smtp.has_extn("xclient"):
             _xclient(smtp, as_client, secret)
             client, xclient = as_client, True

@@ -7,16 +7,18 @@ import logging
 import resource
 import socket
 import ssl
+from pathlib import Path
+from typing import Any
 
 from relayd.clientaddr import PeerTally, parse_hosts
 from relayd.counters import Counters
-from relayd.limits import AuthThrottle, ClientLimits, GreetPasses
+from relayd.limits import AuthThrottle, ClientLimits, GreetPasses, SessionLimits
 from relayd.logs import kv
-from relayd.metrics import Metrics
+from relayd.metrics import Counting
 from relayd.policy_source import PolicySource
 from relayd.session import RelaySession
 from relayd.settings import Settings, parse_listen
-from relayd.spool_writer import SpoolWriter
+from relayd.spool_writer import MessageStore
 from relayd.verify import RecipientVerifier
 
 log = logging.getLogger("relayd.server")
@@ -29,24 +31,17 @@ class Relay:
         self,
         settings: Settings,
         policy_source: PolicySource,
-        spool: SpoolWriter,
-        metrics: Metrics,
-        limits: ClientLimits | None = None,
+        spool: MessageStore,
+        metrics: Counting,
+        limits: SessionLimits,
     ) -> None:
         self.settings = settings
         self.policy_source = policy_source
         self.spool = spool
         self.metrics = metrics
         self.tls_context = _tls_context(settings)
-        # An intake worker passes the parent's limits (relayd/hub.py); the parent makes its own.
-        self.limits = limits or ClientLimits(
-            settings.max_connections,
-            settings.max_connections_per_ip,
-            AuthThrottle(
-                settings.auth_slow_after, settings.auth_refuse_after, settings.auth_delay, settings.auth_window
-            ),
-            GreetPasses(settings.greet_pass_ttl),
-        )
+        # relayd's own (client_limits), or in an intake worker the parent's through relayd/hub.py.
+        self.limits = limits
         # Relay-profile counters: shared by the fleet through Redis when configured. Without Redis each
         # intake worker counts alone (docs/relayd.md), as each node of a fleet does.
         self.counters = Counters(settings.redis_url, settings.redis_prefix)
@@ -62,10 +57,8 @@ class Relay:
             else None
         )
         self.sessions: set[RelaySession] = set()
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop: asyncio.AbstractEventLoop  # set by start(), before any session exists
         self._servers: list[asyncio.Server] = []
-        # Every worker's sessions: the parent's limits count them all.
-        metrics.gauge_from("connections_active", lambda: self.limits.open)
 
     async def start(self, sockets: list[socket.socket] | None = None) -> None:
         """Accept on sockets, bound to the listen addresses in order; by default open every listen address."""
@@ -79,7 +72,7 @@ class Relay:
             log.info(kv(event="listening", address=address, bound=format_address(server.sockets[0].getsockname())))
 
     @property
-    def addresses(self) -> list[tuple]:
+    def addresses(self) -> list[tuple[Any, ...]]:
         """Return the socket address of each listener (useful when a port was 0)."""
         return [server.sockets[0].getsockname() for server in self._servers]
 
@@ -87,9 +80,10 @@ class Relay:
         """Stop accepting, let sessions finish the transaction they are in for up to grace seconds, then close them."""
         for server in self._servers:
             server.close()
-        deadline = self.loop.time() + grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         while self.sessions:
-            late = self.loop.time() >= deadline
+            late = loop.time() >= deadline
             for session in list(self.sessions):
                 if late or session.idle:
                     session.say_goodbye("421 4.3.2 Service shutting down, try again later")
@@ -154,13 +148,23 @@ def open_listener(address: str) -> socket.socket:
     return sock
 
 
-def format_address(sockname: tuple) -> str:
+def client_limits(settings: Settings) -> ClientLimits:
+    """Return the limits on clients that relayd's process holds for itself and all its intake workers."""
+    return ClientLimits(
+        settings.max_connections,
+        settings.max_connections_per_ip,
+        AuthThrottle(settings.auth_slow_after, settings.auth_refuse_after, settings.auth_delay, settings.auth_window),
+        GreetPasses(settings.greet_pass_ttl),
+    )
+
+
+def format_address(sockname: tuple[Any, ...]) -> str:
     """Return a socket address as IP:PORT or [IPv6]:PORT."""
     host, port = sockname[0], sockname[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _read_secret(path) -> str:
+def _read_secret(path: Path | None) -> str:
     """Return the XCLIENT secret of --xclient-secret-file ("" without one); refuse an empty file."""
     if path is None:
         return ""

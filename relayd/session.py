@@ -31,10 +31,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from types import MethodType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, AnyStr, cast
 
 import aiosmtpd.smtp
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, TLSSetupException, _AuthMechAttr, login_always_fail
+from aiosmtpd.smtp import (
+    MISSING,
+    SMTP,
+    AuthResult,
+    Envelope,
+    Session,
+    TLSSetupException,
+    _AuthMechAttr,
+    login_always_fail,
+)
 
 from relayd import profiles
 from relayd.clientaddr import (
@@ -55,14 +64,14 @@ from relayd.passwords import parse_password_hash, verify_password
 from relayd.spool import new_id
 
 
-def _sanitized_log_if_enabled(func: Callable[..., None], msg: str, *args: object, **kwargs: object) -> None:
+def _sanitized_log_if_enabled(func: Callable[..., None], msg: AnyStr, *args: Any, **kwargs: Any) -> None:
     """Do what aiosmtpd's sanitized_log does, but only when its logger would log at that level.
 
     aiosmtpd calls it twice for every command line, and it masks AUTH arguments with a regular
     expression before the logger is asked whether it logs at all: relayd keeps mail.log at ERROR,
     so that work was thrown away, a few percent of a relay-denied session.
     """
-    if func.__self__.isEnabledFor(_LEVELS[func.__name__]):
+    if func.__self__.isEnabledFor(_LEVELS[func.__name__]):  # type: ignore[attr-defined]  # a Logger's method
         _aiosmtpd_sanitized_log(func, msg, *args, **kwargs)
 
 
@@ -103,7 +112,7 @@ class RelayEnvelope(Envelope):
 
     def __init__(self) -> None:
         super().__init__()
-        self.rcpts: list[dict] = []
+        self.rcpts: list[dict[str, Any]] = []
         self.relayed = 0  # recipients relayed under a profile holder's grant, so the message counts once
         self.holder: profiles.Holder | None = None  # whose grant relays it, for the usage report
 
@@ -112,6 +121,12 @@ class RelaySession(SMTP):
     """One SMTP connection to relayd."""
 
     ident = "ESMTP relayd"
+    # aiosmtpd types these Optional. They are None only before the connection is made and after it
+    # is lost, when aiosmtpd has cancelled the handler; relayd's code runs in between. The envelope
+    # is always relayd's own (_create_envelope).
+    session: Session
+    envelope: RelayEnvelope
+    transport: asyncio.Transport
 
     def __init__(self, relay: Relay) -> None:
         """Set up the protocol the way aiosmtpd's SMTP.__init__ does, without its per-connection introspection.
@@ -144,9 +159,9 @@ class RelaySession(SMTP):
         self._tls_handshake_okay = True
         self._tls_protocol = None
         self._original_transport = None
-        self.session = None
-        self.envelope = None
-        self.transport = None
+        self.session = None  # type: ignore[assignment]  # until the connection is made
+        self.envelope = None  # type: ignore[assignment]
+        self.transport = None  # type: ignore[assignment]
         self._handler_coroutine = None
         self._auth_require_tls = True
         self._proxy_timeout = None
@@ -156,7 +171,7 @@ class RelaySession(SMTP):
         self._auth_methods = {name: _AuthMechAttr(getattr(self, f"auth_{name}"), True) for name in ("LOGIN", "PLAIN")}
         self._handle_hooks = {"EHLO": type(self).on_ehlo}
         self._ehlo_hook_ver = "new"
-        self._smtp_methods = _Commands(self)
+        self._smtp_methods = _Commands(self)  # type: ignore[assignment]  # stands in for aiosmtpd's dict
         self._enforce_call_limit = False
 
         self.relay = relay
@@ -165,7 +180,8 @@ class RelaySession(SMTP):
         self.client_key = ""
         self._parsed_client: tuple[str, Address | None] = ("", None)
         self.local_ip = ""
-        self.origin = None  # the client's Address as the connection or its PROXY header named it, before any XCLIENT
+        # The client's Address as the connection or its PROXY header named it, before any XCLIENT.
+        self.origin: Address | None = None
         self.marks: dict[str, str] = {}  # proxy=PEER, xclient=ADDRESS: added to the session's log lines
         self._limit_key = ""  # the key the connection limit counted this session under
         self._first_data = True
@@ -201,19 +217,24 @@ class RelaySession(SMTP):
                 return
         super().data_received(data)
 
+    @property
+    def _peer_ip(self) -> str:
+        """Return the IP address the connection comes from (aiosmtpd types its peer loosely: a socket address)."""
+        return cast(tuple[str, ...], self.session.peer)[0]
+
     def _from_proxy_host(self) -> bool:
         proxies = self.relay.proxy_hosts
-        return bool(proxies) and in_hosts(parse_address(self.session.peer[0]), proxies)
+        return bool(proxies) and in_hosts(parse_address(self._peer_ip), proxies)
 
     def _refuse_proxy_header(self) -> None:
         """Close a connection that sent a PROXY header from outside --proxy-hosts: it may not name its own address."""
-        self.client = self.client or str(parse_address(self.session.peer[0]))
+        self.client = self.client or str(parse_address(self._peer_ip))
         self._log_cut("proxy_header_not_allowed", refused=True)
         self.say_goodbye("554 5.5.1 Protocol error: PROXY header not accepted from your address")
 
     async def _handle_client(self) -> None:
         relay = self.relay
-        host = self.session.peer[0]
+        host = self._peer_ip
         address = parse_address(host)
         # An IPv4 peer is already in normal form; formatting it again costs more than the check.
         self.client = host if address.version == 4 and ":" not in host else str(address)
@@ -221,9 +242,10 @@ class RelaySession(SMTP):
         relay.metrics.inc("connections")
         relay.peers.count(self.client)
         if relay.proxy_hosts and in_hosts(address, relay.proxy_hosts):
-            address = await self._read_proxy_header(address)
-            if address is None:
+            proxied = await self._read_proxy_header(address)
+            if proxied is None:
                 return
+            address = proxied
         self.origin = address
         self._parsed_client = (self.client, address)
         self.client_key = self._limit_key = client_key(address)
@@ -278,7 +300,7 @@ class RelaySession(SMTP):
         self.client = str(client)
         # Bytes after the header are the client's: the early-talker test starts over with them.
         self._spoke_early.clear()
-        if self._reader._buffer:  # asyncio.StreamReader's buffer: what the client already sent
+        if self._reader._buffer:  # type: ignore[attr-defined]  # asyncio.StreamReader's buffer: what the client sent
             self._spoke_early.set()
         return client
 
@@ -304,9 +326,11 @@ class RelaySession(SMTP):
 
     def _client_address(self) -> Address:
         """Return self.client parsed, parsing it only when it changed (once per connection)."""
-        if self._parsed_client[0] != self.client:
-            self._parsed_client = (self.client, parse_address(self.client))
-        return self._parsed_client[1]
+        client, address = self._parsed_client
+        if client != self.client or address is None:
+            address = parse_address(self.client)
+            self._parsed_client = (self.client, address)
+        return address
 
     # Limits that end the session.
 
@@ -406,7 +430,7 @@ class RelaySession(SMTP):
 
     # EHLO and MAIL.
 
-    async def on_ehlo(self, session, envelope, hostname: str, responses: list[str]) -> list[str]:
+    async def on_ehlo(self, session: Session, envelope: Envelope, hostname: str, responses: list[str]) -> list[str]:
         """Add SIZE to aiosmtpd's EHLO reply (called as a handler hook: hook(protocol, session, ...))."""
         session.host_name = hostname
         responses.insert(1, f"250-SIZE {self.relay.settings.max_message_size}")
@@ -562,8 +586,8 @@ class RelaySession(SMTP):
             verdict, address = self._postmaster(policy)
         elif verdict.allowed and verdict.rule == "local_domain" and self.relay.verifier is not None:
             verdict = await self._verify(verdict, address)
-        elif verdict.allowed and verdict.rule in profiles.RELAY_RULES:
-            verdict = await self._check_profile(policy, verdict)
+        elif policy is not None and verdict.allowed and verdict.rule in profiles.RELAY_RULES:
+            verdict = await self._check_profile(policy, verdict, envelope.mail_from)
         outcome = "accept" if verdict.allowed else "defer" if verdict.code < 500 else "refuse"
         self._log_verdict(path, outcome, verdict.code, verdict.rule, verdict.detail, policy)
         if verdict.allowed:
@@ -571,7 +595,7 @@ class RelaySession(SMTP):
             envelope.rcpts.append({"address": address, "route": verdict.route})
         await self.push(verdict.reply)
 
-    async def _check_profile(self, policy: CompiledPolicy, verdict: Verdict) -> Verdict:
+    async def _check_profile(self, policy: CompiledPolicy, verdict: Verdict, sender: str) -> Verdict:
         """Return the verdict on a relayed recipient once its grant's profile has allowed and counted it."""
         found = profiles.holder(policy, verdict, self.client, self.auth_user, datetime.now(UTC))
         if found is None:
@@ -579,7 +603,7 @@ class RelaySession(SMTP):
         envelope = self.envelope
         tls = self.session.ssl is not None
         verdict = await profiles.check(
-            self.relay.counters, found, verdict, envelope.mail_from, tls, first_relayed=envelope.relayed == 0
+            self.relay.counters, found, verdict, sender, tls, first_relayed=envelope.relayed == 0
         )
         if verdict.allowed:
             envelope.relayed += 1
@@ -589,10 +613,11 @@ class RelaySession(SMTP):
     async def _verify(self, verdict: Verdict, address: str) -> Verdict:
         """Return the verdict once the local domain's route has confirmed (or denied) that address exists."""
         hop = verdict.route or self.relay.settings.smarthost
-        if hop is None:
+        verifier = self.relay.verifier
+        if hop is None or verifier is None:
             # Without a route of its own the domain's MX is used, which may well be this relay.
             return verdict
-        probe = await self.relay.verifier.verify(address, hop)
+        probe = await verifier.verify(address, hop)
         detail = f"{verdict.detail}; {hop} said {probe.reply}"
         if probe.kind == 2:
             return Verdict(True, verdict.code, verdict.enhanced, verdict.reply, verdict.rule, detail, verdict.route)
@@ -678,7 +703,7 @@ class RelaySession(SMTP):
         try:
             lines, problem = await self._read_data()
             reply = await self._refuse_data(problem) if problem else await self._queue(lines)
-            self._set_post_data_state()
+            self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
             await self.push(reply)
         finally:
             self.in_transaction = False
@@ -809,27 +834,27 @@ class RelaySession(SMTP):
             return
         await super().smtp_AUTH(arg)
 
-    async def auth_PLAIN(self, _, args: list[str]) -> AuthResult:
+    async def auth_PLAIN(self, _: SMTP, args: list[str]) -> AuthResult:
         if len(args) == 1:
-            response = await self.challenge_auth("")
-            if response is MISSING:
-                return AuthResult(success=False, handled=True)
+            challenged = await self.challenge_auth("")
+            response = None if challenged is MISSING else challenged
         else:
             response = await self._decode_base64(args[1])
-            if response is None:
-                return AuthResult(success=False, handled=True)
+        if response is None:
+            return AuthResult(success=False, handled=True)
         parts = response.split(b"\x00")
         if len(parts) != 3:
             await self.push("501 5.5.2 Can't split auth value")
             return AuthResult(success=False, handled=True)
         return await self._check_password(parts[1], parts[2])
 
-    async def auth_LOGIN(self, _, args: list[str]) -> AuthResult:
+    async def auth_LOGIN(self, _: SMTP, args: list[str]) -> AuthResult:
         if len(args) == 1:
-            login = await self.challenge_auth("Username:")
+            challenged = await self.challenge_auth("Username:")
+            login = None if challenged is MISSING else challenged
         else:
             login = await self._decode_base64(args[1])
-        if login is MISSING or login is None:
+        if login is None:
             return AuthResult(success=False, handled=True)
         password = await self.challenge_auth("Password:")
         if password is MISSING:
@@ -918,7 +943,7 @@ class _Commands:
     def __init__(self, session: RelaySession) -> None:
         self._session = session
 
-    def get(self, name: str) -> Callable:
+    def get(self, name: str) -> Callable[..., Any]:
         session = self._session
         if session.transport is None or session.transport.is_closing():
             # Cut off already: aiosmtpd still reads what the client pipelined, which must neither
@@ -928,7 +953,7 @@ class _Commands:
         function = _COMMANDS.get(name, RelaySession.unknown_command)
         return MethodType(function, session)
 
-    def items(self) -> list[tuple[str, Callable]]:
+    def items(self) -> list[tuple[str, Callable[..., Any]]]:
         return [(name, MethodType(function, self._session)) for name, function in _COMMANDS.items()]
 
 

@@ -8,7 +8,7 @@ import socket
 import urllib.parse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from relayd.clientaddr import parse_hosts
 from relayd.decision import parse_recipient
@@ -34,12 +34,18 @@ def default_hostname() -> str:
     return socket.gethostname()
 
 
+# The default of --policy and --spool, which are required: __post_init__ refuses a Settings without
+# them, so code holding a Settings may take both as given. (A field without a default could not
+# follow those with one, and the command line's message says more than a TypeError would.)
+_REQUIRED = cast(Path, None)
+
+
 @dataclass(frozen=True)
 class Settings:
     """relayd's configuration; durations are in seconds and sizes in bytes."""
 
-    policy: Path | None = field(
-        default=None,
+    policy: Path = field(
+        default=_REQUIRED,
         metadata=meta(
             "policy snapshot file to enforce (required); with --policy-url, the cache of the last good one",
             Path,
@@ -77,7 +83,7 @@ class Settings:
         ),
     )
     report_interval: float = field(default=10.0, metadata=meta("seconds between status reports", float))
-    spool: Path | None = field(default=None, metadata=meta("spool directory (required)", Path, metavar="DIR"))
+    spool: Path = field(default=_REQUIRED, metadata=meta("spool directory (required)", Path, metavar="DIR"))
     listen: list[str] = field(
         default_factory=lambda: ["127.0.0.1:2525"],
         metadata=meta("SMTP listen address, repeatable; [::]:PORT is dual-stack", list, metavar="ADDR:PORT"),

@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 FORMAT = 1
 
@@ -33,7 +34,7 @@ def new_id() -> str:
     return f"{time.time_ns():016x}{secrets.token_hex(4)}"
 
 
-def envelope_line(envelope: dict, message: bytes) -> tuple[str, bytes]:
+def envelope_line(envelope: dict[str, Any], message: bytes) -> tuple[str, bytes]:
     """Return the id and the JSON line (with its newline) of the complete envelope of message.
 
     envelope holds the fields of docs/spool.md; id (see new_id()) and received_at default to new
@@ -131,7 +132,7 @@ class Spool:
             return exc
         return None
 
-    async def store(self, envelope: dict, message: bytes) -> str:
+    async def store(self, envelope: dict[str, Any], message: bytes) -> str:
         """Write one message durably into queue/ and return its id; raise OSError if it could not be."""
         message_id, header = envelope_line(envelope, message)
         [error] = await asyncio.to_thread(self.write_batch, [(message_id, header, message)])
@@ -151,7 +152,7 @@ class Spool:
         """Return how many messages queue/ holds."""
         return len(self.queued())
 
-    def read(self, message_id: str) -> tuple[dict, bytes]:
+    def read(self, message_id: str) -> tuple[dict[str, Any], bytes]:
         """Return the envelope and the message bytes; raise ValueError if the file is cut short or malformed."""
         data = self._path(message_id, ".msg").read_bytes()
         header, newline, message = data.partition(b"\n")
@@ -167,14 +168,15 @@ class Spool:
             raise ValueError(f"{message_id}: cut short, {len(message)} of {envelope.get('size')} bytes")
         return envelope, message
 
-    def read_state(self, message_id: str) -> dict | None:
+    def read_state(self, message_id: str) -> dict[str, Any] | None:
         """Return the delivery state, or None if the message was never tried."""
         try:
-            return json.loads(self._path(message_id, ".state").read_bytes())
+            state: dict[str, Any] = json.loads(self._path(message_id, ".state").read_bytes())
+            return state
         except FileNotFoundError:
             return None
 
-    def write_state(self, message_id: str, state: dict) -> None:
+    def write_state(self, message_id: str, state: dict[str, Any]) -> None:
         """Replace the delivery state durably: write a temporary file, fsync it, rename it over the old one."""
         # No directory fsync: after a crash an older state can only repeat deliveries, which
         # at-least-once delivery allows.

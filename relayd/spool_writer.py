@@ -20,14 +20,23 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from relayd import logs
-from relayd.children import spawn
+from relayd.children import pipes, spawn
 from relayd.logs import kv, repeats
 from relayd.spool import Spool, envelope_line
 
 log = logging.getLogger("relayd.spool")
+
+_Frame = tuple[str, bytes, bytes]  # a message's id, envelope line and bytes, as intake sends them
+_Staged = list[tuple[str, OSError | None]]  # a batch's ids, each with the error that kept it from the spool
+
+
+class MessageStore(Protocol):
+    """Where a session stores a message: SpoolWriter in relayd's process, relayd.hub.ParentLink in a worker."""
+
+    async def store(self, envelope: dict[str, Any], message: bytes) -> str: ...
 
 
 class SpoolWriter:
@@ -39,7 +48,7 @@ class SpoolWriter:
         self.on_stored = on_stored
         self._process: asyncio.subprocess.Process | None = None
         self._pending: dict[str, asyncio.Future[None]] = {}
-        self._acks: asyncio.Task | None = None
+        self._acks: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()
 
     async def _ensure_running(self) -> asyncio.subprocess.Process:
@@ -55,7 +64,7 @@ class SpoolWriter:
                 self._acks = asyncio.create_task(self._read_acks(self._process))
             return self._process
 
-    async def store(self, envelope: dict, message: bytes) -> str:
+    async def store(self, envelope: dict[str, Any], message: bytes) -> str:
         """Write a message durably into queue/ and return its id; raise OSError if it could not be."""
         message_id, header = envelope_line(envelope, message)
         await self.store_line(message_id, header, message)
@@ -67,8 +76,9 @@ class SpoolWriter:
         done = asyncio.get_running_loop().create_future()
         self._pending[message_id] = done
         try:
-            process.stdin.write(b"%s %d %d\n%s%s" % (message_id.encode(), len(header), len(message), header, message))
-            await process.stdin.drain()
+            stdin, _ = pipes(process)
+            stdin.write(b"%s %d %d\n%s%s" % (message_id.encode(), len(header), len(message), header, message))
+            await stdin.drain()
             await done
         except (ConnectionError, RuntimeError) as exc:
             # A writer that just died: asyncio raises ConnectionError, uvloop RuntimeError ("handler is closed").
@@ -77,7 +87,8 @@ class SpoolWriter:
             self._pending.pop(message_id, None)
 
     async def _read_acks(self, process: asyncio.subprocess.Process) -> None:
-        while line := await process.stdout.readline():
+        _, stdout = pipes(process)
+        while line := await stdout.readline():
             message_id, code, *reason = line.decode().rstrip("\n").split(" ", 2)
             done = self._pending.get(message_id)
             if done is not None and not done.done():
@@ -108,12 +119,13 @@ class SpoolWriter:
         """Let the writer finish what it received, and wait for it to exit."""
         process, self._process = self._process, None
         if process is not None:
-            process.stdin.close()
+            pipes(process)[0].close()
             await process.wait()
+        if self._acks is not None:
             await self._acks
 
 
-def _read_frames(stream: BinaryIO, frames: queue.SimpleQueue) -> None:
+def _read_frames(stream: BinaryIO, frames: queue.SimpleQueue[_Frame | None]) -> None:
     """Put each frame read from stream into frames as (id, envelope line, message); then None at the end."""
     while header := stream.readline():
         message_id, header_length, message_length = header.decode().split()
@@ -125,16 +137,15 @@ def _read_frames(stream: BinaryIO, frames: queue.SimpleQueue) -> None:
     frames.put(None)
 
 
-def _commit(spool: Spool, staged: queue.SimpleQueue, acks: BinaryIO | None) -> None:
+def _commit(spool: Spool, staged: queue.SimpleQueue[_Staged | None], acks: BinaryIO | None) -> None:
     """Commit each group of staged batches with one fsync of queue/ and acknowledge them, until None arrives."""
     finished = False
     while not finished:
-        groups = [staged.get()]
+        received = [staged.get()]
         while not staged.empty():
-            groups.append(staged.get())
-        if groups[-1] is None:
-            finished = True
-            groups.pop()
+            received.append(staged.get())
+        groups = [group for group in received if group is not None]
+        finished = len(groups) < len(received)  # None came: the last batch is in
         outcomes = [(message_id, error) for group in groups for message_id, error in group]
         error = spool.commit([message_id for message_id, failed in outcomes if failed is None])
         lines = []
@@ -170,19 +181,18 @@ def main(argv: list[str]) -> int:
         # to the messages in flight and starts a new writer for the next one, which may find it fixed.
         log.error(kv(event="spool_error", root=root, error=exc, action="spool writer exiting"))
         return 1
-    frames: queue.SimpleQueue = queue.SimpleQueue()
-    staged: queue.SimpleQueue = queue.SimpleQueue()
+    frames: queue.SimpleQueue[_Frame | None] = queue.SimpleQueue()
+    staged: queue.SimpleQueue[_Staged | None] = queue.SimpleQueue()
     threading.Thread(target=_read_frames, args=(sys.stdin.buffer, frames), daemon=True).start()
     committer = threading.Thread(target=_commit, args=(spool, staged, sys.stdout.buffer))
     committer.start()
     finished = False
     while not finished:
-        batch = [frames.get()]
+        received = [frames.get()]
         while not frames.empty():
-            batch.append(frames.get())
-        if batch[-1] is None:
-            finished = True
-            batch.pop()
+            received.append(frames.get())
+        batch = [frame for frame in received if frame is not None]
+        finished = len(batch) < len(received)  # None came: intake closed stdin
         if batch:
             results = spool.stage(batch)
             staged.put([(message_id, error) for (message_id, _, _), error in zip(batch, results, strict=True)])

@@ -20,7 +20,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import uvloop
 
@@ -46,13 +46,13 @@ class Workers:
         self,
         settings: Settings,
         listeners: list[socket.socket],
-        serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], object],
+        serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
     ) -> None:
         self.settings = settings
         self.listeners = listeners
         self.serve = serve  # serves one worker's link: relayd.hub.serve_worker with the parent's parts
         self._processes: dict[int, asyncio.subprocess.Process] = {}
-        self._supervisors: list[asyncio.Task] = []
+        self._supervisors: list[asyncio.Task[None]] = []
         self._stopping = False
 
     def start(self) -> None:

@@ -1,6 +1,7 @@
 """Request body parsers that refuse hostile bodies with a 400 or 413 instead of failing with a 500."""
 
 import io
+from collections.abc import Iterable
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -83,6 +84,7 @@ def json_depth(data) -> int:
     stack = [(data, 1)]
     while stack:
         value, depth = stack.pop()
+        children: Iterable[object]
         if isinstance(value, dict):
             children = value.values()
         elif isinstance(value, list):

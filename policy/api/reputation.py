@@ -51,7 +51,7 @@ class WatchedAddressSerializer(ModelCleanSerializer):
 
     @extend_schema_field(ListingSerializer(many=True))
     def get_listings(self, obj) -> list[dict]:
-        return ListingSerializer(self._current(obj), many=True).data
+        return ListingSerializer(self._current(obj), many=True).data  # type: ignore[return-value]  # a list: many=True
 
 
 class BlocklistSerializer(ModelCleanSerializer):

@@ -109,7 +109,7 @@ class NetworkEntrySerializer(ModelCleanSerializer):
     )
 
     class Meta:
-        fields = ("id", "network", "family", "description", *TIMESTAMPS, "warnings")
+        fields: tuple[str, ...] = ("id", "network", "family", "description", *TIMESTAMPS, "warnings")
         read_only_fields = ("family", *TIMESTAMPS)
 
     def get_warnings(self, obj) -> list[str]:
@@ -234,14 +234,15 @@ class BulkResultSerializer(serializers.Serializer):
 
 class RowErrorSerializer(serializers.Serializer):
     row = serializers.IntegerField(help_text="Position in the request list (or CSV data row), from 1.")
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    # The metaclass takes declared fields out of the class, so these do not hide Serializer.errors.
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))  # type: ignore[assignment]
 
 
 class BulkErrorSerializer(serializers.Serializer):
     """A refused bulk write: nothing was saved. The first 1,000 bad rows are listed; `detail` counts them all."""
 
     detail = serializers.CharField()
-    errors = RowErrorSerializer(many=True, required=False, help_text="Absent when the request as a whole is wrong.")
+    errors = RowErrorSerializer(many=True, required=False, help_text="Absent when the request as a whole is wrong.")  # type: ignore[assignment]
 
 
 def parse_rows(serializer_class, items) -> tuple[list[dict | None], dict[int, dict]]:
@@ -383,7 +384,7 @@ class SelfTestSerializer(serializers.ModelSerializer):
 
     def get_stale(self, run) -> bool:
         if "latest_serial" not in self.context:
-            self.context["latest_serial"] = latest_serial()
+            self.context["latest_serial"] = latest_serial()  # type: ignore[index]  # a dict; typed read-only
         return run.is_stale(self.context["latest_serial"])
 
     class Meta:

@@ -1,5 +1,7 @@
 """Pages of the dashboard. Views stay thin: policy operations live in `policy.services`."""
 
+from typing import TYPE_CHECKING, Any
+
 from django.contrib import messages
 from django.contrib.messages.views import SuccessMessageMixin
 from django.core.exceptions import ValidationError
@@ -27,6 +29,9 @@ from policy.roles import EditorRequiredMixin, ViewerRequiredMixin, require_edito
 from policy.selftests import allowed_targets, default_target, format_target, latest_serial
 from policy.tester import check, current_snapshot
 from policy.views.audit import history_for
+
+if TYPE_CHECKING:
+    from django.utils.functional import _StrOrPromise
 
 LOCALHOST_NETWORKS = ("127.0.0.1/32", "::1/128")
 ROWS_PER_PAGE = 100
@@ -271,7 +276,8 @@ class CreatedByMixin:
 class ObjectEditMixin(EditorRequiredMixin, SuccessMessageMixin):
     """Shared by the add, edit and remove pages of domains and SMTP users."""
 
-    template_name = "policy/object_form.html"
+    # Typed to fit the generic views these mixins are combined with: create, update and delete (whose form differs).
+    template_name: str | None = "policy/object_form.html"
 
     def get_context_data(self, **kwargs):
         history = history_for(self.object) if getattr(self, "object", None) else []
@@ -286,8 +292,8 @@ class LocalDomainListView(ViewerRequiredMixin, ListView):
 
 class LocalDomainEditMixin(ObjectEditMixin):
     model = LocalDomain
-    form_class = LocalDomainForm
-    success_url = reverse_lazy("policy:domains")
+    form_class: type[Any] | None = LocalDomainForm
+    success_url: "_StrOrPromise | None" = reverse_lazy("policy:domains")
     success_message = "Local domain %(domain)s saved."
 
 
@@ -313,8 +319,8 @@ class SmtpUserListView(ViewerRequiredMixin, ListView):
 
 class SmtpUserEditMixin(ObjectEditMixin):
     model = SmtpUser
-    form_class = SmtpUserForm
-    success_url = reverse_lazy("policy:smtp-users")
+    form_class: type[Any] | None = SmtpUserForm
+    success_url: "_StrOrPromise | None" = reverse_lazy("policy:smtp-users")
     success_message = "SMTP user %(username)s saved."
 
 

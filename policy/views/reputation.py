@@ -1,5 +1,7 @@
 """The Reputation page: each watched address against each DNS blocklist, history, and "Check now" for editors."""
 
+from typing import TYPE_CHECKING, Any
+
 from django.contrib import messages
 from django.contrib.messages.views import SuccessMessageMixin
 from django.forms import Form
@@ -14,6 +16,9 @@ from policy.models import Blocklist, WatchedAddress
 from policy.reputation_forms import BlocklistForm, WatchedAddressForm
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin
 from policy.views.audit import history_for
+
+if TYPE_CHECKING:
+    from django.utils.functional import _StrOrPromise
 
 
 def page_context(form=None) -> dict:
@@ -89,9 +94,10 @@ class CheckStatusView(ViewerRequiredMixin, View):
 
 class BlocklistEditMixin(EditorRequiredMixin, SuccessMessageMixin):
     model = Blocklist
-    form_class = BlocklistForm
-    template_name = "policy/object_form.html"
-    success_url = reverse_lazy("policy:reputation")
+    # Typed to fit the generic views this mixin is combined with: create, update and delete (whose form differs).
+    form_class: type[Any] | None = BlocklistForm
+    template_name: str | None = "policy/object_form.html"
+    success_url: "_StrOrPromise | None" = reverse_lazy("policy:reputation")
     success_message = "Blocklist %(zone)s saved."
 
     def get_context_data(self, **kwargs):

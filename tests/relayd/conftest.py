@@ -11,11 +11,13 @@ import smtplib
 import ssl
 import subprocess
 import threading
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import uvloop
+from prometheus_client.parser import text_string_to_metric_families
 
 from relayd.children import spawn
 from relayd.daemon import Daemon
@@ -61,6 +63,19 @@ def publish(path: Path, document: dict | str) -> None:
     temporary = path.with_suffix(".tmp")
     temporary.write_text(document if isinstance(document, str) else json.dumps(document))
     os.replace(temporary, path)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Return relayd's /metrics on port as {'name{label="value",...}': value}, read as Prometheus reads it."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    samples = (sample for family in text_string_to_metric_families(text) for sample in family.samples)
+    return {
+        sample.name
+        + (
+            "{" + ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items())) + "}" if sample.labels else ""
+        ): sample.value
+        for sample in samples
+    }
 
 
 @dataclass

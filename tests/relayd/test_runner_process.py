@@ -3,11 +3,10 @@
 import os
 import socket
 import time
-import urllib.request
 
 from aiosmtpd.controller import Controller
 
-from tests.relayd.conftest import policy, send
+from tests.relayd.conftest import policy, scrape, send
 
 
 class Sink:
@@ -46,8 +45,7 @@ def test_accepted_mail_is_delivered_through_the_route_and_counted(start_relay):
         [delivered] = sink.messages
         assert delivered.rcpt_tos == ["bob@example.com"] and delivered.mail_from == "a@client.test"
         assert delivered.content.startswith(b"Received: from client.test ([127.0.0.1])")
-        metric = 'relayd_deliveries_total{result="sent"} 1'
-        while metric not in urllib.request.urlopen(f"http://127.0.0.1:{relay.http_port}/metrics").read().decode():
+        while scrape(relay.http_port).get('relayd_deliveries_total{result="sent"}') != 1:
             assert time.monotonic() < deadline, "delivery not counted"
             time.sleep(0.05)
     finally:

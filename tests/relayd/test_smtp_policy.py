@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from tests.relayd.conftest import ALICE_PASSWORD, network, policy, publish, send
+from tests.relayd.conftest import ALICE_PASSWORD, network, policy, publish, scrape, send
 
 REMOTE = "<bob@remote.test>"
 LOCAL = "<bob@example.com>"
@@ -222,15 +222,12 @@ def test_metrics_and_status(start_relay):
     with relay.smtp() as client:
         send(client, "a@client.test", LOCAL)
         send(client, "a@client.test", REMOTE)
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{relay.http_port}/metrics").read().decode()
-    for line in (
-        "relayd_connections_total 1",
-        "relayd_messages_accepted_total 1",
-        'relayd_rcpt_total{rule="default_deny",verdict="refuse"} 1',
-        "relayd_policy_serial 7",
-        "relayd_queue_size 1",
-    ):
-        assert line in metrics.splitlines()
+    metrics = scrape(relay.http_port)
+    assert metrics["relayd_connections_total"] == 1
+    assert metrics["relayd_messages_accepted_total"] == 1
+    assert metrics['relayd_rcpt_total{rule="default_deny",verdict="refuse"}'] == 1
+    assert metrics["relayd_policy_serial"] == 7
+    assert metrics["relayd_queue_size"] == 1
     status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{relay.http_port}/status").read())
     assert status["node"] == "node-test" and status["policy"]["serial"] == 7 and status["queue_size"] == 1
     assert status["counters"]["messages_accepted"] == 1

@@ -9,12 +9,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.relayd.conftest import network, policy, publish
+from tests.relayd.conftest import network, policy, publish, scrape
 from tests.relayd.test_runner_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,9 +220,9 @@ def test_workers_enforce_each_new_policy_and_count_into_relayds_metrics(tmp_path
         time.sleep(0.5)  # the other process's poll, well within the second the design promises
         assert relay_verdicts(relayd.port, 20) == [250] * 20
         # Counted in relayd's own /metrics, whichever process had the session.
-        series = f'relayd_rcpt_total{{rule="default_deny",verdict="refuse"}} {refused}'
+        series = 'relayd_rcpt_total{rule="default_deny",verdict="refuse"}'
         deadline = time.monotonic() + 5
-        while series not in urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode():
+        while scrape(metrics_port).get(series) != refused:
             assert time.monotonic() < deadline, "the workers' refusals were not all counted"
             time.sleep(0.1)
     finally:
