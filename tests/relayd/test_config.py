@@ -277,7 +277,7 @@ ERRORS = [
     (("local_domains", 0, "route"), "[192.0.2.25]:25", "local_domains[0].route", "IPv4 addresses without"),
     (("local_domains", 0, "route"), "192.0.2.256:25", "local_domains[0].route", "not a valid IPv4"),
     (("local_domains", 0, "route"), "mail_host.example:25", "local_domains[0].route", "is not a host name"),
-    (("local_domains", 0, "route"), ":25", "local_domains[0].route", "is not a host name"),
+    (("local_domains", 0, "route"), ":25", "local_domains[0].route", "has no host"),
     (("local_domains", 0, "route"), 25, "local_domains[0].route", "must be host:port or null"),
     (("local_domains", 0, "route"), DELETE, "local_domains[0].route", "missing"),
     # SMTP users: a name and a Django pbkdf2_sha256 hash.
