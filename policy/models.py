@@ -263,6 +263,25 @@ class NetworkEntry(TrackedModel):
         )
 
 
+class TrustedNetworkQuerySet(models.QuerySet):
+    """Trusted networks by whether they take effect at a moment: enabled, and not expired by then.
+
+    `now` defaults to the current time; give it to judge several queries at one moment.
+    """
+
+    def active(self, now=None):
+        """Return the entries in force: enabled, and expiring never or after now."""
+        return self.filter(enabled=True).exclude(expires_at__lte=now or timezone.now())
+
+    def inactive(self, now=None):
+        """Return the entries kept but not in force: disabled, or expired by now."""
+        return self.filter(models.Q(enabled=False) | models.Q(expires_at__lte=now or timezone.now()))
+
+    def expired(self, now=None):
+        """Return the enabled entries that have expired by now."""
+        return self.filter(enabled=True, expires_at__lte=now or timezone.now())
+
+
 class TrustedNetwork(RelayProfile, NetworkEntry):
     """A network whose clients may relay when "these IP addresses" is on."""
 
@@ -278,6 +297,8 @@ class TrustedNetwork(RelayProfile, NetworkEntry):
         default=False,
         help_text="Trust a range such as 0.0.0.0/0 anyway. This makes the server an open relay for everyone in it.",
     )
+
+    objects = TrustedNetworkQuerySet.as_manager()
 
     class Meta(NetworkEntry.Meta):
         verbose_name = "trusted network"
