@@ -19,7 +19,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
-SOURCES = ("web", "api", "cli", "import", "daemon", "system")
 # Fields that would only add noise or leak secrets; secrets are recorded as a fingerprint instead.
 NOISE_FIELDS = {"created_at", "updated_at", "last_login", "range_start", "range_end", "family"}
 
