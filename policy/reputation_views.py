@@ -2,7 +2,6 @@
 
 from django.contrib import messages
 from django.contrib.messages.views import SuccessMessageMixin
-from django.forms import Form
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse_lazy
@@ -14,6 +13,7 @@ from policy.audit_views import history_for
 from policy.models import Blocklist, WatchedAddress
 from policy.reputation_forms import BlocklistForm, WatchedAddressForm
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin
+from policy.views import ObjectDeleteMixin, ObjectEditMixin
 
 
 def page_context(form=None) -> dict:
@@ -43,10 +43,8 @@ class WatchedAddressAddView(EditorRequiredMixin, View):
         return redirect("policy:reputation")
 
 
-class WatchedAddressDeleteView(EditorRequiredMixin, SuccessMessageMixin, DeleteView):
+class WatchedAddressDeleteView(ObjectDeleteMixin, EditorRequiredMixin, SuccessMessageMixin, DeleteView):
     model = WatchedAddress
-    form_class = Form
-    template_name = "policy/object_confirm_delete.html"
     success_url = reverse_lazy("policy:reputation")
     success_message = "The address is no longer watched; its history was removed with it."
 
@@ -87,16 +85,11 @@ class CheckStatusView(ViewerRequiredMixin, View):
         return JsonResponse({"id": check.pk, "running": check.running, "summary": check.summary})
 
 
-class BlocklistEditMixin(EditorRequiredMixin, SuccessMessageMixin):
+class BlocklistEditMixin(ObjectEditMixin):
     model = Blocklist
     form_class = BlocklistForm
-    template_name = "policy/object_form.html"
     success_url = reverse_lazy("policy:reputation")
     success_message = "Blocklist %(zone)s saved."
-
-    def get_context_data(self, **kwargs):
-        history = history_for(self.object) if getattr(self, "object", None) else []
-        return super().get_context_data(opts=self.model._meta, history=history, **kwargs)
 
 
 class BlocklistCreateView(BlocklistEditMixin, CreateView):
@@ -107,9 +100,7 @@ class BlocklistUpdateView(BlocklistEditMixin, UpdateView):
     pass
 
 
-class BlocklistDeleteView(BlocklistEditMixin, DeleteView):
-    form_class = Form
-    template_name = "policy/object_confirm_delete.html"
+class BlocklistDeleteView(ObjectDeleteMixin, BlocklistEditMixin, DeleteView):
     success_message = "Blocklist removed."
 
 

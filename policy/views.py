@@ -269,13 +269,20 @@ class CreatedByMixin:
 
 
 class ObjectEditMixin(EditorRequiredMixin, SuccessMessageMixin):
-    """Shared by the add, edit and remove pages of domains and SMTP users."""
+    """Shared by the add, edit and remove pages of domains, SMTP users and blocklists."""
 
     template_name = "policy/object_form.html"
 
     def get_context_data(self, **kwargs):
         history = history_for(self.object) if getattr(self, "object", None) else []
         return super().get_context_data(opts=self.model._meta, history=history, **kwargs)
+
+
+class ObjectDeleteMixin:
+    """The remove page: a confirmation without fields. List it before the object's edit mixin."""
+
+    form_class = Form
+    template_name = "policy/object_confirm_delete.html"
 
 
 class LocalDomainListView(ViewerRequiredMixin, ListView):
@@ -299,9 +306,7 @@ class LocalDomainUpdateView(LocalDomainEditMixin, UpdateView):
     pass
 
 
-class LocalDomainDeleteView(LocalDomainEditMixin, DeleteView):
-    form_class = Form
-    template_name = "policy/object_confirm_delete.html"
+class LocalDomainDeleteView(ObjectDeleteMixin, LocalDomainEditMixin, DeleteView):
     success_message = "Local domain removed."
 
 
@@ -326,7 +331,5 @@ class SmtpUserUpdateView(SmtpUserEditMixin, UpdateView):
     pass
 
 
-class SmtpUserDeleteView(SmtpUserEditMixin, DeleteView):
-    form_class = Form
-    template_name = "policy/object_confirm_delete.html"
+class SmtpUserDeleteView(ObjectDeleteMixin, SmtpUserEditMixin, DeleteView):
     success_message = "SMTP user removed."
