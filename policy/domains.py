@@ -7,7 +7,7 @@ import netaddr
 from django.core.exceptions import ValidationError
 
 from policy.addresses import AddressError, address_text, parse_address
-from relayd.hostport import DOTTED_NUMBERS, split_host_port
+from relayd.hostport import DOTTED_NUMBERS, join_host_port, split_host_port
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 DEFAULT_SMTP_PORT = 25
@@ -74,7 +74,7 @@ def normalise_route(text: str) -> str:
         return f"{normalise_domain(host)}:{port}"
     if ip.is_ipv4_mapped():
         ip = ip.ipv4()  # relayd takes an IPv4 next hop only as IPv4
-    return f"[{address_text(ip)}]:{port}" if ip.version == 6 else f"{address_text(ip)}:{port}"
+    return join_host_port(address_text(ip), port)
 
 
 def _looks_like_ip(text: str) -> bool:

@@ -25,8 +25,9 @@ from policy.forms import CheckForm, LocalDomainForm, RestrictionsForm, SmtpUserF
 from policy.models import LocalDomain, SelfTestRun, SmtpUser
 from policy.risks import analyse, grouped, open_relay_headline
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin, require_editor
-from policy.selftests import allowed_targets, default_target, format_target, latest_serial
+from policy.selftests import allowed_targets, default_target, latest_serial
 from policy.tester import check, current_snapshot, draft_snapshot
+from relayd.hostport import join_host_port
 
 LOCALHOST_NETWORKS = ("127.0.0.1/32", "::1/128")
 ROWS_PER_PAGE = 100
@@ -56,7 +57,7 @@ class DashboardView(ViewerRequiredMixin, TemplateView):
             selftest_stale=stale,
             latest_serial=serial,
             selftest_target=default_target(),
-            selftest_targets=sorted(format_target(*target) for target in allowed_targets()),
+            selftest_targets=sorted(join_host_port(*target) for target in allowed_targets()),
             **kwargs,
         )
 

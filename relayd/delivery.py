@@ -52,7 +52,7 @@ import dns.exception
 import dns.name
 import dns.resolver
 
-from relayd.hostport import split_host_port
+from relayd.hostport import join_host_port, split_host_port
 from relayd.logs import kv, repeats
 from relayd.metrics import Metrics
 from relayd.spool import Spool
@@ -131,7 +131,7 @@ class Target(NamedTuple):
 
     def __str__(self) -> str:
         if self.host == self.address:
-            return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+            return join_host_port(self.host, self.port)
         return f"{self.host}[{self.address}]:{self.port}"
 
 

@@ -39,3 +39,8 @@ def split_host_port(text: str, *, what: str = "next hop", lowest_port: int = 1) 
     if not host:
         raise ValueError(f"{what} {text!r} has no host: write it as host:port, e.g. smtp.example.net:25")
     return HostPort(host, int(port), bracketed)
+
+
+def join_host_port(host: str, port: int) -> str:
+    """Return host:port, an IPv6 address (the only host with a colon) in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
