@@ -3,11 +3,10 @@
 import netaddr
 from django import forms
 from django.core.exceptions import ValidationError
-from django.utils import timezone
 
 from policy import addresses
 from policy.domains import normalise_domain
-from policy.models import PROFILE_FIELDS, LocalDomain, RoutingRestrictions, SmtpUser, validate_node_name
+from policy.models import PROFILE_FIELDS, LocalDomain, RoutingRestrictions, SmtpUser, TrustedNetwork, validate_node_name
 from policy.roles import can_edit
 from policy.tester import Probe
 
@@ -156,8 +155,7 @@ class TrustedNetworkForm(ProfileFieldsMixin, NetworkEntryForm):
             self.add_error("address", ValidationError(problem, code="open_relay"))
 
     def takes_effect(self, cleaned) -> bool:
-        expires_at = cleaned.get("expires_at")
-        return bool(cleaned.get("enabled")) and (expires_at is None or expires_at > timezone.now())
+        return TrustedNetwork.takes_effect(bool(cleaned.get("enabled")), cleaned.get("expires_at"))
 
     def entry_data(self) -> dict:
         expires_at = self.cleaned_data["expires_at"]

@@ -313,7 +313,12 @@ class TrustedNetwork(RelayProfile, NetworkEntry):
 
     @property
     def is_active(self) -> bool:
-        return self.enabled and not self.is_expired
+        return self.takes_effect(self.enabled, self.expires_at)
+
+    @staticmethod
+    def takes_effect(enabled: bool, expires_at, now=None) -> bool:
+        """Tell whether an entry so set is trusted at now: the rule of TrustedNetwork.objects.active()."""
+        return enabled and (expires_at is None or expires_at > (now or timezone.now()))
 
     def clean(self):
         self.clean_profile()
