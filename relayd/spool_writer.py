@@ -19,7 +19,7 @@ import logging
 import queue
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from relayd import logs
@@ -125,16 +125,22 @@ def _read_frames(stream: BinaryIO, frames: queue.SimpleQueue) -> None:
     frames.put(None)
 
 
-def _commit(spool: Spool, staged: queue.SimpleQueue, acks: BinaryIO | None) -> None:
-    """Commit each group of staged batches with one fsync of queue/ and acknowledge them, until None arrives."""
+def _takings(source: queue.SimpleQueue) -> Iterator[list]:
+    """Yield all that source holds each time it holds something (waiting for it), until None, the end, arrives."""
     finished = False
     while not finished:
-        groups = [staged.get()]
-        while not staged.empty():
-            groups.append(staged.get())
-        if groups[-1] is None:
+        items = [source.get()]
+        while not source.empty():
+            items.append(source.get())
+        if items[-1] is None:
             finished = True
-            groups.pop()
+            items.pop()
+        yield items
+
+
+def _commit(spool: Spool, staged: queue.SimpleQueue, acks: BinaryIO | None) -> None:
+    """Commit each group of staged batches with one fsync of queue/ and acknowledge them, until None arrives."""
+    for groups in _takings(staged):
         outcomes = [(message_id, error) for group in groups for message_id, error in group]
         error = spool.commit([message_id for message_id, failed in outcomes if failed is None])
         lines = []
@@ -175,14 +181,7 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=_read_frames, args=(sys.stdin.buffer, frames), daemon=True).start()
     committer = threading.Thread(target=_commit, args=(spool, staged, sys.stdout.buffer))
     committer.start()
-    finished = False
-    while not finished:
-        batch = [frames.get()]
-        while not frames.empty():
-            batch.append(frames.get())
-        if batch[-1] is None:
-            finished = True
-            batch.pop()
+    for batch in _takings(frames):
         if batch:
             results = spool.stage(batch)
             staged.put([(message_id, error) for (message_id, _, _), error in zip(batch, results, strict=True)])
