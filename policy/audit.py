@@ -24,8 +24,6 @@ from policy.locks import lock_audit_chain
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser, User
-
-SOURCES = ("web", "api", "cli", "import", "daemon", "system")
 # Fields that would only add noise or leak secrets; secrets are recorded as a fingerprint instead.
 NOISE_FIELDS = {"created_at", "updated_at", "last_login", "range_start", "range_end", "family"}
 

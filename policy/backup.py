@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from policy import audit
 from policy.models import AuditEntry, PolicyRevision
+from relayd.files import write_atomically
 
 FORMAT = 1
 # Rebuilt by migrate from the code, and referred to by natural key in the dump.
@@ -254,12 +255,6 @@ def _write_secrets(secrets: dict[str, bytes]) -> list[str]:
             continue
         target = (Path(settings.VAR_DIR) if area == "var" else relayd_dir()) / relative
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temporary = target.with_name(f".{target.name}.restore")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as output:
-            output.write(content)
-            output.flush()
-            os.fsync(output.fileno())
-        os.replace(temporary, target)
+        write_atomically(target, content, mode=0o600)
         written.append(str(target))
     return written

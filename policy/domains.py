@@ -7,9 +7,9 @@ import netaddr
 from django.core.exceptions import ValidationError
 
 from policy.addresses import AddressError, address_text, parse_address
+from relayd.hostport import DOTTED_NUMBERS, join_host_port, split_host_port
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_DOTTED_NUMBERS = re.compile(r"[0-9.]+", re.ASCII)
 DEFAULT_SMTP_PORT = 25
 
 
@@ -56,49 +56,25 @@ def normalise_route(text: str) -> str:
     route = (text or "").strip()
     if not route:
         return ""
-    host, port = _split_host_port(route)
-    if port is not None and not 1 <= port <= 65535:
-        raise ValidationError(f"Port {port} is out of range: use 1–65535 (SMTP is 25).", code="port_range")
-    port = port or DEFAULT_SMTP_PORT
+    if ":" not in route or (route.startswith("[") and route.endswith("]")):
+        route = f"{route}:{DEFAULT_SMTP_PORT}"
     try:
-        ip = parse_address(host.strip("[]"))
+        host, port, bracketed = split_host_port(route)
+    except ValueError as exc:
+        raise ValidationError(f"{exc}.", code="invalid_route") from None
+    try:
+        ip = parse_address(host)
     except AddressError:
-        if host.startswith("["):
-            raise ValidationError(f"{host} is not a valid IPv6 address.", code="invalid_route") from None
-        if _DOTTED_NUMBERS.fullmatch(host):
-            # relayd reads a host of digits and dots as an IPv4 address, never as a name (docs/snapshot.md).
+        if bracketed:
+            raise ValidationError(f"[{host}] is not a valid IPv6 address.", code="invalid_route") from None
+        if DOTTED_NUMBERS.fullmatch(host):
             raise ValidationError(
                 f"{host} is not a valid IPv4 address: write all four parts, e.g. 192.0.2.25.", code="invalid_route"
             ) from None
         return f"{normalise_domain(host)}:{port}"
     if ip.is_ipv4_mapped():
         ip = ip.ipv4()  # relayd takes an IPv4 next hop only as IPv4
-    return f"[{address_text(ip)}]:{port}" if ip.version == 6 else f"{address_text(ip)}:{port}"
-
-
-def _split_host_port(route: str) -> tuple[str, int | None]:
-    if route.startswith("["):
-        host, _, rest = route.partition("]")
-        host += "]"
-        if rest and not rest.startswith(":"):
-            raise ValidationError(
-                "Write the route as [IPv6]:port, e.g. [2001:db8::25]:25.",
-                code="invalid_route",
-            )
-        port_text = rest[1:]
-    elif route.count(":") > 1:
-        raise ValidationError(
-            f"Put an IPv6 next hop in brackets, e.g. [{route}]:25.",
-            code="invalid_route",
-        )
-    else:
-        host, _, port_text = route.partition(":")
-    if not port_text:
-        return host, None
-    # ASCII only: str.isdigit() takes "²", which int() then refuses.
-    if not (port_text.isascii() and port_text.isdigit()):
-        raise ValidationError(f"“{port_text}” is not a port number.", code="invalid_route")
-    return host, int(port_text)
+    return join_host_port(address_text(ip), port)
 
 
 def _looks_like_ip(text: str) -> bool:

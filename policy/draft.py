@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db.models import Q
-from django.utils import timezone
 
 from policy import addresses
 from policy.filtersets import DeniedNetworkFilterSet, InternalAddressFilterSet, TrustedNetworkFilterSet
@@ -332,6 +331,6 @@ def _listed(row: DraftRow) -> addresses.ListedNetwork:
 def _takes_effect(data: dict) -> bool:
     """Tell whether a pending row would take effect: not disabled, not expired."""
     expires_at = data.get("expires_at")
-    return data.get("enabled", True) is not False and (
-        not expires_at or datetime.fromisoformat(expires_at) > timezone.now()
+    return TrustedNetwork.takes_effect(
+        data.get("enabled", True) is not False, datetime.fromisoformat(expires_at) if expires_at else None
     )

@@ -3,11 +3,10 @@
 import netaddr
 from django import forms
 from django.core.exceptions import ValidationError
-from django.utils import timezone
 
 from policy import addresses
 from policy.domains import normalise_domain
-from policy.models import PROFILE_FIELDS, LocalDomain, RoutingRestrictions, SmtpUser, validate_node_name
+from policy.models import PROFILE_FIELDS, LocalDomain, RoutingRestrictions, SmtpUser, TrustedNetwork, validate_node_name
 from policy.roles import can_edit
 from policy.tester import Probe
 
@@ -69,13 +68,26 @@ class ProfileFieldsMixin(forms.Form):
         return " ".join(domains) if isinstance(domains, list) else domains or ""
 
 
-class NetworkEntryForm(forms.Form):
-    """Add or edit a network as "IP address" plus "Subnet mask", as the dialog does, or as CIDR.
+class ListEntryForm(forms.Form):
+    """An entry of one of the dialog's address lists: its address, then its description.
 
     `listed` answers for the entries of the same list (the pending draft, not just the database:
     draft.DraftListing, or a plain list of entries), so that duplicates are refused and overlaps
-    are warned about before anything is saved. It is asked about this one network only.
+    are warned about before anything is saved. It is asked about this one entry only.
     """
+
+    field_order = ["address", "mask", "description"]
+
+    description = forms.CharField(label="Description", max_length=200, required=False)
+
+    def __init__(self, *args, listed=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.listed = addresses.as_listing(listed)
+        self.warnings: list[str] = []
+
+
+class NetworkEntryForm(ListEntryForm):
+    """Add or edit a network as "IP address" plus "Subnet mask", as the dialog does, or as CIDR."""
 
     address = forms.CharField(
         label="IP address",
@@ -88,12 +100,9 @@ class NetworkEntryForm(forms.Form):
         required=False,
         help_text="e.g. 255.255.0.0 or 16. Leave empty for a single host or when the address has a /prefix.",
     )
-    description = forms.CharField(label="Description", max_length=200, required=False)
 
-    def __init__(self, *args, listed=(), **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.listed = addresses.as_listing(listed)
-        self.warnings: list[str] = []
         self.network = None
 
     def clean(self):
@@ -156,8 +165,7 @@ class TrustedNetworkForm(ProfileFieldsMixin, NetworkEntryForm):
             self.add_error("address", ValidationError(problem, code="open_relay"))
 
     def takes_effect(self, cleaned) -> bool:
-        expires_at = cleaned.get("expires_at")
-        return bool(cleaned.get("enabled")) and (expires_at is None or expires_at > timezone.now())
+        return TrustedNetwork.takes_effect(bool(cleaned.get("enabled")), cleaned.get("expires_at"))
 
     def entry_data(self) -> dict:
         expires_at = self.cleaned_data["expires_at"]
@@ -179,18 +187,12 @@ class DeniedNetworkForm(NetworkEntryForm):
     """The NEVER list. A broad range here is safe: it only refuses more clients."""
 
 
-class InternalAddressForm(forms.Form):
+class InternalAddressForm(ListEntryForm):
     address = forms.CharField(
         label="IP address",
         max_length=100,
         help_text="An address of this server on the internal network card, e.g. 192.168.1.10.",
     )
-    description = forms.CharField(label="Description", max_length=200, required=False)
-
-    def __init__(self, *args, listed=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self.listed = addresses.as_listing(listed)
-        self.warnings: list[str] = []
 
     def clean_address(self):
         try:

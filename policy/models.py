@@ -263,6 +263,25 @@ class NetworkEntry(TrackedModel):
         )
 
 
+class TrustedNetworkQuerySet(models.QuerySet):
+    """Trusted networks by whether they take effect at a moment: enabled, and not expired by then.
+
+    `now` defaults to the current time; give it to judge several queries at one moment.
+    """
+
+    def active(self, now=None):
+        """Return the entries in force: enabled, and expiring never or after now."""
+        return self.filter(enabled=True).exclude(expires_at__lte=now or timezone.now())
+
+    def inactive(self, now=None):
+        """Return the entries kept but not in force: disabled, or expired by now."""
+        return self.filter(models.Q(enabled=False) | models.Q(expires_at__lte=now or timezone.now()))
+
+    def expired(self, now=None):
+        """Return the enabled entries that have expired by now."""
+        return self.filter(enabled=True, expires_at__lte=now or timezone.now())
+
+
 class TrustedNetwork(RelayProfile, NetworkEntry):
     """A network whose clients may relay when "these IP addresses" is on."""
 
@@ -279,6 +298,8 @@ class TrustedNetwork(RelayProfile, NetworkEntry):
         help_text="Trust a range such as 0.0.0.0/0 anyway. This makes the server an open relay for everyone in it.",
     )
 
+    objects = TrustedNetworkQuerySet.as_manager()
+
     class Meta(NetworkEntry.Meta):
         verbose_name = "trusted network"
 
@@ -288,7 +309,12 @@ class TrustedNetwork(RelayProfile, NetworkEntry):
 
     @property
     def is_active(self) -> bool:
-        return self.enabled and not self.is_expired
+        return self.takes_effect(self.enabled, self.expires_at)
+
+    @staticmethod
+    def takes_effect(enabled: bool, expires_at, now=None) -> bool:
+        """Tell whether an entry so set is trusted at now: the rule of TrustedNetwork.objects.active()."""
+        return enabled and (expires_at is None or expires_at > (now or timezone.now()))
 
     def clean(self):
         self.clean_profile()

@@ -2,9 +2,6 @@
 
 from datetime import datetime
 
-from django.db.models import Q
-from django.utils import timezone
-
 from policy import addresses
 from policy.models import (
     PROFILE_FIELDS,
@@ -23,7 +20,6 @@ def inactive_state() -> dict:
 
     That is disabled or expired trusted networks (with their override) and disabled SMTP users.
     """
-    now = timezone.now()
     return {
         "trusted_networks": [
             {
@@ -34,7 +30,7 @@ def inactive_state() -> dict:
                 "open_relay_override": network.open_relay_override,
                 "profile": network.profile(),
             }
-            for network in TrustedNetwork.objects.filter(Q(enabled=False) | Q(expires_at__lte=now))
+            for network in TrustedNetwork.objects.inactive()
         ],
         "smtp_users": [
             {"username": account.username, "password_hash": account.password_hash, "profile": account.profile()}

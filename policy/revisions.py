@@ -12,8 +12,6 @@ import contextvars
 import fcntl
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from policy.locks import lock_audit_chain, lock_policy
 from policy.models import PolicyRevision
 from policy.restore import inactive_state, restore_snapshot
 from policy.snapshot import build_snapshot, check_fleet, check_publishable, dumps, policy_content
+from relayd.files import write_atomically
 
 
 @dataclass
@@ -207,7 +206,7 @@ def publish_latest() -> PolicyRevision | None:
     with open(path.parent / ".publish.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _published_serial(path) < revision.serial:
-            write_atomically(path, revision.snapshot)
+            write_atomically(path, revision.snapshot.encode(), mode=0o640)
     return revision
 
 
@@ -216,27 +215,6 @@ def _published_serial(path: Path) -> int:
         return int(json.loads(path.read_text())["serial"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never a part (temp, fsync, rename)."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o640)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
 
 
 def rollback_to(serial: int) -> PolicyRevision | None:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import netaddr
-from django.utils import timezone
 
 from policy import addresses
 from policy.models import InternalAddress, RoutingRestrictions, TrustedNetwork
@@ -63,7 +62,7 @@ def analyse(snapshot: dict, *, tls_ready: bool | None = None, selftest=None, nod
     risks.extend(_nat_traps(found.trusted, nodes))
     risks.extend(found.localhost)
     # The database filters: with thousands of entries, only the expired few are loaded.
-    for network in TrustedNetwork.objects.filter(enabled=True, expires_at__lte=timezone.now()):
+    for network in TrustedNetwork.objects.expired():
         risks.append(
             Risk(
                 INFO,
@@ -193,8 +192,7 @@ def saved_dangers() -> list[Risk]:
     flags = {name: getattr(restrictions, name) for name in ("allow_listed_ips", "allow_internal_addresses")}
     trusted = []
     if flags["allow_listed_ips"]:
-        in_force = TrustedNetwork.objects.filter(enabled=True).exclude(expires_at__lte=timezone.now())
-        trusted = list(in_force.values_list("network", flat=True))
+        trusted = list(TrustedNetwork.objects.active().values_list("network", flat=True))
     internal = list(InternalAddress.objects.values_list("address", flat=True))
     return dangers(flags, trusted, internal)
 

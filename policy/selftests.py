@@ -9,7 +9,6 @@ with the same answer whether a port is open or closed. Each user may start only 
 anyway, and tests any target.
 """
 
-import ipaddress
 import smtplib
 from datetime import UTC, datetime, timedelta
 
@@ -23,7 +22,8 @@ from policy.models import LocalDomain, PolicyRevision, SelfTestRun
 from policy.tester import current_snapshot
 from relayd import selftest
 from relayd.config import compile_policy, validate_snapshot
-from relayd.matcher import parse_address
+from relayd.hostport import join_host_port, split_host_port
+from relayd.matcher import address_text, parse_address
 
 # Addresses for documentation (RFC 5737, RFC 3849): no real client has them, so the self-test may
 # claim one as "an Internet client" without speaking for anyone.
@@ -70,7 +70,7 @@ def run_selftest(target: str, user=None, domain: str = "", *, any_target: bool =
     as_client = untrusted_address(policy)
     context = current_context()
     run = SelfTestRun(
-        target=format_target(host, port),
+        target=join_host_port(host, port),
         domain=domain,
         run_by=user,
         run_by_name=context.actor_name,
@@ -138,16 +138,14 @@ def _xclient_secret() -> str | None:
 def parse_target(text: str) -> tuple[str, int]:
     """Return (host, port) of "host:port" or "[v6]:port", an IP address in its canonical text; raise SelfTestRefused."""
     try:
-        host, port = selftest.split_target(text.strip())
-        if not 0 < port < 65536:
-            raise ValueError(f"port {port} is out of range")
+        host, port, _ = split_host_port(text.strip(), what="target")
     except ValueError as exc:
         raise SelfTestRefused(f"{exc}: enter the target as host:port, e.g. 127.0.0.1:2525.") from None
     try:
-        host = str(ipaddress.ip_address(host))
+        address = parse_address(host)
     except ValueError:
-        host = host.lower().rstrip(".")
-    return host, port
+        return host.lower().rstrip("."), port
+    return address_text(*address), port
 
 
 def allowed_targets() -> set[tuple[str, int]]:
@@ -161,15 +159,11 @@ def allowed_targets() -> set[tuple[str, int]]:
     return allowed
 
 
-def format_target(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _check_target(host: str, port: int) -> None:
     # Compared as text, before any DNS lookup or connection: a refusal says nothing about the port.
     if (host, port) not in allowed_targets():
         raise SelfTestRefused(
-            f"{format_target(host, port)} is not a self-test target. Only the bundled relayd (RELAYD_SMTP_TARGET) "
+            f"{join_host_port(host, port)} is not a self-test target. Only the bundled relayd (RELAYD_SMTP_TARGET) "
             "and the targets in SELFTEST_ALLOWED_TARGETS may be tested, so that the self-test cannot scan "
             "other hosts or ports."
         )

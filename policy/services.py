@@ -122,8 +122,7 @@ class PolicySummary:
 
 
 def policy_summary() -> PolicySummary:
-    now = timezone.now()
-    active = TrustedNetwork.objects.filter(enabled=True).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    active = TrustedNetwork.objects.active()
     return PolicySummary(
         restrictions=RoutingRestrictions.load(),
         trusted_active=active.count(),

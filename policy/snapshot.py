@@ -40,11 +40,8 @@ def required_schema(snapshot: dict) -> tuple[int, list[SchemaFeature]]:
 def build_snapshot(serial: int) -> dict:
     """Return the current policy as a snapshot with this serial, in the oldest schema that expresses it."""
     restrictions = RoutingRestrictions.load()
-    trusted = [
-        network
-        for network in TrustedNetwork.objects.filter(enabled=True).select_related("created_by")
-        if not network.is_expired
-    ]
+    now = timezone.now()  # one moment for generated_at and the entries in force at it
+    trusted = list(TrustedNetwork.objects.active(now).select_related("created_by"))
     accounts = list(SmtpUser.objects.filter(enabled=True))
     profiles = {
         "trusted_networks": [{"id": network.pk, **network.profile()} for network in trusted if network.has_profile],
@@ -55,7 +52,7 @@ def build_snapshot(serial: int) -> dict:
     snapshot = {
         "schema": 1,  # see required_schema() below
         "serial": serial,
-        "generated_at": timezone.now().isoformat(timespec="seconds"),
+        "generated_at": now.isoformat(timespec="seconds"),
         "restrictions": {
             "allow_authenticated": restrictions.allow_authenticated,
             "allow_listed_ips": restrictions.allow_listed_ips,

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 import orjson
 
+from relayd.hostport import DOTTED_NUMBERS, split_host_port
 from relayd.matcher import Address, Network, NetworkSet, parse_host_address, parse_network
 from relayd.passwords import parse_password_hash
 
@@ -703,7 +704,6 @@ def _address(value: object, key: str) -> Address:
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*", re.ASCII)
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*", re.ASCII | re.IGNORECASE)
-_DOTTED_NUMBERS = re.compile(r"[0-9.]+", re.ASCII)
 
 
 def _domain(value: object, key: str) -> str:
@@ -725,19 +725,16 @@ def _route(value: object, key: str) -> str | None:
         return None
     if type(value) is not str:
         raise _Invalid(key, "must be host:port or null")
-    host, colon, port = value.rpartition(":")
-    if not colon:
-        raise _Invalid(key, f"{value!r} has no port: write it as host:port, e.g. {value}:25")
-    if not (port.isascii() and port.isdigit()) or port[0] == "0" or int(port) > 65535:
-        raise _Invalid(key, f"{value!r} has no valid port (1-65535)")
-    if host.startswith("[") and host.endswith("]"):
-        _route_address(key, host[1:-1], 6)
-    elif ":" in host:
-        raise _Invalid(key, f"{value!r}: write an IPv6 next hop in brackets, e.g. [2001:db8::25]:25")
-    elif _DOTTED_NUMBERS.fullmatch(host):
-        _route_address(key, host, 4)
-    elif len(host) > 253 or not _HOSTNAME.fullmatch(host):
-        raise _Invalid(key, f"{value!r}: {host!r} is not a host name")
+    try:
+        hop = split_host_port(value)
+    except ValueError as exc:
+        raise _Invalid(key, str(exc)) from None
+    if hop.bracketed:
+        _route_address(key, hop.host, 6)
+    elif DOTTED_NUMBERS.fullmatch(hop.host):
+        _route_address(key, hop.host, 4)
+    elif len(hop.host) > 253 or not _HOSTNAME.fullmatch(hop.host):
+        raise _Invalid(key, f"{value!r}: {hop.host!r} is not a host name")
     return value
 
 

@@ -36,10 +36,8 @@ import hashlib
 import http.client
 import json
 import logging
-import os
 import random
 import ssl
-import tempfile
 import threading
 import time
 import urllib.error
@@ -53,6 +51,7 @@ from typing import IO, Any, TypeVar, cast
 
 from relayd import __version__
 from relayd.config import SUPPORTED_SCHEMAS, SnapshotError, parse_snapshot
+from relayd.files import write_atomically
 from relayd.logs import kv
 from relayd.metrics import Metrics
 from relayd.policy_source import PolicySource, succeeds
@@ -273,7 +272,9 @@ class PolicyFetcher:
         except SnapshotError as exc:
             return self._refuse(digest, str(exc), exc.serial)
         try:
-            write_atomically(self.policy_source.path, body)
+            self.policy_source.path.parent.mkdir(parents=True, exist_ok=True)
+            # 0600: the snapshot holds the SMTP users' password hashes.
+            write_atomically(self.policy_source.path, body, mode=0o600)
         except OSError as exc:
             raise DashboardError(f"cannot write {self.policy_source.path}: {exc}") from None
         self.metrics.inc("policy_fetches", result="updated")
@@ -336,28 +337,6 @@ def _etag_of(path: Path) -> str | None:
         return f'"{hashlib.sha256(path.read_bytes()).hexdigest()}"'
     except OSError:
         return None
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace the file at path with data, so that readers see the old or the new file, and a crash loses neither."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp creates the file 0600: the snapshot holds the SMTP users' password hashes.
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as temporary_file:
-            temporary_file.write(data)
-            temporary_file.flush()
-            os.fsync(temporary_file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def node_report(

@@ -49,6 +49,7 @@ import dns.name
 import dns.resolver
 
 from relayd.bounce import build_dsn
+from relayd.hostport import join_host_port, split_host_port
 from relayd.logs import kv, repeats
 from relayd.metrics import Counting
 from relayd.replies import Reply
@@ -87,7 +88,7 @@ class DeliveryConfig:
 
     def __post_init__(self) -> None:
         if self.smarthost is not None:
-            parse_hop(self.smarthost)
+            split_host_port(self.smarthost, what="smarthost")
         for name in ("retry_initial", "retry_max", "queue_lifetime", "scan_interval", "timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
@@ -103,18 +104,6 @@ class DeliveryConfig:
             raise ValueError("mx_port must be a port number (1-65535)")
 
 
-def parse_hop(text: str) -> tuple[str, int]:
-    """Return (host, port) of a next hop written host:port or [IPv6]:port; raise ValueError if malformed."""
-    host, colon, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"{text!r}: write an IPv6 next hop in brackets, e.g. [2001:db8::25]:25")
-    if not colon or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r} is not a next hop: write host:port, e.g. smtp.example.net:25")
-    return host, int(port)
-
-
 class Target(NamedTuple):
     """One host to try for a next hop: its name, the address to connect to, and the port."""
 
@@ -124,7 +113,7 @@ class Target(NamedTuple):
 
     def __str__(self) -> str:
         if self.host == self.address:
-            return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+            return join_host_port(self.host, self.port)
         return f"{self.host}[{self.address}]:{self.port}"
 
 
@@ -384,7 +373,7 @@ class QueueRunner:
             address = rcpt["address"]
             hop = rcpt["route"] or self.config.smarthost
             if hop:
-                host, port = parse_hop(hop)
+                host, port, _ = split_host_port(hop)
                 groups.setdefault((Target(host, host, port),), []).append(address)
             else:
                 by_domain.setdefault(address.rpartition("@")[2].lower(), []).append(address)

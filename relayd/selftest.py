@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from relayd.hostport import split_host_port
+
 # Where the battery pretends to send: a reserved name (RFC 2606) that must never be local.
 REMOTE_DOMAIN = "relaytest.example.invalid"
 REMOTE_USER = "relaytest"
@@ -161,14 +163,6 @@ def _greeting_domain(banner: bytes) -> str | None:
     return first[0].lower() if first and "." in first[0] else None
 
 
-def split_target(text: str) -> tuple[str, int]:
-    """Return (host, port) from "host:port" or "[v6]:port"; raise ValueError if malformed."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit()) or not host:
-        raise ValueError(f"{text!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m relayd.selftest", description=__doc__.split("\n\n")[0])
     parser.add_argument("target", help="HOST:PORT of the SMTP server to test")
@@ -178,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         secret = args.secret_file.read_text().strip() if args.secret_file else None
-        report = run(*split_target(args.target), domain=args.domain, as_client=args.as_client, secret=secret)
+        host, port, _ = split_host_port(args.target, what="target")
+        report = run(host, port, domain=args.domain, as_client=args.as_client, secret=secret)
     except (TimeoutError, ValueError, OSError, smtplib.SMTPException) as exc:
         print(f"relaytest: cannot test {args.target}: {exc}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from relayd.clientaddr import parse_hosts
 from relayd.decision import parse_recipient
+from relayd.hostport import split_host_port
 
 # The longest long poll the dashboard grants (policy/revision_feed.py MAX_WAIT).
 MAX_FETCH_WAIT = 55
@@ -329,15 +330,9 @@ def _is_mailbox(text: str) -> bool:
 
 def parse_listen(text: str) -> tuple[str, int]:
     """Return (ip, port) of a listen address written IP:PORT or [IPv6]:PORT; raise ValueError naming the fix."""
-    host, colon, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"{text!r}: write an IPv6 listen address in brackets, e.g. [::1]:2525")
+    host, port, _ = split_host_port(text, what="listen address", lowest_port=0)
     try:
         ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"{text!r}: listen on an IP address, e.g. 127.0.0.1:2525 or [::]:2525") from None
-    if not colon or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
-        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
-    return host, int(port)
+    return host, port

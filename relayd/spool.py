@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from relayd.files import fsync_directory
+
 FORMAT = 1
 
 _ID = re.compile(r"[0-9a-f]{24}")
@@ -69,7 +71,7 @@ class Spool:
         self.corrupt = self.root / "corrupt"
         for directory in (self.root, self.tmp, self.queue, self.root / "bounce", self.corrupt):
             directory.mkdir(mode=0o700, exist_ok=True)
-        _fsync_directory(self.root)
+        fsync_directory(self.root)
         self._fsync_pool = ThreadPoolExecutor(max_workers=fsync_threads, thread_name_prefix="relayd-fsync")
 
     def remove_leftovers(self) -> int:
@@ -124,7 +126,7 @@ class Spool:
         if not message_ids:
             return None
         try:
-            _fsync_directory(self.queue)
+            fsync_directory(self.queue)
         except OSError as exc:
             # The clients hear 451 and send the messages again, so these copies must not be delivered too.
             for message_id in message_ids:
@@ -228,14 +230,6 @@ def _create(path: Path, chunks: tuple[bytes, ...]) -> int:
 def _write_durably(path: Path, chunks: tuple[bytes, ...]) -> None:
     """Create path holding chunks and fsync it."""
     fd = _create(path, chunks)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:

@@ -19,8 +19,8 @@ import logging
 import queue
 import sys
 import threading
-from collections.abc import Callable
-from typing import Any, BinaryIO, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from relayd import logs
 from relayd.children import pipes, spawn
@@ -31,6 +31,7 @@ log = logging.getLogger("relayd.spool")
 
 _Frame = tuple[str, bytes, bytes]  # a message's id, envelope line and bytes, as intake sends them
 _Staged = list[tuple[str, OSError | None]]  # a batch's ids, each with the error that kept it from the spool
+_Item = TypeVar("_Item")  # what a queue carries, for _takings
 
 
 class MessageStore(Protocol):
@@ -137,15 +138,21 @@ def _read_frames(stream: BinaryIO, frames: queue.SimpleQueue[_Frame | None]) -> 
     frames.put(None)
 
 
-def _commit(spool: Spool, staged: queue.SimpleQueue[_Staged | None], acks: BinaryIO | None) -> None:
-    """Commit each group of staged batches with one fsync of queue/ and acknowledge them, until None arrives."""
+def _takings(source: queue.SimpleQueue[_Item | None]) -> Iterator[list[_Item]]:
+    """Yield all that source holds each time it holds something (waiting for it), until None, the end, arrives."""
     finished = False
     while not finished:
-        received = [staged.get()]
-        while not staged.empty():
-            received.append(staged.get())
-        groups = [group for group in received if group is not None]
-        finished = len(groups) < len(received)  # None came: the last batch is in
+        received = [source.get()]
+        while not source.empty():
+            received.append(source.get())
+        items = [item for item in received if item is not None]
+        finished = len(items) < len(received)  # None came: the last item is in
+        yield items
+
+
+def _commit(spool: Spool, staged: queue.SimpleQueue[_Staged | None], acks: BinaryIO | None) -> None:
+    """Commit each group of staged batches with one fsync of queue/ and acknowledge them, until None arrives."""
+    for groups in _takings(staged):
         outcomes = [(message_id, error) for group in groups for message_id, error in group]
         error = spool.commit([message_id for message_id, failed in outcomes if failed is None])
         lines = []
@@ -186,13 +193,7 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=_read_frames, args=(sys.stdin.buffer, frames), daemon=True).start()
     committer = threading.Thread(target=_commit, args=(spool, staged, sys.stdout.buffer))
     committer.start()
-    finished = False
-    while not finished:
-        received = [frames.get()]
-        while not frames.empty():
-            received.append(frames.get())
-        batch = [frame for frame in received if frame is not None]
-        finished = len(batch) < len(received)  # None came: intake closed stdin
+    for batch in _takings(frames):
         if batch:
             results = spool.stage(batch)
             staged.put([(message_id, error) for (message_id, _, _), error in zip(batch, results, strict=True)])

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple
 
-from relayd.delivery import parse_hop
+from relayd.hostport import split_host_port
 
 CAPACITY = 100_000
 
@@ -75,7 +75,7 @@ class RecipientVerifier:
 
     def probe(self, address: str, hop: str) -> Probe:
         """Ask hop whether it takes mail for address, without sending any; blocking."""
-        host, port = parse_hop(hop)
+        host, port, _ = split_host_port(hop)
         try:
             with smtplib.SMTP(host, port, local_hostname=self.helo_name, timeout=self.timeout) as smtp:
                 code, text = smtp.ehlo()

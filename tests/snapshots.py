@@ -2,8 +2,37 @@
 
 from datetime import datetime
 
+LISTS = ("trusted_networks", "denied_networks", "internal_addresses", "local_domains", "smtp_users")
 
-def network(entry_id, text, description, expires_at=None, *, denied=False):
+
+def snapshot(
+    serial=1,
+    *,
+    authenticated=False,
+    listed_ips=False,
+    internal=False,
+    generated_at="2026-11-28T00:40:00+00:00",
+    **keys,
+) -> dict:
+    """Return a schema-1 snapshot with these checkboxes; the lists are empty unless keys give them.
+
+    keys replace or add top-level keys: the lists, "schema", "audit" or "profiles".
+    """
+    return {
+        "schema": 1,
+        "serial": serial,
+        "generated_at": generated_at,
+        "restrictions": {
+            "allow_authenticated": authenticated,
+            "allow_listed_ips": listed_ips,
+            "allow_internal_addresses": internal,
+        },
+        **{name: [] for name in LISTS},  # a list each: a test may append to one
+        **keys,
+    }
+
+
+def network(entry_id, text, description="", expires_at=None, *, denied=False):
     """Return a snapshot network entry; denied ones carry no expires_at."""
     if isinstance(expires_at, datetime):
         expires_at = expires_at.isoformat()

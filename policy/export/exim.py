@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from policy.export import BUNDLE_DIRECTORY, comment, describe, domain_specificity, profiles, specificity
 from relayd.config import LocalDomain, Snapshot
+from relayd.hostport import split_host_port
 
 TITLE = "Exim"
 DESCRIPTION = "Named host and domain lists with the main options they need, an RCPT ACL and a manualroute router."
@@ -37,8 +38,8 @@ def route_host(route: str) -> str:
     Colons separate the hosts of that list, so the port follows a doubled colon and each colon of
     an IPv6 address is doubled too: [2001:db8::25]:25 becomes [2001::db8::::25]::25.
     """
-    host, _, port = route.rpartition(":")
-    return f"{host.replace(':', '::')}::{port}"
+    host, port, bracketed = split_host_port(route)
+    return f"[{host.replace(':', '::')}]::{port}" if bracketed else f"{host}::{port}"
 
 
 def _main(policy: Snapshot) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from policy.export import BUNDLE_DIRECTORY, comment, describe, domain_specificity, profiles, specificity
 from relayd.config import DeniedNetwork, LocalDomain, Snapshot, TrustedNetwork
+from relayd.hostport import split_host_port
 
 TITLE = "Postfix"
 DESCRIPTION = (
@@ -85,10 +86,8 @@ def nexthop(route: str) -> str:
     inbound mail does not wait behind outbound mail); the brackets make it connect to exactly this
     host instead of looking up MX records, and are required around an IP address.
     """
-    host, _, port = route.rpartition(":")
-    if not host.startswith("["):
-        host = f"[{host}]"
-    return f"relay:{host}:{port}"
+    host, port, _ = split_host_port(route)
+    return f"relay:[{host}]:{port}"
 
 
 def _mynetworks(trusted: tuple[TrustedNetwork, ...], used: bool) -> str:

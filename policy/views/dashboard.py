@@ -3,10 +3,8 @@
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import messages
-from django.contrib.messages.views import SuccessMessageMixin
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.forms import Form
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
@@ -26,9 +24,11 @@ from policy.forms import CheckForm, LocalDomainForm, RestrictionsForm, SmtpUserF
 from policy.models import LocalDomain, SelfTestRun, SmtpUser
 from policy.risks import analyse, grouped, open_relay_headline
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin, require_editor
-from policy.selftests import allowed_targets, default_target, format_target, latest_serial
+from policy.selftests import allowed_targets, default_target, latest_serial
 from policy.tester import check, current_snapshot
 from policy.views.audit import history_for
+from policy.views.objects import CreatedByMixin, ObjectDeleteMixin, ObjectEditMixin
+from relayd.hostport import join_host_port
 
 if TYPE_CHECKING:
     from django.utils.functional import _StrOrPromise
@@ -61,7 +61,7 @@ class DashboardView(ViewerRequiredMixin, TemplateView):
             selftest_stale=stale,
             latest_serial=serial,
             selftest_target=default_target(),
-            selftest_targets=sorted(format_target(*target) for target in allowed_targets()),
+            selftest_targets=sorted(join_host_port(*target) for target in allowed_targets()),
             **kwargs,
         )
 
@@ -265,25 +265,6 @@ class RoutingEntryView(EditorRequiredMixin, View):
         return render(request, self.template_name, context, status=status)
 
 
-class CreatedByMixin:
-    """Record who created the object."""
-
-    def form_valid(self, form):
-        form.instance.created_by = self.request.user
-        return super().form_valid(form)
-
-
-class ObjectEditMixin(EditorRequiredMixin, SuccessMessageMixin):
-    """Shared by the add, edit and remove pages of domains and SMTP users."""
-
-    # Typed to fit the generic views these mixins are combined with: create, update and delete (whose form differs).
-    template_name: str | None = "policy/object_form.html"
-
-    def get_context_data(self, **kwargs):
-        history = history_for(self.object) if getattr(self, "object", None) else []
-        return super().get_context_data(opts=self.model._meta, history=history, **kwargs)
-
-
 class LocalDomainListView(ViewerRequiredMixin, ListView):
     model = LocalDomain
     paginate_by = ROWS_PER_PAGE
@@ -305,9 +286,7 @@ class LocalDomainUpdateView(LocalDomainEditMixin, UpdateView):
     pass
 
 
-class LocalDomainDeleteView(LocalDomainEditMixin, DeleteView):
-    form_class = Form
-    template_name = "policy/object_confirm_delete.html"
+class LocalDomainDeleteView(ObjectDeleteMixin, LocalDomainEditMixin, DeleteView):
     success_message = "Local domain removed."
 
 
@@ -332,7 +311,5 @@ class SmtpUserUpdateView(SmtpUserEditMixin, UpdateView):
     pass
 
 
-class SmtpUserDeleteView(SmtpUserEditMixin, DeleteView):
-    form_class = Form
-    template_name = "policy/object_confirm_delete.html"
+class SmtpUserDeleteView(ObjectDeleteMixin, SmtpUserEditMixin, DeleteView):
     success_message = "SMTP user removed."

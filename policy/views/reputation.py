@@ -4,7 +4,6 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib import messages
 from django.contrib.messages.views import SuccessMessageMixin
-from django.forms import Form
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse_lazy
@@ -16,6 +15,7 @@ from policy.models import Blocklist, WatchedAddress
 from policy.reputation_forms import BlocklistForm, WatchedAddressForm
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin
 from policy.views.audit import history_for
+from policy.views.objects import ObjectDeleteMixin, ObjectEditMixin
 
 if TYPE_CHECKING:
     from django.utils.functional import _StrOrPromise
@@ -48,10 +48,8 @@ class WatchedAddressAddView(EditorRequiredMixin, View):
         return redirect("policy:reputation")
 
 
-class WatchedAddressDeleteView(EditorRequiredMixin, SuccessMessageMixin, DeleteView):
+class WatchedAddressDeleteView(ObjectDeleteMixin, EditorRequiredMixin, SuccessMessageMixin, DeleteView):
     model = WatchedAddress
-    form_class = Form
-    template_name = "policy/object_confirm_delete.html"
     success_url = reverse_lazy("policy:reputation")
     success_message = "The address is no longer watched; its history was removed with it."
 
@@ -92,17 +90,12 @@ class CheckStatusView(ViewerRequiredMixin, View):
         return JsonResponse({"id": check.pk, "running": check.running, "summary": check.summary})
 
 
-class BlocklistEditMixin(EditorRequiredMixin, SuccessMessageMixin):
+class BlocklistEditMixin(ObjectEditMixin):
     model = Blocklist
     # Typed to fit the generic views this mixin is combined with: create, update and delete (whose form differs).
     form_class: type[Any] | None = BlocklistForm
-    template_name: str | None = "policy/object_form.html"
     success_url: "_StrOrPromise | None" = reverse_lazy("policy:reputation")
     success_message = "Blocklist %(zone)s saved."
-
-    def get_context_data(self, **kwargs):
-        history = history_for(self.object) if getattr(self, "object", None) else []
-        return super().get_context_data(opts=self.model._meta, history=history, **kwargs)
 
 
 class BlocklistCreateView(BlocklistEditMixin, CreateView):
@@ -113,9 +106,7 @@ class BlocklistUpdateView(BlocklistEditMixin, UpdateView):
     pass
 
 
-class BlocklistDeleteView(BlocklistEditMixin, DeleteView):
-    form_class = Form
-    template_name = "policy/object_confirm_delete.html"
+class BlocklistDeleteView(ObjectDeleteMixin, BlocklistEditMixin, DeleteView):
     success_message = "Blocklist removed."
 
 

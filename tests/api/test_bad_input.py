@@ -79,10 +79,14 @@ def test_unicode_digits_in_the_dialog_are_a_form_error(editor_client, digit):
 def test_unicode_digits_in_a_route_port_are_refused(api, editor_client, port):
     response = api.post(reverse("api:localdomain-list"), {"domain": "example.com", "route": f"mx.example.com:{port}"})
     assert response.status_code == 400
-    assert response.json() == {"route": [f"“{port}” is not a port number."]}
+    assert response.json() == {
+        "route": [f"next hop 'mx.example.com:{port}' has no valid port: use a number from 1 to 65535 (SMTP is 25)."]
+    }
     page = editor_client.post(reverse("policy:domain-add"), {"domain": "example.com", "route": f"[::1]:{port}"})
     assert page.status_code == 200
-    assert page.context["form"].errors["route"] == [f"“{port}” is not a port number."]
+    assert page.context["form"].errors["route"] == [
+        f"next hop '[::1]:{port}' has no valid port: use a number from 1 to 65535 (SMTP is 25)."
+    ]
     assert not LocalDomain.objects.exists()
 
 

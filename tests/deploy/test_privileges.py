@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.relayd.conftest import network, policy
+from tests.relayd.conftest import policy
 from tests.relayd.test_delivery import start_sink
+from tests.snapshots import network
 
 ROOT = Path(__file__).resolve().parents[2]
 USER, GROUP = "nobody", "nogroup"

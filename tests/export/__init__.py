@@ -2,24 +2,27 @@
 
 from datetime import UTC, datetime, timedelta
 
-from tests.snapshots import network
+from tests.snapshots import network, snapshot
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LAB_EXPIRES = NOW + timedelta(days=3)
 OLD_EXPIRED = NOW - timedelta(days=1)
 
 
+def empty_snapshot(listed_ips=True, authenticated=True, internal=True):
+    """Return a snapshot with every checkbox as given and every list empty."""
+    return snapshot(
+        7,
+        authenticated=authenticated,
+        listed_ips=listed_ips,
+        internal=internal,
+        generated_at="2026-11-28T11:59:00+00:00",
+    )
+
+
 def make_snapshot(listed_ips=True, authenticated=True, internal=True, **lists):
     """Return a schema-1 snapshot: the three checkboxes, and sample lists unless lists= replaces them."""
-    snapshot = {
-        "schema": 1,
-        "serial": 7,
-        "generated_at": "2026-11-28T11:59:00+00:00",
-        "restrictions": {
-            "allow_authenticated": authenticated,
-            "allow_listed_ips": listed_ips,
-            "allow_internal_addresses": internal,
-        },
+    sample = {
         "trusted_networks": [
             network(3, "10.0.0.0/8", "LAN"),
             network(4, "2001:db8::/32", "lab", LAB_EXPIRES),
@@ -42,20 +45,5 @@ def make_snapshot(listed_ips=True, authenticated=True, internal=True, **lists):
             {"domain": "v6.example.net", "include_subdomains": False, "route": "[2001:db8::25]:2525"},
             {"domain": "xn--bcher-kva.example", "include_subdomains": False, "route": None},
         ],
-        "smtp_users": [],
     }
-    snapshot.update(lists)
-    return snapshot
-
-
-def empty_snapshot(listed_ips=True, authenticated=True, internal=True):
-    """Return a snapshot with every checkbox as given and every list empty."""
-    return make_snapshot(
-        listed_ips,
-        authenticated,
-        internal,
-        trusted_networks=[],
-        denied_networks=[],
-        internal_addresses=[],
-        local_domains=[],
-    )
+    return {**empty_snapshot(listed_ips, authenticated, internal), **sample, **lists}

@@ -58,9 +58,13 @@ def test_routes_normalise_to_host_port(text, expected):
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("mail.internal:0", "out of range"),
-        ("mail.internal:70000", "out of range"),
-        ("mail.internal:smtp", "not a port number"),
+        ("mail.internal:0", "no valid port"),
+        ("mail.internal:70000", "no valid port"),
+        ("mail.internal:smtp", "no valid port"),
+        ("mail.internal:025", "no valid port"),
+        ("mail.internal:", "no valid port"),
+        ("[2001:db8::25", "in brackets"),  # unclosed: not read as [2001:db8::25]:25
+        ("[2001:db8::25:25", "in brackets"),
         ("2001:db8::25", "in brackets"),
         ("[2001:db8::zz]:25", "not a valid IPv6 address"),
         ("bad host:25", "not a valid"),

@@ -1,6 +1,9 @@
+from datetime import timedelta
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
+from django.utils import timezone
 
 from policy.models import DeniedNetwork, InternalAddress, LocalDomain, RoutingRestrictions, SmtpUser, TrustedNetwork
 
@@ -49,6 +52,21 @@ def test_database_refuses_a_duplicate_that_skipped_validation():
     TrustedNetwork.objects.create(network="10.0.0.0/8")
     with pytest.raises(IntegrityError):
         TrustedNetwork.objects.create(network="10.0.0.0/8")
+
+
+def test_a_trusted_network_is_active_while_enabled_and_before_it_expires():
+    now = timezone.now()
+    never = TrustedNetwork.objects.create(network="10.0.0.0/8")
+    later = TrustedNetwork.objects.create(network="10.1.0.0/16", expires_at=now + timedelta(seconds=1))
+    at_now = TrustedNetwork.objects.create(network="10.2.0.0/16", expires_at=now)  # expiry is inclusive
+    disabled = TrustedNetwork.objects.create(network="10.3.0.0/16", enabled=False)
+    disabled_and_expired = TrustedNetwork.objects.create(network="10.4.0.0/16", enabled=False, expires_at=now)
+
+    assert set(TrustedNetwork.objects.active(now)) == {never, later}
+    assert set(TrustedNetwork.objects.inactive(now)) == {at_now, disabled, disabled_and_expired}
+    assert set(TrustedNetwork.objects.expired(now)) == {at_now}  # a disabled entry is off, not expired
+    assert [entry.is_active for entry in (never, at_now, disabled)] == [True, False, False]
+    assert set(TrustedNetwork.objects.active(now + timedelta(seconds=1))) == {never}
 
 
 def test_open_relay_range_needs_the_explicit_override():

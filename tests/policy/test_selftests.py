@@ -66,13 +66,28 @@ def test_viewers_cannot_run_it(viewer_client, sink_port):
         ("127.0.0.1:22", "127.0.0.1:22 is not a self-test target"),
         ("[::1]:2525", r"\[::1\]:2525 is not a self-test target"),
         ("localhost", "host:port"),
-        ("127.0.0.1:0", "out of range"),
+        ("127.0.0.1:0", "no valid port"),
+        ("::1:2525", "in brackets"),  # not guessed at: [::1]:2525 or [::1:2525]?
+        ("[]:2525", "has no host"),
     ],
 )
 def test_only_the_configured_targets(settings, target, message):
     settings.RELAYD_SMTP_TARGET = "127.0.0.1:2525"
     with pytest.raises(SelfTestRefused, match=message):
         run_selftest(target)
+
+
+@pytest.mark.parametrize(
+    ("text", "target"),
+    [
+        ("[2001:DB8::25]:25", ("2001:db8::25", 25)),
+        ("[::ffff:127.0.0.1]:2525", ("127.0.0.1", 2525)),  # relayd's reading of an IPv4-mapped address
+        ("[::a:b]:25", ("::a:b", 25)),  # relayd's canonical text, never ::10.0.0.11
+        (" MX.example.net.:25 ", ("mx.example.net", 25)),
+    ],
+)
+def test_targets_read_as_relayd_writes_them(text, target):
+    assert selftests.parse_target(text) == target
 
 
 def test_configured_targets_are_allowed(settings):

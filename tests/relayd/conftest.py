@@ -24,28 +24,18 @@ from relayd.daemon import Daemon
 from relayd.logs import repeats
 from relayd.settings import Settings
 from tests.relayd.fake_dashboard import TOKEN, FakeDashboard
+from tests.snapshots import snapshot
 
 # Django 5.2's pbkdf2_sha256 of "correct horse" (1000 iterations keeps the suite fast).
 ALICE_HASH = "pbkdf2_sha256$1000$NaClNaClNaClNaCl$nZQjQjg4q0dZ/pBo6BL7fH3xyVgqXnGIhmjBlaahFNw="
 ALICE_PASSWORD = "correct horse"
 
-POLICY = {
-    "schema": 1,
-    "serial": 1,
-    "generated_at": "2026-11-28T00:40:00+00:00",
-    "restrictions": {"allow_authenticated": True, "allow_listed_ips": True, "allow_internal_addresses": False},
-    "trusted_networks": [],
-    "denied_networks": [],
-    "internal_addresses": [],
-    "local_domains": [{"domain": "example.com", "include_subdomains": True, "route": None}],
-    "smtp_users": [{"username": "alice", "password_hash": ALICE_HASH}],
-}
-
-
-def network(id: int, text: str, *, denied: bool = False) -> dict:
-    """Return a trusted (or denied) network entry of the snapshot."""
-    entry = {"id": id, "network": text, "description": "", "added_by": "test", "added_at": "2026-11-28T00:00:00+00:00"}
-    return entry if denied else {**entry, "expires_at": None}
+POLICY = snapshot(
+    authenticated=True,
+    listed_ips=True,
+    local_domains=[{"domain": "example.com", "include_subdomains": True, "route": None}],
+    smtp_users=[{"username": "alice", "password_hash": ALICE_HASH}],
+)
 
 
 def policy(serial: int = 1, **changes) -> dict:

@@ -16,7 +16,8 @@ from aiosmtpd.smtp import SMTP
 from relayd.cli import load_settings
 from relayd.session import RelaySession
 from relayd.settings import Settings
-from tests.relayd.conftest import network, policy, publish, send
+from tests.relayd.conftest import policy, publish, send
+from tests.snapshots import network
 
 ROOT = Path(__file__).resolve().parents[2]
 

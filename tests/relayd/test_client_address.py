@@ -9,7 +9,8 @@ import struct
 import pytest
 
 from relayd.settings import Settings
-from tests.relayd.conftest import network, policy, send
+from tests.relayd.conftest import policy, send
+from tests.snapshots import network
 
 REMOTE = "<bob@remote.test>"
 # Loopback is a proxy; 10.0.0.0/8 is trusted, 192.0.2.0/24 (TEST-NET-1) is not.

@@ -19,59 +19,42 @@ from relayd.config import (
 )
 from relayd.matcher import Address, NetworkSet, parse_address
 from relayd.passwords import verify_password
+from tests.snapshots import network, snapshot
 
 # Made by Django 5.2's PBKDF2PasswordHasher, so the reader is checked against the real writer.
 ALICE_HASH = "pbkdf2_sha256$1000$NaClNaClNaClNaCl$nZQjQjg4q0dZ/pBo6BL7fH3xyVgqXnGIhmjBlaahFNw="  # "correct horse"
 BOB_HASH = "pbkdf2_sha256$1200$x7Yq$ahHs5EErDxdUUE0p/cU12tJwZrNVGB7KkfjsMh+AFbs="  # "pässwörd"
 
-VALID = {
-    "schema": 1,
-    "serial": 7,
-    "generated_at": "2026-11-28T00:40:00+00:00",
-    "restrictions": {"allow_authenticated": True, "allow_listed_ips": True, "allow_internal_addresses": False},
-    "trusted_networks": [
+VALID = snapshot(
+    7,
+    authenticated=True,
+    listed_ips=True,
+    trusted_networks=[
+        network(3, "10.0.0.0/8", "LAN"),
+        # Other spellings of a timestamp relayd reads, and no added_by.
         {
-            "id": 3,
-            "network": "10.0.0.0/8",
-            "description": "LAN",
-            "expires_at": None,
-            "added_by": "alice",
-            "added_at": "2026-11-28T00:00:00+00:00",
-        },
-        {
-            "id": 4,
-            "network": "2001:db8:10::/48",
-            "description": "",
-            "expires_at": "2026-12-01T00:00:00Z",
+            **network(4, "2001:db8:10::/48", expires_at="2026-12-01T00:00:00Z"),
             "added_by": "",
             "added_at": "2026-11-28T01:00:00.123456+01:00",
         },
     ],
-    "denied_networks": [
-        {
-            "id": 1,
-            "network": "10.66.0.0/16",
-            "description": "guest Wi-Fi",
-            "added_by": "alice",
-            "added_at": "2026-11-28T00:00:00+00:00",
-        }
-    ],
-    "internal_addresses": [
+    denied_networks=[network(1, "10.66.0.0/16", "guest Wi-Fi", denied=True)],
+    internal_addresses=[
         {"id": 1, "address": "192.168.1.10", "description": "LAN interface"},
         {"id": 2, "address": "2001:db8::25", "description": ""},
     ],
-    "local_domains": [
+    local_domains=[
         {"domain": "example.com", "include_subdomains": True, "route": "mail.internal.example.com:25"},
         {"domain": "xn--bcher-kva.example", "include_subdomains": False, "route": None},
         {"domain": "v6.example", "include_subdomains": False, "route": "[2001:db8::25]:2525"},
         {"domain": "v4.example", "include_subdomains": False, "route": "192.0.2.25:25"},
     ],
-    "smtp_users": [
+    smtp_users=[
         {"username": "alice", "password_hash": ALICE_HASH},
         {"username": "bob", "password_hash": BOB_HASH},
     ],
-    "audit": {"count": 12, "head": "ab" * 32},
-}
+    audit={"count": 12, "head": "ab" * 32},
+)
 
 
 DELETE = object()
@@ -277,7 +260,7 @@ ERRORS = [
     (("local_domains", 0, "route"), "[192.0.2.25]:25", "local_domains[0].route", "IPv4 addresses without"),
     (("local_domains", 0, "route"), "192.0.2.256:25", "local_domains[0].route", "not a valid IPv4"),
     (("local_domains", 0, "route"), "mail_host.example:25", "local_domains[0].route", "is not a host name"),
-    (("local_domains", 0, "route"), ":25", "local_domains[0].route", "is not a host name"),
+    (("local_domains", 0, "route"), ":25", "local_domains[0].route", "has no host"),
     (("local_domains", 0, "route"), 25, "local_domains[0].route", "must be host:port or null"),
     (("local_domains", 0, "route"), DELETE, "local_domains[0].route", "missing"),
     # SMTP users: a name and a Django pbkdf2_sha256 hash.

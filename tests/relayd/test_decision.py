@@ -7,7 +7,7 @@ import pytest
 
 from relayd.config import compile_policy, validate_snapshot
 from relayd.decision import Recipient, decide, parse_recipient, split_source_route
-from tests.snapshots import network
+from tests.snapshots import LISTS, network, snapshot
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LAB_EXPIRES = NOW + timedelta(days=3)
@@ -16,15 +16,7 @@ ALICE_HASH = "pbkdf2_sha256$1000$NaClNaClNaClNaCl$nZQjQjg4q0dZ/pBo6BL7fH3xyVgqXn
 
 def make_policy(listed_ips=True, authenticated=True, internal=True, **lists):
     """Compile a policy with the given checkboxes; keyword arguments replace whole lists."""
-    document = {
-        "schema": 1,
-        "serial": 1,
-        "generated_at": "2026-11-28T00:40:00+00:00",
-        "restrictions": {
-            "allow_authenticated": authenticated,
-            "allow_listed_ips": listed_ips,
-            "allow_internal_addresses": internal,
-        },
+    sample = {
         "trusted_networks": [
             network(3, "10.0.0.0/8", "LAN"),
             network(4, "10.1.2.0/24", "lab", LAB_EXPIRES.isoformat()),
@@ -44,14 +36,12 @@ def make_policy(listed_ips=True, authenticated=True, internal=True, **lists):
             {"domain": "exact.example.com", "include_subdomains": False, "route": "[2001:db8::26]:25"},
         ],
         "smtp_users": [{"username": "alice", "password_hash": ALICE_HASH}],
-        **lists,
     }
+    document = snapshot(authenticated=authenticated, listed_ips=listed_ips, internal=internal, **{**sample, **lists})
     return compile_policy(validate_snapshot(document))
 
 
-EMPTY = {
-    key: [] for key in ("trusted_networks", "denied_networks", "internal_addresses", "local_domains", "smtp_users")
-}
+EMPTY = {key: [] for key in LISTS}
 POLICY = make_policy()
 OUTSIDER = "203.0.113.9"
 PUBLIC_IP = "198.51.100.1"  # the relay's own public address, not an internal one

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from relayd.config import compile_policy, validate_snapshot
 from relayd.decision import decide
-from tests.relayd.conftest import ALICE_HASH, network, policy
+from tests.relayd.conftest import ALICE_HASH, policy
+from tests.snapshots import network
 from tests.strategies import NOW
 
 # Networks inside 10.0.0.0/8 and 2001:db8::/32 (with a few of the IPv4-embedding kind), so that they overlap.
@@ -56,10 +57,7 @@ def _policy(draw) -> dict:
             "allow_listed_ips": draw(st.booleans()),
             "allow_internal_addresses": draw(st.booleans()),
         },
-        trusted_networks=[
-            {**network(i, text), "expires_at": expires.isoformat() if expires else None}
-            for i, ((text, _, _), expires) in enumerate(trusted, 1)
-        ],
+        trusted_networks=[network(i, text, expires_at=expires) for i, ((text, _, _), expires) in enumerate(trusted, 1)],
         denied_networks=[network(i, text, denied=True) for i, (text, _, _) in enumerate(denied, 1)],
         internal_addresses=[{"id": i, "address": a, "description": ""} for i, a in enumerate(internal, 1)],
         local_domains=[{"domain": d, "include_subdomains": sub, "route": None} for d, sub in domains],

@@ -5,7 +5,8 @@ import pytest
 from relayd.dashboard import node_report
 from relayd.metrics import Metrics
 from relayd.policy_source import PolicySource
-from tests.relayd.conftest import network, policy, publish
+from tests.relayd.conftest import policy, publish
+from tests.snapshots import network
 
 TRUSTING = {"trusted_networks": [network(1, "127.0.0.1/32")]}
 

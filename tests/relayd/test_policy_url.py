@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from relayd.cli import load_settings
-from tests.relayd.conftest import network, policy, publish, send
+from tests.relayd.conftest import policy, publish, send
 from tests.relayd.fake_dashboard import EXPORT_PATH, TOKEN, FakeDashboard
+from tests.snapshots import network
 
 ROOT = Path(__file__).resolve().parents[2]
 REMOTE = "<bob@remote.test>"

@@ -10,8 +10,9 @@ from relayd import __version__
 from relayd.dashboard import node_report
 from relayd.metrics import Metrics
 from relayd.settings import Settings, report_url
-from tests.relayd.conftest import network, policy, send
+from tests.relayd.conftest import policy, send
 from tests.relayd.fake_dashboard import DAEMONS_PATH, TOKEN, FakeDashboard
+from tests.snapshots import network
 
 
 def wait_for(condition, timeout: float = 5.0, message: str = "timed out") -> None:

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from tests.relayd.conftest import ALICE_PASSWORD, network, policy, send
+from tests.relayd.conftest import ALICE_PASSWORD, policy, send
+from tests.snapshots import network
 
 
 def envelope_rcpts(path) -> list[dict]:

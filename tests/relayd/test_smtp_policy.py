@@ -8,7 +8,8 @@ import urllib.request
 
 import pytest
 
-from tests.relayd.conftest import ALICE_PASSWORD, network, policy, publish, scrape, send
+from tests.relayd.conftest import ALICE_PASSWORD, policy, publish, scrape, send
+from tests.snapshots import network
 
 REMOTE = "<bob@remote.test>"
 LOCAL = "<bob@example.com>"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from relayd.config import PROFILES_SCHEMA
-from tests.relayd.conftest import ALICE_PASSWORD, network, policy, publish, send
-from tests.snapshots import profile
+from tests.relayd.conftest import ALICE_PASSWORD, policy, publish, send
+from tests.snapshots import network, profile
 
 REMOTE = "<bob@remote.test>"
 LOCAL = "<bob@example.com>"

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.relayd.conftest import network, policy, publish, scrape
+from tests.relayd.conftest import policy, publish, scrape
 from tests.relayd.test_runner_process import free_port
+from tests.snapshots import network
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 10  # tries at getting the admitted sessions spread over both processes

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from policy.audit import audit_context
 from policy.downloads import FORMATS, export, latest_revision, record_export
 from policy.export import render, verify
-from policy.revisions import write_atomically
+from relayd.files import write_atomically
 
 
 class Command(BaseCommand):
@@ -43,5 +43,5 @@ class Command(BaseCommand):
             )
         record_export(fmt, revision)
         for name, content in files.items():
-            write_atomically(directory / name, content)
+            write_atomically(directory / name, content.encode(), mode=0o640)
         self.stdout.write(f"Wrote {len(files)} files to {directory} ({fmt}, revision {revision.serial}).")
