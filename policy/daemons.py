@@ -8,6 +8,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from policy import audit
 from policy.locks import lock_nodes
 from policy.models import PolicyRevision, RelayNode, RelayNodeSample
 from relayd.clientaddr import parse_hosts
@@ -145,6 +146,17 @@ def record_report(report: NodeReport, remote_addr: str | None, token=None) -> Re
         )
         RelayNodeSample.objects.filter(at__lt=now - SAMPLE_RETENTION).delete()
     return node
+
+
+def forget(node: RelayNode) -> None:
+    """Drop a node, with its chart samples, from the dashboard, freeing its place under RELAYADMIN_MAX_NODES.
+
+    For a node taken out of service. One still running reappears with its next report; revoking its
+    token is what stops it.
+    """
+    with transaction.atomic():
+        audit.record("delete", obj=node, before=audit.serialize(node))
+        node.delete()
 
 
 # More holders than this in one report are refused rather than stored: a node reports the networks

@@ -67,6 +67,7 @@ urlpatterns = [
         name="revision-snapshot",
     ),
     path("revisions/<int:serial>/rollback/", revisions.RevisionRollbackView.as_view(), name="revision-rollback"),
+    path("nodes/<int:pk>/forget/", dashboard.NodeForgetView.as_view(), name="node-forget"),
     path("api-tokens/", tokens.ApiTokenView.as_view(), name="api-tokens"),
     path("api-tokens/<int:pk>/revoke/", tokens.ApiTokenRevokeView.as_view(), name="api-token-revoke"),
     path("users/", users.UserListView.as_view(), name="users"),

@@ -118,11 +118,15 @@ def _etags(header: str) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
 
 
-class DaemonViewSet(AuditedAPIMixin, mixins.ListModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
-    """relayd nodes: list them with their state, or (as a node) report status."""
+class DaemonViewSet(
+    AuditedAPIMixin, mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
+    """relayd nodes: list them with their state, (as a node) report status, or forget one taken out of service."""
 
     queryset = RelayNode.objects.all()
     serializer_class = NodeSerializer
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
 
     def get_permissions(self):
         return [NodeReportPermission()] if self.action == "create" else [RolePermission()]
@@ -157,6 +161,17 @@ class DaemonViewSet(AuditedAPIMixin, mixins.ListModelMixin, mixins.CreateModelMi
         except daemons.TooManyNodes as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(self.get_serializer(node).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        description="Forget a node taken out of service: its status and samples go, and its place under "
+        "RELAYADMIN_MAX_NODES is free. A node still running reappears with its next report; revoke its token "
+        "to stop it. Editors only."
+    )
+    def destroy(self, request, *args, **kwargs):
+        return super().destroy(request, *args, **kwargs)
+
+    def perform_destroy(self, instance):
+        daemons.forget(instance)
 
 
 class CheckView(AuditedAPIMixin, APIView):

@@ -21,7 +21,7 @@ from policy import addresses, daemons, safety, services, traffic, usage
 from policy.audit import update_context
 from policy.draft import FLAGS, LIST_KINDS, Draft
 from policy.forms import CheckForm, LocalDomainForm, RestrictionsForm, SmtpUserForm
-from policy.models import LocalDomain, SelfTestRun, SmtpUser
+from policy.models import LocalDomain, RelayNode, SelfTestRun, SmtpUser
 from policy.risks import analyse, grouped, open_relay_headline
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin, require_editor
 from policy.selftests import allowed_targets, default_target, latest_serial
@@ -313,3 +313,22 @@ class SmtpUserUpdateView(SmtpUserEditMixin, UpdateView):
 
 class SmtpUserDeleteView(ObjectDeleteMixin, SmtpUserEditMixin, DeleteView):
     success_message = "SMTP user removed."
+
+
+class NodeForgetView(ObjectDeleteMixin, EditorRequiredMixin, DeleteView):
+    """Forget a relayd node taken out of service, after a confirmation that says what that does."""
+
+    model = RelayNode
+    success_url = reverse_lazy("policy:dashboard")
+
+    def get_context_data(self, **kwargs):
+        consequence = (
+            "Its status and traffic history leave the dashboard, and its place under RELAYADMIN_MAX_NODES is "
+            "free again. If it still runs, it reappears with its next report: revoke its token to stop it."
+        )
+        return super().get_context_data(opts=self.model._meta, consequence=consequence, **kwargs)
+
+    def form_valid(self, form):
+        daemons.forget(self.object)
+        messages.success(self.request, f"relayd node “{self.object.name}” forgotten.")
+        return redirect(self.success_url)

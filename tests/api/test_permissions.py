@@ -19,6 +19,7 @@ from policy.models import (
     Blocklist,
     LocalDomain,
     PolicyRevision,
+    RelayNode,
     RoutingRestrictions,
     SelfTestRun,
     SmtpUser,
@@ -102,6 +103,7 @@ CALLS = [
     Call("export", "get", 200, kwargs=(("fmt", "exim"),)),
     Call("relaynode", "get", 200),
     Call("relaynode", "post", 201, NODE_REPORT, callers=NODES),
+    Call("relaynode", "delete", 204, detail=True),
     Call("check", "get", 200, {"client": "10.1.2.3", "recipient": "a@example.org"}),
     Call("check", "post", 200, {"client": "10.1.2.3", "recipient": "a@example.org"}, callers=READERS),
     Call("selftestrun", "get", 200),
@@ -144,6 +146,8 @@ def url_for(call: Call) -> str:
     if call.endpoint == "selftestrun" and call.detail:
         run = SelfTestRun.objects.create(target="127.0.0.1:1", run_by_name="matrix", error="refused")
         return reverse("api:selftestrun-detail", args=[run.pk])
+    if call.endpoint == "relaynode" and call.detail:
+        return reverse("api:relaynode-detail", args=[RelayNode.objects.get_or_create(name="retired")[0].name])
     if call.endpoint in ("relaynode", "selftestrun"):
         return reverse(f"api:{call.endpoint}-list")
     if call.endpoint in ("watchedaddress", "blocklist"):
@@ -173,7 +177,7 @@ def test_every_api_endpoint_is_in_the_matrix():
     covered = {call.endpoint for call in CALLS}
     covered |= {f"{name}-{kind}" for name in RESOURCES for kind in ("list", "detail")}
     covered |= {"policyrevision-list", "policyrevision-detail", "auditentry-list", "auditentry-detail"}
-    covered |= {"relaynode-list", "selftestrun-list", "selftestrun-detail"}
+    covered |= {"relaynode-list", "relaynode-detail", "selftestrun-list", "selftestrun-detail"}
     covered |= {f"{name}-{kind}" for name in ("watchedaddress", "blocklist") for kind in ("list", "detail")}
     covered |= {page.name.removeprefix("api:") for page in PAGES if page.name.startswith("api:")}  # session pages
     names = {name for name in get_resolver().namespace_dict["api"][1].reverse_dict if isinstance(name, str)}
@@ -274,6 +278,10 @@ def a_blocklist():
     return Blocklist.objects.get_or_create(zone="dnsbl.example.net")[0].pk
 
 
+def a_node():
+    return RelayNode.objects.get_or_create(name="retired")[0].pk
+
+
 def a_selftest_run():
     return SelfTestRun.objects.create(target="127.0.0.1:1", run_by_name="matrix", error="refused").pk
 
@@ -296,6 +304,7 @@ PAGES = [
     Page("policy:check", "viewer", query="?client=10.1.2.3&recipient=a%40example.org"),
     Page("policy:selftest-start", "editor", method="post", success=302),
     Page("policy:selftest", "viewer", (a_selftest_run,)),
+    Page("policy:node-forget", "editor", (a_node,)),
     Page("policy:exports", "viewer"),
     Page("policy:export", "editor", ("relayd",)),
     Page("policy:export", "viewer", ("postfix",)),

@@ -6,10 +6,12 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from policy import daemons
-from policy.models import LocalDomain, PolicyRevision, RelayNode
+from policy.models import AuditEntry, LocalDomain, PolicyRevision, RelayNode, RelayNodeSample
 from policy.revisions import policy_change
+from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -201,3 +203,37 @@ def test_new_nodes_reporting_at_once_cannot_pass_the_cap(settings):
         thread.join()
     assert errors == []
     assert (len(admitted), len(refused), RelayNode.objects.count()) == (3, 5, 3)
+
+
+def test_an_editor_forgets_a_retired_node_and_frees_its_place(editor_client, settings):
+    settings.RELAYADMIN_MAX_NODES = 1
+    retired = report(node="mx-old", accepted=7)
+    with pytest.raises(daemons.TooManyNodes):
+        report(node="mx-new")
+    page = editor_client.get(reverse("policy:node-forget", args=[retired.pk]))
+    assert "revoke its token to stop it" in page.content.decode()
+    response = editor_client.post(reverse("policy:node-forget", args=[retired.pk]))
+    assert response.url == reverse("policy:dashboard")
+    assert not RelayNode.objects.exists()
+    assert not RelayNodeSample.objects.exists()
+    entry = AuditEntry.objects.get(action="delete", object_type="relay node")
+    assert (entry.object_repr, entry.actor_username, entry.before["counters"]["accepted"]) == ("mx-old", "erin", 7)
+    assert report(node="mx-new").name == "mx-new"
+
+
+def test_the_api_forgets_a_node_by_name(editor):
+    report(node="mx-old")
+    client = APIClient()
+    client.force_authenticate(editor)
+    assert client.delete("/api/v1/daemons/mx-old/").status_code == 204
+    assert client.delete("/api/v1/daemons/mx-old/").status_code == 404
+    assert AuditEntry.objects.get(action="delete", object_type="relay node").source == "api"
+
+
+@pytest.mark.parametrize(("role", "sees_link", "post_status"), [("viewer", False, 403), ("editor", True, 302)])
+def test_only_editors_may_forget_a_node(client, role, sees_link, post_status):
+    client.force_login(make_user(f"a {role}", role=role))
+    link = reverse("policy:node-forget", args=[report(node="mx-old").pk])
+    assert (link in client.get(reverse("policy:dashboard")).content.decode()) is sees_link
+    assert client.post(link).status_code == post_status
+    assert RelayNode.objects.exists() is not sees_link

@@ -160,6 +160,14 @@ class Load:
         for thread in self.threads:
             thread.join(30)
 
+    def wait_for_more(self, count: int, at_least: float = 1.0, at_most: float = 30.0) -> None:
+        """Wait at_least seconds, and on until count more messages were accepted (at_most seconds)."""
+        target = len(self.accepted) + count
+        time.sleep(at_least)
+        deadline = time.monotonic() + at_most
+        while len(self.accepted) < target and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     def _client(self, number: int) -> None:
         attempt = 0
         while not self.stopped.is_set():
@@ -203,7 +211,7 @@ def test_kill_9_under_load_loses_nothing_and_duplicates_only_what_was_in_flight(
             "intake",
             "relayd.spool_writer",
         ):
-            time.sleep(1.0)
+            load.wait_for_more(10)  # a second at least, and load between kills however busy the host
             if victim == "intake":
                 pid = intake.process.pid
                 wait_for_child(pid, "relayd.runner")
