@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from policy import addresses, audit, revisions
-from policy.draft import FLAGS, LIST_KINDS, Draft
+from policy.draft import LIST_KINDS, Draft
 from policy.models import (
     ApiToken,
     DeniedNetwork,
@@ -35,7 +35,7 @@ def apply_routing_draft(draft: Draft, user) -> None:
     with revisions.policy_change(), transaction.atomic():
         if draft.flags is not None:
             restrictions = RoutingRestrictions.load()
-            for name in FLAGS:
+            for name in RoutingRestrictions.FLAG_NAMES:
                 setattr(restrictions, name, draft.flags[name])
             restrictions.full_clean()
             restrictions.save()

@@ -2,6 +2,19 @@
 
 from datetime import datetime
 
+from relayd.config import RESTRICTION_KEYS
+
+
+def restrictions(**on: bool) -> dict:
+    """Return a snapshot's "restrictions": every checkbox relayd knows, each off unless given.
+
+    Off is the safe setting of every checkbox (each lets more clients relay), so a checkbox added
+    later leaves the meaning of existing test snapshots as it was.
+    """
+    unknown = on.keys() - set(RESTRICTION_KEYS)
+    assert not unknown, f"no such checkbox: {', '.join(sorted(unknown))}"
+    return {key: on.get(key, False) for key in RESTRICTION_KEYS}
+
 
 def network(entry_id, text, description, expires_at=None, *, denied=False):
     """Return a snapshot network entry; denied ones carry no expires_at."""

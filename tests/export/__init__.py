@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from tests.snapshots import network
+from tests.snapshots import network, restrictions
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LAB_EXPIRES = NOW + timedelta(days=3)
@@ -15,11 +15,9 @@ def make_snapshot(listed_ips=True, authenticated=True, internal=True, **lists):
         "schema": 1,
         "serial": 7,
         "generated_at": "2026-11-28T11:59:00+00:00",
-        "restrictions": {
-            "allow_authenticated": authenticated,
-            "allow_listed_ips": listed_ips,
-            "allow_internal_addresses": internal,
-        },
+        "restrictions": restrictions(
+            allow_authenticated=authenticated, allow_listed_ips=listed_ips, allow_internal_addresses=internal
+        ),
         "trusted_networks": [
             network(3, "10.0.0.0/8", "LAN"),
             network(4, "2001:db8::/32", "lab", LAB_EXPIRES),

@@ -241,6 +241,14 @@ def test_dashboard_verdict_counts_active_networks(editor_client):
     assert "(+1 disabled or expired)" in body
 
 
+def test_dashboard_shows_each_checkbox_and_its_state(editor_client):
+    RoutingRestrictions(allow_authenticated=False, allow_listed_ips=True, allow_internal_addresses=True).save()
+    body = editor_client.get(reverse("policy:dashboard")).content.decode()
+    assert '<li class="off">✘ Hosts and clients that successfully authenticate</li>' in body
+    assert '<li class="on">✔ Hosts and clients with these IP addresses</li>' in body
+    assert '<li class="on">✔ Hosts and clients connecting to these internal addresses</li>' in body
+
+
 def test_domain_pages(editor_client):
     response = editor_client.post(reverse("policy:domain-add"), {"domain": "Bücher.Example", "route": "mx.internal"})
     assert response.status_code == 302

@@ -22,6 +22,7 @@ from relayd.daemon import Daemon
 from relayd.logs import repeats
 from relayd.settings import Settings
 from tests.relayd.fake_dashboard import TOKEN, FakeDashboard
+from tests.snapshots import restrictions
 
 # Django 5.2's pbkdf2_sha256 of "correct horse" (1000 iterations keeps the suite fast).
 ALICE_HASH = "pbkdf2_sha256$1000$NaClNaClNaClNaCl$nZQjQjg4q0dZ/pBo6BL7fH3xyVgqXnGIhmjBlaahFNw="
@@ -31,7 +32,7 @@ POLICY = {
     "schema": 1,
     "serial": 1,
     "generated_at": "2026-11-28T00:40:00+00:00",
-    "restrictions": {"allow_authenticated": True, "allow_listed_ips": True, "allow_internal_addresses": False},
+    "restrictions": restrictions(allow_authenticated=True, allow_listed_ips=True),
     "trusted_networks": [],
     "denied_networks": [],
     "internal_addresses": [],

@@ -3,7 +3,9 @@
 import copy
 import dataclasses
 import json
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,7 @@ from relayd.config import (
 )
 from relayd.matcher import Address, NetworkSet, parse_address
 from relayd.passwords import verify_password
+from tests.snapshots import restrictions
 
 # Made by Django 5.2's PBKDF2PasswordHasher, so the reader is checked against the real writer.
 ALICE_HASH = "pbkdf2_sha256$1000$NaClNaClNaClNaCl$nZQjQjg4q0dZ/pBo6BL7fH3xyVgqXnGIhmjBlaahFNw="  # "correct horse"
@@ -28,7 +31,7 @@ VALID = {
     "schema": 1,
     "serial": 7,
     "generated_at": "2026-11-28T00:40:00+00:00",
-    "restrictions": {"allow_authenticated": True, "allow_listed_ips": True, "allow_internal_addresses": False},
+    "restrictions": restrictions(allow_authenticated=True, allow_listed_ips=True),
     "trusted_networks": [
         {
             "id": 3,
@@ -539,3 +542,10 @@ def test_profiles_are_validated_strictly(profiles, path, problem):
         validate_snapshot(_with_profiles(**profiles))
     assert error.value.path == path
     assert problem in error.value.problem
+
+
+def test_the_documented_example_is_a_snapshot_relayd_takes():
+    # docs/snapshot.md shows the format by example: it must stay one relayd loads, every checkbox included.
+    text = (Path(__file__).parents[2] / "docs" / "snapshot.md").read_text(encoding="utf-8")
+    example = re.search(r"```json\n(.*?)```", text, re.DOTALL)[1]
+    assert parse_snapshot(example).serial == 7

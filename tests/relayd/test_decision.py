@@ -7,7 +7,7 @@ import pytest
 
 from relayd.config import compile_policy, validate_snapshot
 from relayd.decision import Recipient, decide, parse_recipient, split_source_route
-from tests.snapshots import network
+from tests.snapshots import network, restrictions
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LAB_EXPIRES = NOW + timedelta(days=3)
@@ -20,11 +20,9 @@ def make_policy(listed_ips=True, authenticated=True, internal=True, **lists):
         "schema": 1,
         "serial": 1,
         "generated_at": "2026-11-28T00:40:00+00:00",
-        "restrictions": {
-            "allow_authenticated": authenticated,
-            "allow_listed_ips": listed_ips,
-            "allow_internal_addresses": internal,
-        },
+        "restrictions": restrictions(
+            allow_authenticated=authenticated, allow_listed_ips=listed_ips, allow_internal_addresses=internal
+        ),
         "trusted_networks": [
             network(3, "10.0.0.0/8", "LAN"),
             network(4, "10.1.2.0/24", "lab", LAB_EXPIRES.isoformat()),

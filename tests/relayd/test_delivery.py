@@ -22,13 +22,14 @@ from relayd.delivery import DeliveryConfig, QueueRunner, parse_hop, run_queue
 from relayd.metrics import Metrics
 from relayd.spool import Spool
 from tests.relayd.controllers import SinkController
+from tests.snapshots import restrictions
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = {
     "schema": 1,
     "serial": 1,
     "generated_at": "2026-11-28T00:00:00+00:00",
-    "restrictions": {"allow_authenticated": False, "allow_listed_ips": False, "allow_internal_addresses": False},
+    "restrictions": restrictions(),
     "trusted_networks": [],
     "denied_networks": [],
     "internal_addresses": [],
