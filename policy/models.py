@@ -152,8 +152,10 @@ class Flag:
 class RoutingRestrictions(TrackedModel):
     """The dialog's checkboxes: who may relay mail to any domain. There is exactly one row.
 
-    Each flag of FLAGS is a boolean field of its name (added below the class). What a flag means
-    lives in relayd's decide() and the MTA export renderers; everything else reads this list.
+    Each flag of FLAGS is a boolean field of its name (added below the class); the form, the API,
+    the snapshot, the dashboard and the revision page read this list. What a flag means lives in
+    relayd (its Restrictions field and decide()), the MTA export renderers and the dashboard's
+    verdict (services.PolicySummary); tests fail until relayd, decide() and the verdict know a new one.
     """
 
     FLAGS = (
