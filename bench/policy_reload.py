@@ -28,6 +28,7 @@ import orjson
 
 from relayd.config import CompiledPolicy, compile_policy, load_snapshot
 from relayd.matcher import Address, parse_address
+from tests.snapshots import restrictions
 
 # Issue 14's targets.
 RELOAD_TARGET_MS = 300
@@ -87,7 +88,7 @@ def synthetic_snapshot(count: int, rng: random.Random) -> dict:
         "schema": 1,
         "serial": 1,
         "generated_at": NOW.isoformat(),
-        "restrictions": {"allow_authenticated": True, "allow_listed_ips": True, "allow_internal_addresses": False},
+        "restrictions": restrictions(allow_authenticated=True, allow_listed_ips=True),
         "trusted_networks": sorted(trusted, key=exporter_order),
         "denied_networks": sorted(denied, key=exporter_order),
         "internal_addresses": [{"id": 1, "address": "192.168.1.10", "description": "LAN interface"}],

@@ -25,6 +25,10 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.snapshots import restrictions
+
 ROOT = Path(__file__).resolve().parent.parent
 SENDER = "sender@client.test"
 LOCAL_RECIPIENT = "bob@example.com"
@@ -45,7 +49,7 @@ def snapshot(sink_port: int) -> dict:
         "schema": 1,
         "serial": 1,
         "generated_at": "2026-11-28T00:00:00+00:00",
-        "restrictions": {"allow_authenticated": True, "allow_listed_ips": True, "allow_internal_addresses": False},
+        "restrictions": restrictions(allow_authenticated=True, allow_listed_ips=True),
         "trusted_networks": [
             {
                 "id": 1,

@@ -23,7 +23,6 @@ from policy.models import (
 )
 
 SESSION_KEY = "routing_restrictions_draft"
-FLAGS = ("allow_authenticated", "allow_listed_ips", "allow_internal_addresses")
 
 
 @dataclass(frozen=True)
@@ -128,12 +127,11 @@ class Draft:
     def effective_flags(self) -> dict:
         if self.flags is not None:
             return dict(self.flags)
-        saved = RoutingRestrictions.load()
-        return {name: getattr(saved, name) for name in FLAGS}
+        return RoutingRestrictions.load().flag_values()
 
     def set_flags(self, flags: dict) -> None:
-        saved = RoutingRestrictions.load()
-        changed = any(flags[name] != getattr(saved, name) for name in FLAGS)
+        saved = RoutingRestrictions.load().flag_values()
+        changed = any(flags[name] != saved[name] for name in RoutingRestrictions.FLAG_NAMES)
         self.flags = dict(flags) if changed else None
 
     def _row(self, kind: ListKind, obj) -> DraftRow:

@@ -12,11 +12,11 @@ from policy.tester import Probe
 
 
 class RestrictionsForm(forms.ModelForm):
-    """The dialog's three checkboxes."""
+    """The dialog's checkboxes."""
 
     class Meta:
         model = RoutingRestrictions
-        fields = ["allow_authenticated", "allow_listed_ips", "allow_internal_addresses"]
+        fields = RoutingRestrictions.FLAG_NAMES
 
 
 class ProfileFieldsMixin(forms.Form):

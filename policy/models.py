@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from dataclasses import dataclass
 
 import netaddr
 import orjson
@@ -130,25 +131,58 @@ class RelayProfile(models.Model):
         return self.profile() != empty_profile()
 
 
-class RoutingRestrictions(TrackedModel):
-    """The dialog's three checkboxes: who may relay mail to any domain. There is exactly one row."""
+@dataclass(frozen=True)
+class Flag:
+    """One checkbox of the Routing Restrictions dialog.
 
-    allow_authenticated = models.BooleanField(
-        "hosts and clients that successfully authenticate",
-        default=True,
-        help_text="Clients that log in with SMTP AUTH (only offered after STARTTLS) may relay.",
+    Its name is the model field, the API field and the snapshot key alike, and relayd's
+    `Restrictions` has a field of the same name (a test holds the two lists equal).
+    """
+
+    name: str
+    label: str  # as the dialog and the dashboard show it, after "The following hosts and clients can route mail"
+    help_text: str
+    default: bool  # the safe setting before anyone has saved the restrictions
+    relayers: str  # who may relay while it is on, in a few words, for a revision's summary
+
+    def field(self) -> models.BooleanField:
+        return models.BooleanField(self.label, default=self.default, help_text=self.help_text)
+
+
+class RoutingRestrictions(TrackedModel):
+    """The dialog's checkboxes: who may relay mail to any domain. There is exactly one row.
+
+    Each flag of FLAGS is a boolean field of its name (added below the class); the form, the API,
+    the snapshot, the dashboard and the revision page read this list. What a flag means lives in
+    relayd (its Restrictions field and decide()), the MTA export renderers and the dashboard's
+    verdict (services.PolicySummary); tests fail until relayd, decide() and the verdict know a new one.
+    """
+
+    FLAGS = (
+        Flag(
+            "allow_authenticated",
+            "hosts and clients that successfully authenticate",
+            "Clients that log in with SMTP AUTH (only offered after STARTTLS) may relay.",
+            default=True,
+            relayers="authenticated clients",
+        ),
+        Flag(
+            "allow_listed_ips",
+            "hosts and clients with these IP addresses",
+            "Clients in the trusted networks below may relay.",
+            default=True,
+            relayers="these IP addresses",
+        ),
+        Flag(
+            "allow_internal_addresses",
+            "hosts and clients connecting to these internal addresses",
+            "Anyone who connects to one of the internal addresses may relay. Dangerous: only for a "
+            "network card that is solely connected to the internal network.",
+            default=False,
+            relayers="clients connecting to the internal addresses",
+        ),
     )
-    allow_listed_ips = models.BooleanField(
-        "hosts and clients with these IP addresses",
-        default=True,
-        help_text="Clients in the trusted networks below may relay.",
-    )
-    allow_internal_addresses = models.BooleanField(
-        "hosts and clients connecting to these internal addresses",
-        default=False,
-        help_text="Anyone who connects to one of the internal addresses may relay. Dangerous: only for a "
-        "network card that is solely connected to the internal network.",
-    )
+    FLAG_NAMES = tuple(flag.name for flag in FLAGS)
 
     class Meta:
         verbose_name = "routing restrictions"
@@ -179,6 +213,24 @@ class RoutingRestrictions(TrackedModel):
         Reading never writes: a write is a policy change, with an audit entry and a revision.
         """
         return cls.objects.filter(pk=1).first() or cls(pk=1)
+
+    def flag_values(self) -> dict[str, bool]:
+        """Return each flag's setting by name, as the snapshot carries them."""
+        return {name: getattr(self, name) for name in self.FLAG_NAMES}
+
+    def checks(self) -> list[tuple[Flag, bool]]:
+        """Return each flag with its setting, in the dialog's order."""
+        return [(flag, getattr(self, flag.name)) for flag in self.FLAGS]
+
+    @classmethod
+    def relayers(cls, flags: dict) -> list[str]:
+        """Say who may relay under a snapshot's restrictions, one phrase per flag that is on."""
+        # A revision saved before a flag existed lacks its key: nobody relayed that way then.
+        return [flag.relayers for flag in cls.FLAGS if flags.get(flag.name)]
+
+
+for _flag in RoutingRestrictions.FLAGS:
+    RoutingRestrictions.add_to_class(_flag.name, _flag.field())
 
 
 class NetworkEntry(TrackedModel):

@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from policy import addresses, audit, locks, revisions, tester
-from policy.draft import FLAGS, LIST_KINDS, Draft
+from policy.draft import LIST_KINDS, Draft
 from policy.models import (
     ApiToken,
     DeniedNetwork,
@@ -36,7 +36,7 @@ def apply_routing_draft(draft: Draft, user) -> None:
     with revisions.policy_change(), transaction.atomic():
         if draft.flags is not None:
             restrictions = RoutingRestrictions.load()
-            for name in FLAGS:
+            for name in RoutingRestrictions.FLAG_NAMES:
                 setattr(restrictions, name, draft.flags[name])
             restrictions.full_clean()
             restrictions.save()
@@ -101,13 +101,14 @@ class PolicySummary:
     @property
     def verdict(self) -> str:
         """Say in plain words who may relay mail to any domain."""
-        r = self.restrictions
+        # By name: the flags are fields that RoutingRestrictions adds from its FLAGS, unseen by type checkers.
+        on = self.restrictions.flag_values()
         who = []
-        if r.allow_listed_ips and self.trusted_active:
+        if on["allow_listed_ips"] and self.trusted_active:
             who.append(_plural(self.trusted_active, "trusted network"))
-        if r.allow_authenticated:
+        if on["allow_authenticated"]:
             who.append("authenticated clients" if self.smtp_users else "authenticated clients (no SMTP users yet)")
-        if r.allow_internal_addresses and self.internal_addresses:
+        if on["allow_internal_addresses"] and self.internal_addresses:
             who.append(f"clients connecting to {_plural(self.internal_addresses, 'internal address', 'es')}")
         if self.local_domains:
             others = f"may deliver only to the {_plural(self.local_domains, 'local domain')}"

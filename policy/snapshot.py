@@ -53,11 +53,7 @@ def build_snapshot(serial: int) -> dict:
         "schema": 1,  # see required_schema() below
         "serial": serial,
         "generated_at": now.isoformat(timespec="seconds"),
-        "restrictions": {
-            "allow_authenticated": restrictions.allow_authenticated,
-            "allow_listed_ips": restrictions.allow_listed_ips,
-            "allow_internal_addresses": restrictions.allow_internal_addresses,
-        },
+        "restrictions": restrictions.flag_values(),
         # Disabled entries are left out; expired ones too, and expires_at travels along so that
         # a reader stops trusting an entry the moment it expires, even before the next revision.
         "trusted_networks": [

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from datetime import datetime
 from itertools import compress, count, repeat
 from operator import attrgetter, is_, itemgetter
@@ -120,11 +121,15 @@ NO_PROFILES = Profiles()
 
 @dataclass(frozen=True, slots=True)
 class Restrictions:
-    """The three relay checkboxes."""
+    """The dialog's relay checkboxes; each field is a snapshot key of "restrictions" (docs/snapshot.md)."""
 
     allow_authenticated: bool
     allow_listed_ips: bool
     allow_internal_addresses: bool
+
+
+# The keys of the snapshot's "restrictions", all required: a new checkbox is one field above.
+RESTRICTION_KEYS = tuple(flag.name for flag in dataclass_fields(Restrictions))
 
 
 class AuditAnchor(NamedTuple):
@@ -348,7 +353,7 @@ _ROOT_KEYS = _keys(
 )
 _ROOT_KEYS_WITH_AUDIT = _keys(*_ROOT_KEYS, "audit")
 _AUDIT_KEYS = _keys("count", "head")
-_RESTRICTION_KEYS = _keys("allow_authenticated", "allow_listed_ips", "allow_internal_addresses")
+_RESTRICTION_KEYS = _keys(*RESTRICTION_KEYS)
 
 
 def validate_snapshot(document: object, previous: Snapshot | None = None) -> Snapshot:

@@ -2,7 +2,20 @@
 
 from datetime import datetime
 
+from relayd.config import RESTRICTION_KEYS
+
 LISTS = ("trusted_networks", "denied_networks", "internal_addresses", "local_domains", "smtp_users")
+
+
+def restrictions(**on: bool) -> dict:
+    """Return a snapshot's "restrictions": every checkbox relayd knows, each off unless given.
+
+    Off is the safe setting of every checkbox (each lets more clients relay), so a checkbox added
+    later leaves the meaning of existing test snapshots as it was.
+    """
+    unknown = on.keys() - set(RESTRICTION_KEYS)
+    assert not unknown, f"no such checkbox: {', '.join(sorted(unknown))}"
+    return {key: on.get(key, False) for key in RESTRICTION_KEYS}
 
 
 def snapshot(
@@ -22,11 +35,9 @@ def snapshot(
         "schema": 1,
         "serial": serial,
         "generated_at": generated_at,
-        "restrictions": {
-            "allow_authenticated": authenticated,
-            "allow_listed_ips": listed_ips,
-            "allow_internal_addresses": internal,
-        },
+        "restrictions": restrictions(
+            allow_authenticated=authenticated, allow_listed_ips=listed_ips, allow_internal_addresses=internal
+        ),
         **{name: [] for name in LISTS},  # a list each: a test may append to one
         **keys,
     }

@@ -188,7 +188,7 @@ class RoutingRestrictionsSerializer(ModelCleanSerializer):
 
     class Meta:
         model = RoutingRestrictions
-        fields = ("allow_authenticated", "allow_listed_ips", "allow_internal_addresses", "updated_at")
+        fields = (*RoutingRestrictions.FLAG_NAMES, "updated_at")
         read_only_fields = ("updated_at",)
 
 

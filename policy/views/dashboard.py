@@ -19,7 +19,7 @@ from django.views.generic import (
 
 from policy import addresses, daemons, safety, services, traffic, usage
 from policy.audit import update_context
-from policy.draft import FLAGS, LIST_KINDS, Draft
+from policy.draft import LIST_KINDS, Draft
 from policy.forms import CheckForm, LocalDomainForm, RestrictionsForm, SmtpUserForm
 from policy.models import LocalDomain, RelayNode, SelfTestRun, SmtpUser
 from policy.risks import analyse, grouped, open_relay_headline
@@ -83,8 +83,8 @@ class RoutingRestrictionsView(ViewerRequiredMixin, View):
         require_editor(request.user)
         draft = Draft.load(request.session)
         form = RestrictionsForm(request.POST)
-        form.is_valid()  # three checkboxes: always valid
-        draft.set_flags({name: form.cleaned_data[name] for name in FLAGS})
+        form.is_valid()  # checkboxes only: always valid
+        draft.set_flags(form.cleaned_data)
         action, _, target = request.POST.get("action", "").partition(":")
         if action == "cancel":
             if draft.is_dirty and "confirm_cancel" not in request.POST:

@@ -14,7 +14,7 @@ from django.views.generic import ListView
 from policy import safety
 from policy.audit import update_context
 from policy.diffs import SNAPSHOT_SECTIONS, shortened, snapshot_diff, without_secrets
-from policy.models import PolicyRevision
+from policy.models import PolicyRevision, RoutingRestrictions
 from policy.revisions import rollback_to
 from policy.risks import policy_dangers
 from policy.roles import EditorRequiredMixin, ViewerRequiredMixin, can_edit
@@ -99,7 +99,7 @@ class RevisionDetailView(ViewerRequiredMixin, View):
             ],
             "section": {"name": section, "title": title, "key": key},
             "entries": entries.get_page(request.GET.get("page")),
-            "restrictions": snapshot["restrictions"],
+            "relayers": RoutingRestrictions.relayers(snapshot["restrictions"]),
             "is_latest": is_latest,
             # Rolling back to an open relay is a dangerous save like any other: the form asks for the word.
             "dangers": policy_dangers(snapshot) if can_edit(request.user) and not is_latest else [],

@@ -121,7 +121,9 @@ def test_duplicate_domain_in_another_case_gets_the_models_message(api):
 
 
 def test_restrictions_get_put_patch_are_audited(api):
+    # Every checkbox, with its default until first saved; the three named here keep their API names.
     assert api.get(RESTRICTIONS).json() | {"updated_at": None} == {
+        **{flag.name: flag.default for flag in RoutingRestrictions.FLAGS},
         "allow_authenticated": True,
         "allow_listed_ips": True,
         "allow_internal_addresses": False,

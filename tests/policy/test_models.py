@@ -6,6 +6,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from policy.models import DeniedNetwork, InternalAddress, LocalDomain, RoutingRestrictions, SmtpUser, TrustedNetwork
+from relayd.config import RESTRICTION_KEYS
 
 pytestmark = pytest.mark.django_db
 
@@ -99,6 +100,14 @@ def test_routing_restrictions_is_a_singleton_with_safe_defaults():
     RoutingRestrictions(allow_authenticated=False).save()
     assert RoutingRestrictions.objects.count() == 1
     assert RoutingRestrictions.load().allow_authenticated is False
+
+
+def test_each_flag_is_a_field_and_a_key_relayd_reads():
+    # The dashboard declares the checkboxes in FLAGS, relayd in its Restrictions dataclass: one list each side.
+    assert RoutingRestrictions.FLAG_NAMES == RESTRICTION_KEYS
+    for flag in RoutingRestrictions.FLAGS:
+        field = RoutingRestrictions._meta.get_field(flag.name)
+        assert (field.verbose_name, field.help_text, field.default) == (flag.label, flag.help_text, flag.default)
 
 
 def test_smtp_password_is_stored_only_as_a_pbkdf2_hash():

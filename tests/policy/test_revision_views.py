@@ -3,7 +3,7 @@ import json
 import pytest
 from django.urls import reverse
 
-from policy.models import AuditEntry, PolicyRevision, SmtpUser, TrustedNetwork
+from policy.models import AuditEntry, PolicyRevision, RoutingRestrictions, SmtpUser, TrustedNetwork
 from policy.revisions import policy_change
 
 pytestmark = pytest.mark.django_db
@@ -64,3 +64,19 @@ def test_dialog_reason_reaches_audit_and_revision(editor_client, editor):
     )
     assert AuditEntry.objects.get(object_type="routing restrictions").reason == "ticket 42"
     assert PolicyRevision.objects.get().reason == "ticket 42"
+
+
+@pytest.mark.parametrize(
+    "flags, sentence",
+    [
+        ({"allow_internal_addresses": True}, "clients connecting to the internal addresses"),
+        ({"allow_authenticated": True, "allow_listed_ips": True}, "authenticated clients, these IP addresses"),
+        ({"allow_listed_ips": True}, "these IP addresses"),
+        ({}, "nobody may relay"),
+    ],
+)
+def test_revision_page_says_who_may_relay(viewer_client, flags, sentence):
+    with policy_change():
+        RoutingRestrictions(**{name: flags.get(name, False) for name in RoutingRestrictions.FLAG_NAMES}).save()
+    body = viewer_client.get(reverse("policy:revision", args=[1])).content.decode()
+    assert f"<p>Routing restrictions: {sentence}.</p>" in body

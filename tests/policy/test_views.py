@@ -5,6 +5,7 @@ from django.test import Client
 from django.urls import reverse
 
 from policy.models import DeniedNetwork, InternalAddress, LocalDomain, RoutingRestrictions, SmtpUser, TrustedNetwork
+from policy.services import policy_summary
 from tests.conftest import PASSWORD, make_user
 
 pytestmark = pytest.mark.django_db
@@ -239,6 +240,23 @@ def test_dashboard_verdict_counts_active_networks(editor_client):
     body = editor_client.get(reverse("policy:dashboard")).content.decode()
     assert "Only 3 trusted networks and authenticated clients (no SMTP users yet) may relay." in body
     assert "(+1 disabled or expired)" in body
+
+
+@pytest.mark.parametrize("flag", RoutingRestrictions.FLAG_NAMES)
+def test_the_verdict_names_whom_each_checkbox_lets_relay(flag):
+    # A new checkbox needs its words in PolicySummary.verdict, or the dashboard would say "Nobody may relay".
+    TrustedNetwork.objects.create(network="10.0.0.0/8")
+    InternalAddress.objects.create(address="192.168.1.10")
+    RoutingRestrictions(**{name: name == flag for name in RoutingRestrictions.FLAG_NAMES}).save()
+    assert policy_summary().verdict.startswith("Only ")
+
+
+def test_dashboard_shows_each_checkbox_and_its_state(editor_client):
+    RoutingRestrictions(allow_authenticated=False, allow_listed_ips=True, allow_internal_addresses=True).save()
+    body = editor_client.get(reverse("policy:dashboard")).content.decode()
+    assert '<li class="off">✘ Hosts and clients that successfully authenticate</li>' in body
+    assert '<li class="on">✔ Hosts and clients with these IP addresses</li>' in body
+    assert '<li class="on">✔ Hosts and clients connecting to these internal addresses</li>' in body
 
 
 def test_domain_pages(editor_client):

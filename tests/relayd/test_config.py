@@ -3,7 +3,9 @@
 import copy
 import dataclasses
 import json
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -522,3 +524,10 @@ def test_profiles_are_validated_strictly(profiles, path, problem):
         validate_snapshot(_with_profiles(**profiles))
     assert error.value.path == path
     assert problem in error.value.problem
+
+
+def test_the_documented_example_is_a_snapshot_relayd_takes():
+    # docs/snapshot.md shows the format by example: it must stay one relayd loads, every checkbox included.
+    text = (Path(__file__).parents[2] / "docs" / "snapshot.md").read_text(encoding="utf-8")
+    example = re.search(r"```json\n(.*?)```", text, re.DOTALL)[1]
+    assert parse_snapshot(example).serial == 7

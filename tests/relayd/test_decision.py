@@ -5,9 +5,9 @@ from itertools import product
 
 import pytest
 
-from relayd.config import compile_policy, validate_snapshot
+from relayd.config import RESTRICTION_KEYS, compile_policy, validate_snapshot
 from relayd.decision import Recipient, decide, parse_recipient, split_source_route
-from tests.snapshots import LISTS, network, snapshot
+from tests.snapshots import LISTS, network, restrictions, snapshot
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LAB_EXPIRES = NOW + timedelta(days=3)
@@ -167,21 +167,31 @@ def test_expired_trust_stops_relaying():
 
 # Each checkbox alone decides for the client that depends on it.
 CLIENTS = {
-    "listed_ips": ("10.9.9.9", PUBLIC_IP, None, "trusted_network", "relaying by IP address is off"),
-    "authenticated": (OUTSIDER, PUBLIC_IP, "alice", "authenticated", "relaying for authenticated clients is off"),
-    "internal": (OUTSIDER, "192.168.1.10", None, "internal_address", "relaying via internal addresses is off"),
+    "allow_listed_ips": ("10.9.9.9", PUBLIC_IP, None, "trusted_network", "relaying by IP address is off"),
+    "allow_authenticated": (OUTSIDER, PUBLIC_IP, "alice", "authenticated", "relaying for authenticated clients is off"),
+    "allow_internal_addresses": (
+        OUTSIDER,
+        "192.168.1.10",
+        None,
+        "internal_address",
+        "relaying via internal addresses is off",
+    ),
 }
 
 
-@pytest.mark.parametrize(
-    ("listed_ips", "authenticated", "internal", "kind"),
-    [(*flags, kind) for flags in product([True, False], repeat=3) for kind in CLIENTS],
-)
-def test_each_checkbox(listed_ips, authenticated, internal, kind):
-    policy = make_policy(listed_ips, authenticated, internal)
+def test_every_checkbox_has_a_client_that_depends_on_it():
+    # A new checkbox needs its meaning in decide() and its row above.
+    assert CLIENTS.keys() == set(RESTRICTION_KEYS)
+
+
+@pytest.mark.parametrize("flags", list(product([True, False], repeat=len(RESTRICTION_KEYS))))
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_each_checkbox(flags, kind):
+    on = dict(zip(RESTRICTION_KEYS, flags, strict=True))
+    policy = make_policy(restrictions=restrictions(**on))
     client, local, user, rule, off = CLIENTS[kind]
     verdict = decide(policy, client, local, user, "x@remote.example", NOW)
-    enabled = {"listed_ips": listed_ips, "authenticated": authenticated, "internal": internal}[kind]
+    enabled = on[kind]
     assert verdict.allowed is enabled
     if enabled:
         assert verdict.rule == rule
