@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from policy.models import PolicyRevision, RelayNode, RelayNodeSample
 from relayd.clientaddr import parse_hosts
+from relayd.config import BASE_SCHEMA
 from relayd.matcher import parse_address
 
 # relayd reports every 10 s by default; three missed reports make a node silent.
@@ -116,8 +117,8 @@ def _usage(report: dict) -> dict:
     return cleaned
 
 
-# relayd before it reported its schemas understood schema 1 only.
-SCHEMAS_BEFORE_REPORTING = [1]
+# relayd before it reported its schemas understood the first schema only.
+SCHEMAS_BEFORE_REPORTING = [BASE_SCHEMA]
 
 
 def _software(report: dict) -> tuple[str, list[int]]:

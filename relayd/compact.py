@@ -73,6 +73,11 @@ def _block(entries: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str:
     )
 
 
+def read_snapshot(text: str | bytes) -> dict:
+    """Return a snapshot's JSON text as the dashboard reads it: decoded, its network lists as objects."""
+    return expand_snapshot(orjson.loads(text))
+
+
 def expand(section: list | dict) -> list[dict]:
     """Return a network list as objects, from the compact form or the list of objects that earlier schemas have."""
     if isinstance(section, list):
