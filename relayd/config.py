@@ -22,7 +22,6 @@ from relayd.matcher import (
     Network,
     NetworkSet,
     network_order,
-    network_orders,
     parse_host_address,
     parse_network,
     parse_networks,
@@ -609,23 +608,26 @@ def _exact(entry: tuple) -> tuple:
 
 
 def _new_blocks(
-    texts: list[str], width: int, build_columns: Callable[[list[list]], list], build: Callable[[tuple], E]
+    texts: list[str], width: int, build_columns: _ColumnBuilder, build: Callable[[tuple], E]
 ) -> list[_Block]:
     """Validate blocks of a compact list, in C loops where they can; raise TypeError, ValueError or _Invalid."""
     if not _STR.issuperset(map(type, texts)):
         raise TypeError
     decoded = list(map(orjson.loads, texts))  # orjson.JSONDecodeError is a ValueError
+    joined: list[list] = [[] for _ in range(width)]  # the columns of all the blocks
     for columns in decoded:
         if type(columns) is not list or len(columns) != width or not columns[0]:
             raise TypeError
-        if any(type(column) is not list or len(column) != len(columns[0]) for column in columns):
-            raise TypeError
+        for column, values in zip(joined, columns, strict=True):
+            if type(values) is not list or len(values) != len(columns[0]):
+                raise TypeError
+            column += values
     try:
-        entries = build_columns([list(chain.from_iterable(map(itemgetter(index), decoded))) for index in range(width)])
+        entries, order = build_columns(joined)
     except (TypeError, ValueError):
         # An entry the column validators are unsure of: each block again, the one holding it entry by entry.
         entries = list(chain.from_iterable(_block_entries(columns, build_columns, build) for columns in decoded))
-    order = network_orders(list(map(attrgetter("network"), entries)))
+        order = list(map(network_order, map(attrgetter("network"), entries)))
     # The order may only drop where one block ends and the next begins; blocks are checked against each other after.
     ends = {len(entries) - 1}
     start = 0
@@ -640,11 +642,9 @@ def _new_blocks(
     return blocks
 
 
-def _block_entries(
-    columns: list[list], build_columns: Callable[[list[list]], list], build: Callable[[tuple], E]
-) -> list:
+def _block_entries(columns: list[list], build_columns: _ColumnBuilder, build: Callable[[tuple], E]) -> list:
     try:
-        return build_columns(columns)
+        return build_columns(columns)[0]
     except (TypeError, ValueError):
         return list(map(build, zip(*columns, strict=True)))
 
@@ -685,15 +685,21 @@ def _compact_entries_one_by_one(
     return tuple(entries)
 
 
-def _trusted_columns(columns: list[list]) -> list[TrustedNetwork]:
-    ids, networks, descriptions, expires_at, added_by, added_at = columns
-    return list(
+# A column builder validates the columns of a list's entries and returns the entries and the
+# network_order of each.
+_ColumnBuilder = Callable[[list[list]], tuple[list, list[int]]]
+
+
+def _trusted_columns(columns: list[list]) -> tuple[list[TrustedNetwork], list[int]]:
+    ids, texts, descriptions, expires_at, added_by, added_at = columns
+    networks, orders = parse_networks(texts)
+    entries = list(
         map(
             tuple.__new__,
             repeat(TrustedNetwork),
             zip(
                 _positive_ints(ids),
-                parse_networks(networks),
+                networks,
                 _strings(descriptions),
                 _optional_timestamps(expires_at),
                 _strings(added_by),
@@ -702,17 +708,19 @@ def _trusted_columns(columns: list[list]) -> list[TrustedNetwork]:
             ),
         )
     )
+    return entries, orders
 
 
-def _denied_columns(columns: list[list]) -> list[DeniedNetwork]:
-    ids, networks, descriptions, added_by, added_at = columns
-    return list(
+def _denied_columns(columns: list[list]) -> tuple[list[DeniedNetwork], list[int]]:
+    ids, texts, descriptions, added_by, added_at = columns
+    networks, orders = parse_networks(texts)
+    entries = list(
         map(
             tuple.__new__,
             repeat(DeniedNetwork),
             zip(
                 _positive_ints(ids),
-                parse_networks(networks),
+                networks,
                 _strings(descriptions),
                 _strings(added_by),
                 _timestamps(added_at),
@@ -720,9 +728,10 @@ def _denied_columns(columns: list[list]) -> list[DeniedNetwork]:
             ),
         )
     )
+    return entries, orders
 
 
-_COLUMN_BUILDERS: dict[type, Callable[[list[list]], list]] = {
+_COLUMN_BUILDERS: dict[type, _ColumnBuilder] = {
     TrustedNetwork: _trusted_columns,
     DeniedNetwork: _denied_columns,
 }
