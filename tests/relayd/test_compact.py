@@ -197,3 +197,16 @@ def test_a_reload_refuses_known_blocks_out_of_order(monkeypatch):
     swapped = {"columns": FIELDS, "blocks": known[::-1]}
     with pytest.raises(SnapshotError, match="comes after"):
         parse_snapshot(json.dumps({**compact_document(), "trusted_networks": swapped}), first)
+
+
+def test_a_relayd_before_schema_3_refuses_a_compact_snapshot_rather_than_misread_it(monkeypatch):
+    monkeypatch.setattr("relayd.config.SUPPORTED_SCHEMAS", (1, 2))
+    with pytest.raises(SnapshotError, match=r"^schema: unsupported schema 3: this relayd understands schemas 1 and 2$"):
+        parse_snapshot(json.dumps(compact_document()))
+
+
+def test_a_schema_newer_than_3_is_refused():
+    with pytest.raises(
+        SnapshotError, match=r"^schema: unsupported schema 4: this relayd understands schemas 1, 2 and 3$"
+    ):
+        parse_snapshot(json.dumps({**compact_document(), "schema": 4}))
