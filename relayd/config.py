@@ -321,7 +321,12 @@ def _collector_paused() -> Iterator[None]:
     A 100,000-network reload allocates about a million objects, and each burst of allocations
     makes the collector walk the whole heap, the policy still in force included: about a third
     of the reload time. What is built here holds no reference cycles, and any cycle made
-    meanwhile elsewhere is merely collected a moment later.
+    meanwhile elsewhere is merely collected a little later.
+
+    Then what survived, mostly the new policy, is moved to the oldest generation as it is:
+    otherwise the first allocation after would make the collector walk all of it at once, a
+    tenth of a reload, only to find it alive. The policy lives until the next reload, which is
+    what the oldest generation is for; freeze() and unfreeze() move objects there without a walk.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -329,6 +334,8 @@ def _collector_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 

@@ -1,6 +1,8 @@
 """Compact network lists (schema 3, relayd/compact.py): written, read back, validated as lists of objects are."""
 
+import gc
 import json
+import weakref
 
 import orjson
 import pytest
@@ -210,3 +212,26 @@ def test_a_schema_newer_than_3_is_refused():
         SnapshotError, match=r"^schema: unsupported schema 4: this relayd understands schemas 1, 2 and 3$"
     ):
         parse_snapshot(json.dumps({**compact_document(), "schema": 4}))
+
+
+def test_a_reload_leaves_the_collector_on_and_garbage_cycles_made_meanwhile_collectable(monkeypatch):
+    """The collector pauses during a reload and then moves what survived to its oldest generation."""
+
+    class Node:
+        pass
+
+    made = []
+    real = orjson.loads
+
+    def loads_making_a_cycle(text):
+        cycle = Node()
+        cycle.self = cycle
+        made.append(weakref.ref(cycle))
+        return real(text)
+
+    monkeypatch.setattr("relayd.config.orjson.loads", loads_making_a_cycle)
+    assert gc.isenabled()
+    compile_policy(parse_snapshot(json.dumps(compact_document())))
+    assert gc.isenabled()
+    gc.collect()
+    assert made and all(ref() is None for ref in made)
