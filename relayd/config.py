@@ -532,7 +532,7 @@ def _network_entries(
             entries = [None] * len(rows)
             new = range(len(rows))
         new_rows = list(map(rows.__getitem__, new))
-        built = list(map(build, new_rows))
+        built = _build_rows(new_rows, entry_type, build)
     except (TypeError, KeyError, _Invalid):
         return _entries(document, key, entry_type, build)
     for index, entry in zip(new, built, strict=True):
@@ -543,6 +543,18 @@ def _network_entries(
     return tuple(entries)
 
 
+def _build_rows(rows: list[tuple], entry_type: type[E], build: Callable[[tuple], E]) -> list[E]:
+    """Return the entries of rows: a column at a time (as compact lists are read) where they are many."""
+    if len(rows) > _MANY_ROWS:
+        try:
+            return _COLUMN_BUILDERS[entry_type]([list(column) for column in zip(*rows, strict=True)])[0]
+        except (TypeError, ValueError):
+            pass  # an entry the column validators are unsure of, or IPv6 before IPv4: one by one
+    return list(map(build, rows))
+
+
+# Below this many rows, building them one by one costs less than making columns of them.
+_MANY_ROWS = 100
 _INT = frozenset({int})
 _STR = frozenset({str})
 _COMPACT_KEYS = _keys("columns", "blocks")

@@ -7,7 +7,7 @@ import weakref
 import orjson
 import pytest
 
-from relayd import compact
+from relayd import compact, config
 from relayd.compact import compact_snapshot, expand_snapshot
 from relayd.config import COMPACT_SCHEMA, NETWORK_LISTS, SnapshotError, compile_policy, parse_snapshot
 from relayd.matcher import parse_address
@@ -235,3 +235,16 @@ def test_a_reload_leaves_the_collector_on_and_garbage_cycles_made_meanwhile_coll
     assert gc.isenabled()
     gc.collect()
     assert made and all(ref() is None for ref in made)
+
+
+def test_a_long_list_of_objects_is_read_a_column_at_a_time_alike():
+    fields = NETWORK_LISTS["trusted_networks"]
+    trusted = [network(index, f"10.{index >> 8}.{index & 255}.0/24") for index in range(1, 300)]
+    trusted += [{**network(300, "2001:db8::/32"), "expires_at": "2030-01-01T00:00:00Z"}]
+    one_by_one = tuple(config._trusted_network(tuple(entry[name] for name in fields)) for entry in trusted)
+    assert parse_snapshot(json.dumps(policy(trusted_networks=trusted))).trusted_networks == one_by_one
+    # IPv6 first, which the columns do not read: one by one, with the same result.
+    assert parse_snapshot(json.dumps(policy(trusted_networks=trusted[::-1]))).trusted_networks == one_by_one[::-1]
+    trusted[150] = {**trusted[150], "network": "10.0.150.1/24"}
+    with pytest.raises(SnapshotError, match=r"^trusted_networks\[150\]\.network: host bits set"):
+        parse_snapshot(json.dumps(policy(trusted_networks=trusted)))
