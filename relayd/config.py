@@ -574,9 +574,9 @@ def _compact_entries(
     """Validate a compact network list: its blocks, each entry as a list of objects has it, and their order.
 
     Blocks whose text is in cache take their entries from it, and the cache is left holding this
-    list's blocks: a reload that changed a few entries validates a few blocks. The new blocks are validated a
-    column at a time, in C loops; anything that fails there is validated again one entry at a
-    time, which names the problem, or accepts what the fast path was only unsure of.
+    list's blocks: a reload that changed a few entries validates a few blocks. The new blocks are
+    validated a column at a time, in C loops; anything that fails there is validated again one
+    entry at a time, which names the problem, or accepts what the fast path was only unsure of.
     """
     fields = list(entry_type._fields)
     try:
