@@ -12,6 +12,7 @@ from policy import audit
 from policy.locks import lock_nodes
 from policy.models import PolicyRevision, RelayNode, RelayNodeSample
 from relayd.clientaddr import parse_hosts
+from relayd.config import BASE_SCHEMA
 from relayd.matcher import parse_address
 
 # relayd reports every 10 s by default; three missed reports make a node silent.
@@ -188,8 +189,8 @@ def _usage(report: dict) -> dict:
     return cleaned
 
 
-# relayd before it reported its schemas understood schema 1 only.
-SCHEMAS_BEFORE_REPORTING = [1]
+# relayd before it reported its schemas understood the first schema only.
+SCHEMAS_BEFORE_REPORTING = [BASE_SCHEMA]
 # Far more than a relayd has ever known; bounds what one report may make the dashboard store.
 MAX_SCHEMAS, MAX_SCHEMA = 20, 1000
 

@@ -7,7 +7,6 @@ import secrets
 from dataclasses import dataclass
 
 import netaddr
-import orjson
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
 from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
@@ -18,6 +17,7 @@ from django.utils.functional import cached_property
 
 from policy import addresses
 from policy.domains import normalise_domain, normalise_route
+from relayd.compact import read_snapshot
 
 # relayd verifies SMTP passwords without Django, so the hash format is fixed to one it knows.
 SMTP_PASSWORD_HASHER = "pbkdf2_sha256"  # noqa: S105 (a hasher name, not a password)
@@ -544,7 +544,8 @@ class PolicyRevision(models.Model):
 
     @cached_property
     def snapshot_data(self) -> dict:
-        return orjson.loads(self.snapshot)  # a 10,000-entry snapshot is 3 MB: orjson reads it three times faster
+        """Return the snapshot with its network lists as objects, however it was published (docs/snapshot.md)."""
+        return read_snapshot(self.snapshot)
 
 
 class AuditEntryQuerySet(models.QuerySet):

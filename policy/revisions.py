@@ -23,7 +23,7 @@ from policy import audit, revision_feed
 from policy.locks import lock_audit_chain, lock_policy
 from policy.models import PolicyRevision
 from policy.restore import inactive_state, restore_snapshot
-from policy.snapshot import build_snapshot, check_fleet, check_publishable, dumps, policy_content
+from policy.snapshot import build_snapshot, check_fleet, check_publishable, dumps, policy_content, published_form
 from relayd.files import write_atomically
 
 
@@ -168,6 +168,7 @@ def record_revision(rolled_back_to: int | None = None) -> PolicyRevision | None:
     # that the log cannot later be shortened or rewritten unnoticed (verify_audit --against).
     lock_audit_chain()
     snapshot["audit"] = audit.anchor()
+    snapshot = published_form(snapshot)
     text = dumps(snapshot)
     check_publishable(snapshot, text)  # raises, and the caller's transaction rolls the change back
     check_fleet(snapshot)  # likewise, while a reporting node could not enforce the snapshot's schema

@@ -4,13 +4,24 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from policy.daemons import node_schemas, node_statuses
 from policy.models import DeniedNetwork, InternalAddress, LocalDomain, RoutingRestrictions, SmtpUser, TrustedNetwork
-from relayd.config import PROFILES_SCHEMA, Snapshot, SnapshotError, parse_snapshot
+from relayd.compact import compact_snapshot, expand_snapshot
+from relayd.config import (
+    BASE_SCHEMA,
+    COMPACT_SCHEMA,
+    NETWORK_LISTS,
+    PROFILES_SCHEMA,
+    Snapshot,
+    SnapshotError,
+    parse_snapshot,
+)
 
 
 @dataclass(frozen=True)
@@ -22,19 +33,26 @@ class SchemaFeature:
     used: Callable[[dict], bool]  # whether a snapshot uses the feature
 
 
-# Every feature that needs a schema newer than 1 declares itself here, and nothing else: the
-# snapshot then carries the oldest schema that expresses it, so a fleet of older relayds keeps
+# Every feature that needs a schema newer than the first declares itself here, and nothing else:
+# the snapshot then carries the oldest schema that expresses it, so a fleet of older relayds keeps
 # taking every policy that does not use the feature (a policy without relay profiles is still
 # schema 1), and one that does is refused while a reporting node could not enforce it (check_fleet).
+# The schema numbers themselves live in relayd/config.py.
 SCHEMA_FEATURES: list[SchemaFeature] = [
     SchemaFeature(PROFILES_SCHEMA, "relay profiles", lambda snapshot: "profiles" in snapshot),
+    # Used only where every reporting node reads it (published_form).
+    SchemaFeature(
+        COMPACT_SCHEMA,
+        "compact network lists",
+        lambda snapshot: any(isinstance(snapshot[key], dict) for key in NETWORK_LISTS),
+    ),
 ]
 
 
 def required_schema(snapshot: dict) -> tuple[int, list[SchemaFeature]]:
-    """Return the oldest schema that expresses the snapshot, and the features that need more than schema 1."""
+    """Return the oldest schema that expresses the snapshot, and the features that need more than the first."""
     used = [feature for feature in SCHEMA_FEATURES if feature.used(snapshot)]
-    return max([1, *(feature.schema for feature in used)]), used
+    return max([BASE_SCHEMA, *(feature.schema for feature in used)]), used
 
 
 def build_snapshot(serial: int) -> dict:
@@ -50,7 +68,7 @@ def build_snapshot(serial: int) -> dict:
         ],
     }
     snapshot = {
-        "schema": 1,  # see required_schema() below
+        "schema": BASE_SCHEMA,  # see required_schema() below
         "serial": serial,
         "generated_at": now.isoformat(timespec="seconds"),
         "restrictions": restrictions.flag_values(),
@@ -86,8 +104,26 @@ def build_snapshot(serial: int) -> dict:
     return snapshot
 
 
-# What a revision adds around the policy: its serial, its time, and the audit anchor it witnesses.
-ENVELOPE = ("serial", "generated_at", "audit")
+def published_form(snapshot: dict) -> dict:
+    """Return the snapshot as it is published: its network lists compact where every reporting node reads them.
+
+    Compact lists (docs/snapshot.md) say the same as lists of objects and reload several times
+    faster at scale, but a relayd older than schema 3 refuses them. So they are used only while at
+    least one node reports and every reporting (not silent) node enforces schema 3: the fleet
+    the dashboard knows. A silent older node that comes back refuses such a revision and keeps
+    the policy in force, reported as refused, until the next change publishes lists of objects.
+    """
+    reporting = [status.node for status in node_statuses() if status.state != "silent"]
+    if not reporting or any(COMPACT_SCHEMA not in node_schemas(node) for node in reporting):
+        return snapshot
+    compact = compact_snapshot(snapshot)
+    compact["schema"] = required_schema(compact)[0]
+    return compact
+
+
+# What a revision adds around the policy: the schema it is written in (lists of objects or
+# compact ones say the same), its serial, its time, and the audit anchor it witnesses.
+ENVELOPE = ("schema", "serial", "generated_at", "audit")
 
 
 class UnpublishablePolicy(ValidationError):
@@ -161,7 +197,7 @@ def refusal_message(snapshot: dict, error: SnapshotError) -> str:
     found = _ENTRY_PATH.fullmatch(error.path)
     if found and found["list"] in _ENTRY_NAMES:
         label, name_key = _ENTRY_NAMES[found["list"]]
-        entries = snapshot
+        entries: Any = expand_snapshot(snapshot)  # a compact list numbers its entries as the expanded one does
         for part in found["list"].split("."):
             entries = entries[part]
         entry = entries[int(found["index"])]
@@ -172,8 +208,14 @@ def refusal_message(snapshot: dict, error: SnapshotError) -> str:
 
 
 def policy_content(snapshot: dict) -> dict:
-    """Return the snapshot without its envelope: what decides whether the policy changed."""
-    return {key: value for key, value in snapshot.items() if key not in ENVELOPE}
+    """Return the snapshot without its envelope, its lists as objects: what decides whether the policy changed.
+
+    The network lists are put in id order: compact lists keep network order, the database another.
+    """
+    content = {key: value for key, value in expand_snapshot(snapshot).items() if key not in ENVELOPE}
+    for key in NETWORK_LISTS:
+        content[key] = sorted(content[key], key=itemgetter("id"))
+    return content
 
 
 def dumps(snapshot: dict) -> str:

@@ -4,7 +4,6 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import orjson
 from django.utils import timezone
 
 from policy import snapshot as snapshot_module
@@ -13,6 +12,7 @@ from policy.models import PolicyRevision
 from policy.revisions import uncommitted_writes, unrecorded_writes
 from policy.snapshot import build_snapshot
 from relayd import profiles
+from relayd.compact import read_snapshot
 from relayd.config import CompiledPolicy, Snapshot, compile_policy, parse_snapshot, validate_snapshot
 from relayd.decision import Verdict, decide
 
@@ -42,7 +42,7 @@ class SavedPolicy:
 
     def __init__(self, sha256: str, text: str, previous: "SavedPolicy | None"):
         self.sha256, self.text = sha256, text
-        self.document = orjson.loads(text)
+        self.document = read_snapshot(text)
         self._previous = previous
         self._compiled: CompiledPolicy | None = None
         self._lock = threading.Lock()
@@ -102,7 +102,7 @@ def current_snapshot() -> dict:
         return _built()
     if uncommitted_writes():
         text = PolicyRevision.objects.order_by("-serial").values_list("snapshot", flat=True).first()
-        return _in_force(orjson.loads(text)) if text else _built()
+        return _in_force(read_snapshot(text)) if text else _built()
     saved = saved_policy()
     return _in_force(saved.document) if saved else _built()
 

@@ -1,17 +1,17 @@
-"""Load a policy snapshot (schema 1 or 2, docs/snapshot.md), validate all of it, and compile it for lookups."""
+"""Load a policy snapshot (schema 1, 2 or 3, docs/snapshot.md), validate all of it, and compile it for lookups."""
 
 from __future__ import annotations
 
 import gc
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from datetime import datetime
-from itertools import compress, count, repeat
-from operator import attrgetter, is_, itemgetter
+from itertools import chain, compress, count, islice, repeat
+from operator import attrgetter, is_, is_not, itemgetter, le, lt, not_
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar, cast
@@ -19,16 +19,27 @@ from typing import Any, NamedTuple, TypeVar, cast
 import orjson
 
 from relayd.hostport import DOTTED_NUMBERS, split_host_port
-from relayd.matcher import Address, Network, NetworkSet, parse_host_address, parse_network
+from relayd.matcher import (
+    Address,
+    Network,
+    NetworkSet,
+    network_order,
+    parse_host_address,
+    parse_network,
+    parse_networks,
+)
 from relayd.passwords import parse_password_hash
 
 # The snapshot schemas this relayd enforces (docs/snapshot.md), reported to the dashboard, which
 # publishes nothing that a reporting node could not enforce. A newer schema is refused, never read
 # as an older one: a key this relayd does not know might be a restriction it would silently drop.
-# Schema 2 is schema 1 plus the optional "profiles" (issue 15).
-SUPPORTED_SCHEMAS = (1, 2)
-SCHEMA = 1
+# This module is the one home of these facts; the dashboard imports them.
+# Schema 2 is schema 1 plus the optional "profiles" (issue 15). Schema 3 is schema 2 in which
+# either network list may be compact (relayd/compact.py): the same entries, read faster.
+BASE_SCHEMA = 1  # what a snapshot carries unless it uses a feature of a later schema
 PROFILES_SCHEMA = 2
+COMPACT_SCHEMA = 3
+SUPPORTED_SCHEMAS = (BASE_SCHEMA, PROFILES_SCHEMA, COMPACT_SCHEMA)
 
 
 E = TypeVar("E")  # a NamedTuple; typing has no bound that says so and offers _fields
@@ -117,6 +128,10 @@ class Profiles:
 
 
 NO_PROFILES = Profiles()
+
+
+# The network lists of a snapshot and the fields of their entries, in the order a compact list's columns have them.
+NETWORK_LISTS = {"trusted_networks": TrustedNetwork._fields, "denied_networks": DeniedNetwork._fields}
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,12 +237,12 @@ def compile_policy(snapshot: Snapshot, previous: CompiledPolicy | None = None) -
             snapshot=snapshot,
             trusted=_network_set(
                 snapshot.trusted_networks,
-                _trusted_triples,
+                _trusted_expiries,
                 (previous.snapshot.trusted_networks, previous.trusted) if previous else None,
             ),
             denied=_network_set(
                 snapshot.denied_networks,
-                _denied_triples,
+                _denied_expiries,
                 (previous.snapshot.denied_networks, previous.denied) if previous else None,
             ),
             internal=MappingProxyType({entry.address: entry for entry in snapshot.internal_addresses}),
@@ -236,35 +251,33 @@ def compile_policy(snapshot: Snapshot, previous: CompiledPolicy | None = None) -
         )
 
 
-_Triples = Iterable[tuple[Network, E, datetime | None]]
-
-
-def _trusted_triples(entries: Sequence[TrustedNetwork]) -> _Triples[TrustedNetwork]:
+def _trusted_expiries(entries: Sequence[TrustedNetwork]) -> list[datetime | None]:
     # map() and attrgetter loop in C, much faster than a generator over 100,000 entries.
-    return zip(map(attrgetter("network"), entries), entries, map(attrgetter("expires_at"), entries), strict=True)
+    return list(map(attrgetter("expires_at"), entries))
 
 
-def _denied_triples(entries: Sequence[DeniedNetwork]) -> _Triples[DeniedNetwork]:
-    return zip(map(attrgetter("network"), entries), entries, repeat(None))
+def _denied_expiries(entries: Sequence[DeniedNetwork]) -> list[datetime | None]:
+    return [None] * len(entries)
 
 
 def _network_set(
     entries: tuple[E, ...],
-    triples: Callable[[Sequence[E]], _Triples[E]],
+    expiries: Callable[[Sequence[E]], list[datetime | None]],
     previous: tuple[tuple[E, ...], NetworkSet[E]] | None,
 ) -> NetworkSet[E]:
     """Return the NetworkSet of entries; given previous (entries and their set), change only what changed."""
+    networks = attrgetter("network")
     if previous is not None:
         previous_entries, previous_set = previous
         changes = _changes(previous_entries, entries, limit=len(entries) // 10)
         if changes == ([], []):
             return previous_set
         if changes is not None:
-            removed, added = changes
-            updated = previous_set.updated(triples(removed), triples(added))
+            removed, added = (zip(map(networks, part), part, expiries(part), strict=True) for part in changes)
+            updated = previous_set.updated(removed, added)
             if updated is not None:
                 return updated
-    return NetworkSet(triples(entries))
+    return NetworkSet.from_columns(list(map(networks, entries)), entries, expiries(entries))
 
 
 # How far _changes looks ahead for the next entry in both lists.
@@ -315,7 +328,12 @@ def _collector_paused() -> Iterator[None]:
     A 100,000-network reload allocates about a million objects, and each burst of allocations
     makes the collector walk the whole heap, the policy still in force included: about a third
     of the reload time. What is built here holds no reference cycles, and any cycle made
-    meanwhile elsewhere is merely collected a moment later.
+    meanwhile elsewhere is merely collected a little later.
+
+    Then what survived, mostly the new policy, is moved to the oldest generation as it is:
+    otherwise the first allocation after would make the collector walk all of it at once, a
+    tenth of a reload, only to find it alive. The policy lives until the next reload, which is
+    what the oldest generation is for; freeze() and unfreeze() move objects there without a walk.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -323,6 +341,8 @@ def _collector_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 
@@ -368,7 +388,8 @@ def validate_snapshot(document: object, previous: Snapshot | None = None) -> Sna
         raise SnapshotError("schema", "missing")
     schema = document["schema"]
     if type(schema) is not int or schema not in SUPPORTED_SCHEMAS:
-        understood = " and ".join(map(str, SUPPORTED_SCHEMAS))
+        *earlier, last = map(str, SUPPORTED_SCHEMAS)
+        understood = f"{', '.join(earlier)} and {last}"
         raise SnapshotError("schema", f"unsupported schema {schema!r}: this relayd understands schemas {understood}")
     try:
         keys = _ROOT_KEYS_WITH_AUDIT if "audit" in document else _ROOT_KEYS
@@ -394,8 +415,8 @@ def _validate_policy(
     audit = _audit_anchor(document["audit"]) if "audit" in document else None
     row_cache = previous.row_cache if previous is not None else {}
     restrictions = _restrictions(document["restrictions"])
-    trusted = _network_entries(document, "trusted_networks", TrustedNetwork, _trusted_network, row_cache)
-    denied = _network_entries(document, "denied_networks", DeniedNetwork, _denied_network, row_cache)
+    trusted = _network_list(document, "trusted_networks", TrustedNetwork, _trusted_network, row_cache)
+    denied = _network_list(document, "denied_networks", DeniedNetwork, _denied_network, row_cache)
     snapshot = Snapshot(
         schema=schema,
         serial=serial,
@@ -482,6 +503,19 @@ def _entries(
     return tuple(entries)
 
 
+def _network_list(
+    document: dict[str, Any],
+    key: str,
+    entry_type: type[E],
+    build: Callable[[tuple[Any, ...]], E],
+    row_cache: dict[str, dict[Any, Any]],
+) -> tuple[E, ...]:
+    """Validate the network list document[key], compact (from schema 3 on) or a list of objects."""
+    if document["schema"] >= COMPACT_SCHEMA and type(document[key]) is dict:
+        return _compact_entries(document[key], key, entry_type, build, row_cache.setdefault(f"{key}.blocks", {}))
+    return _network_entries(document, key, entry_type, build, row_cache)
+
+
 def _network_entries(
     document: dict[str, Any],
     key: str,
@@ -517,7 +551,7 @@ def _network_entries(
             entries = [None] * len(rows)
             new = range(len(rows))
         new_rows = list(map(rows.__getitem__, new))
-        built = list(map(build, new_rows))
+        built = _build_rows(new_rows, entry_type, build)
     except (TypeError, KeyError, _Invalid):
         return _entries(document, key, entry_type, build)
     for index, entry in zip(new, built, strict=True):
@@ -529,7 +563,252 @@ def _network_entries(
     return tuple(filled)
 
 
+def _build_rows(rows: list[tuple[Any, ...]], entry_type: type[E], build: Callable[[tuple[Any, ...]], E]) -> list[E]:
+    """Return the entries of rows: a column at a time (as compact lists are read) where they are many."""
+    if len(rows) > _MANY_ROWS:
+        try:
+            return _COLUMN_BUILDERS[entry_type]([list(column) for column in zip(*rows, strict=True)])[0]
+        except (TypeError, ValueError):
+            pass  # an entry the column validators are unsure of, or IPv6 before IPv4: one by one
+    return list(map(build, rows))
+
+
+# Below this many rows, building them one by one costs less than making columns of them.
+_MANY_ROWS = 100
 _INT = frozenset({int})
+_STR = frozenset({str})
+_COMPACT_KEYS = _keys("columns", "blocks")
+
+
+class _Block(NamedTuple):
+    """A validated block of a compact list: its entries and the network_order of its first and last."""
+
+    entries: tuple[Any, ...]
+    first: int
+    last: int
+
+
+def _compact_entries(
+    section: dict[str, Any],
+    key: str,
+    entry_type: type[E],
+    build: Callable[[tuple[Any, ...]], E],
+    cache: dict[str, _Block],
+) -> tuple[E, ...]:
+    """Validate a compact network list: its blocks, each entry as a list of objects has it, and their order.
+
+    Blocks whose text is in cache take their entries from it, and the cache is left holding this
+    list's blocks: a reload that changed a few entries validates a few blocks. The new blocks are
+    validated a column at a time, in C loops; anything that fails there is validated again one
+    entry at a time, which names the problem, or accepts what the fast path was only unsure of.
+    """
+    fields = list(entry_type._fields)  # type: ignore[attr-defined]  # see E
+    try:
+        _check_shape(section, _COMPACT_KEYS)
+        if section["columns"] != fields:
+            raise _Invalid("columns", f"must be {orjson.dumps(fields).decode()}, the fields in this order")
+        if type(section["blocks"]) is not list:
+            raise _Invalid("blocks", "must be a list of strings")
+    except _Invalid as exc:
+        raise SnapshotError(f"{key}.{exc.key}" if exc.key else key, exc.problem) from None
+    blocks = section["blocks"]
+    try:
+        found: list[Any] = list(map(cache.get, blocks))  # TypeError for a list or an object among the blocks
+        new = list(compress(count(), map(is_, found, repeat(None))))
+        built = _new_blocks(list(map(blocks.__getitem__, new)), len(fields), _COLUMN_BUILDERS[entry_type], build)
+    except (TypeError, ValueError, _Invalid):
+        return _compact_entries_one_by_one(blocks, key, fields, build)
+    for index, block in zip(new, built, strict=True):
+        found[index] = block
+    if any(map(le, map(attrgetter("first"), islice(found, 1, None)), map(attrgetter("last"), found))):
+        return _compact_entries_one_by_one(blocks, key, fields, build)
+    if new and cache:
+        listed = set(blocks)
+        found = _reuse_entries(found, new, [block for text, block in cache.items() if text not in listed])
+    cache.clear()
+    cache.update(zip(blocks, found, strict=True))
+    return tuple(chain.from_iterable(map(attrgetter("entries"), found)))
+
+
+def _reuse_entries(found: list[_Block], new: list[int], gone: list[_Block]) -> list[_Block]:
+    """Return found with the entries of its new blocks that the gone blocks held as those very objects.
+
+    An edit rewrites a whole block, but compile_policy tells unchanged entries by identity, so
+    the block's other entries must stay the objects in force. Datetimes equal in another zone
+    are other text, so the key holds their offsets too.
+    """
+    previous = {_exact(entry): entry for block in gone for entry in block.entries}
+    found = found[:]
+    for index in new:
+        block = found[index]
+        entries = tuple(previous.get(_exact(entry), entry) for entry in block.entries)
+        found[index] = block._replace(entries=entries)
+    return found
+
+
+def _exact(entry: tuple[Any, ...]) -> tuple[Any, ...]:
+    return entry, *(value.utcoffset() for value in entry if type(value) is datetime)
+
+
+def _new_blocks(
+    texts: list[str], width: int, build_columns: _ColumnBuilder, build: Callable[[tuple[Any, ...]], E]
+) -> list[_Block]:
+    """Validate blocks of a compact list, in C loops where they can; raise TypeError, ValueError or _Invalid."""
+    if not _STR.issuperset(map(type, texts)):
+        raise TypeError
+    decoded = list(map(orjson.loads, texts))  # orjson.JSONDecodeError is a ValueError
+    joined: list[list[Any]] = [[] for _ in range(width)]  # the columns of all the blocks
+    for columns in decoded:
+        if type(columns) is not list or len(columns) != width or not columns[0]:
+            raise TypeError
+        for column, values in zip(joined, columns, strict=True):
+            if type(values) is not list or len(values) != len(columns[0]):
+                raise TypeError
+            column += values
+    try:
+        entries, order = build_columns(joined)
+    except (TypeError, ValueError):
+        # An entry the column validators are unsure of: each block again, the one holding it entry by entry.
+        entries = list(chain.from_iterable(_block_entries(columns, build_columns, build) for columns in decoded))
+        order = list(map(network_order, map(attrgetter("network"), entries)))
+    # The order may only drop where one block ends and the next begins; blocks are checked against each other after.
+    ends = {len(entries) - 1}
+    start = 0
+    blocks = []
+    for columns in decoded:
+        end = start + len(columns[0])
+        blocks.append(_Block(tuple(entries[start:end]), order[start], order[end - 1]))
+        ends.add(end - 1)
+        start = end
+    if not ends.issuperset(compress(count(), map(not_, map(lt, order, islice(order, 1, None))))):
+        raise ValueError
+    return blocks
+
+
+def _block_entries(
+    columns: list[list[Any]], build_columns: _ColumnBuilder, build: Callable[[tuple[Any, ...]], E]
+) -> list[Any]:
+    try:
+        return build_columns(columns)[0]
+    except (TypeError, ValueError):
+        return list(map(build, zip(*columns, strict=True)))
+
+
+def _compact_entries_one_by_one(
+    blocks: list[Any], key: str, fields: list[str], build: Callable[[tuple[Any, ...]], E]
+) -> tuple[E, ...]:
+    """Validate a compact list entry by entry; raise SnapshotError naming the first problem."""
+    entries: list[Any] = []
+    for index, text in enumerate(blocks):
+        path = f"{key}.blocks[{index}]"
+        if type(text) is not str:
+            raise SnapshotError(path, "must be a string: the JSON text of the block's columns")
+        try:
+            columns = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise SnapshotError(path, f"not valid JSON: {exc}") from None
+        if (
+            type(columns) is not list
+            or len(columns) != len(fields)
+            or any(type(column) is not list for column in columns)
+            or len(set(map(len, columns))) != 1
+            or not columns[0]
+        ):
+            raise SnapshotError(path, f"must be {len(fields)} lists, one per column, of one length and not empty")
+        for row in zip(*columns, strict=True):
+            try:
+                entry: Any = build(row)  # a network entry: see E
+            except _Invalid as exc:
+                raise SnapshotError(f"{key}[{len(entries)}].{exc.key}", exc.problem) from None
+            if entries and network_order(entry.network) <= network_order(entries[-1].network):
+                raise SnapshotError(
+                    f"{key}[{len(entries)}].network",
+                    f"{entry.network} comes after {entries[-1].network}: a compact list holds each network once,"
+                    " IPv4 first, then by first address, then by prefix length",
+                )
+            entries.append(entry)
+    return tuple(entries)
+
+
+# A column builder validates the columns of a list's entries and returns the entries and the
+# network_order of each.
+_ColumnBuilder = Callable[[list[list[Any]]], tuple[list[Any], list[int]]]
+
+
+def _trusted_columns(columns: list[list[Any]]) -> tuple[list[TrustedNetwork], list[int]]:
+    ids, texts, descriptions, expires_at, added_by, added_at = columns
+    networks, orders = parse_networks(texts)
+    entries = list(
+        map(
+            tuple.__new__,
+            repeat(TrustedNetwork),
+            zip(
+                _positive_ints(ids),
+                networks,
+                _strings(descriptions),
+                _optional_timestamps(expires_at),
+                _strings(added_by),
+                _timestamps(added_at),
+                strict=True,
+            ),
+        )
+    )
+    return entries, orders
+
+
+def _denied_columns(columns: list[list[Any]]) -> tuple[list[DeniedNetwork], list[int]]:
+    ids, texts, descriptions, added_by, added_at = columns
+    networks, orders = parse_networks(texts)
+    entries = list(
+        map(
+            tuple.__new__,
+            repeat(DeniedNetwork),
+            zip(
+                _positive_ints(ids),
+                networks,
+                _strings(descriptions),
+                _strings(added_by),
+                _timestamps(added_at),
+                strict=True,
+            ),
+        )
+    )
+    return entries, orders
+
+
+_COLUMN_BUILDERS: dict[type, _ColumnBuilder] = {
+    TrustedNetwork: _trusted_columns,
+    DeniedNetwork: _denied_columns,
+}
+
+# The column validators below accept exactly what their one-value twins further down accept,
+# and raise ValueError where those would name a problem.
+
+
+def _positive_ints(column: list[Any]) -> list[int]:
+    if not _INT.issuperset(map(type, column)) or min(column, default=1) < 1:
+        raise ValueError
+    return column
+
+
+def _strings(column: list[Any]) -> list[str]:
+    if not _STR.issuperset(map(type, column)):
+        raise ValueError
+    return column
+
+
+def _timestamps(column: list[Any]) -> list[datetime]:
+    moments = list(map(datetime.fromisoformat, _strings(column)))
+    if any(map(is_, map(attrgetter("tzinfo"), moments), repeat(None))):
+        raise ValueError
+    return moments
+
+
+def _optional_timestamps(column: list[Any]) -> list[datetime | None]:
+    present = list(map(is_not, column, repeat(None)))
+    # Each value takes None or the next timestamp, in order.
+    sources = (repeat(None), iter(_timestamps(list(compress(column, present)))))
+    return list(map(next, map(sources.__getitem__, present)))
 
 
 def _refuse_duplicates(key: str, field: str, values: list[str]) -> None:

@@ -8,7 +8,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, MutableSequence, Sequence
 from datetime import datetime
 from itertools import accumulate, compress, islice, repeat
-from operator import add, attrgetter, eq, lshift, or_
+from operator import add, and_, attrgetter, contains, eq, itemgetter, lshift, lt, or_, rshift, sub
 from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -116,6 +116,70 @@ def parse_network(text: str) -> Network:
     return tuple.__new__(Network, (text, version, value, value | hostmask, prefixlen))
 
 
+def parse_networks(texts: list[str]) -> tuple[list[Network], list[int]]:
+    """Return the Networks of texts as parse_network does, and their network_order; raise ValueError at any doubt.
+
+    At 100,000 networks parse_network's Python per entry is most of a cold reload. Here each step
+    runs over a whole column, in C loops: what it cannot settle so (a bad or unusual entry, such
+    as a ::ffff:0:0/96 network, or IPv4 after IPv6, out of network order) raises, and the caller
+    parses the texts one by one, which names the problem.
+    """
+    if type(texts) is not list or not _STR.issuperset(map(type, texts)):
+        raise ValueError("not a list of strings")
+    # Where IPv6 begins is found in a few steps; if the families are mixed after all, one of them
+    # holds a text of the other, which inet_pton refuses.
+    ipv4 = bisect_left(texts, True, key=_is_ipv6)
+    networks4, orders4 = _parse_family(texts[:ipv4], 4)
+    networks6, orders6 = _parse_family(texts[ipv4:], 6)
+    return networks4 + networks6, orders4 + orders6
+
+
+_STR = frozenset({str})
+
+
+def _is_ipv6(text: str) -> bool:
+    return ":" in text
+
+
+def _parse_family(texts: list[str], version: int) -> tuple[list[Network], list[int]]:
+    """Return the Networks of texts, all of one IP version, and their network_order (see parse_networks)."""
+    family, bits = _FAMILIES[version]
+    parts = list(map(str.partition, texts, repeat("/")))
+    addresses = list(map(itemgetter(0), parts))
+    try:
+        packed = list(map(inet_pton, repeat(family), addresses))
+    except OSError:
+        raise ValueError("not an address") from None
+    # Canonical text only, as _is_normalised, whose slow path settles IPv6 text with a dotted tail.
+    if list(map(inet_ntop, repeat(family), packed)) != addresses or (
+        version == 6 and any(map(contains, addresses, repeat(".")))
+    ):
+        raise ValueError("not normalised")
+    prefixlens = list(map(_PREFIX_LENGTHS.get, map(itemgetter(2), parts), repeat(129)))
+    if max(prefixlens, default=0) > bits:  # also a missing "/", whose length reads as 129
+        raise ValueError("bad prefix length")
+    values = list(map(int.from_bytes, packed))
+    masks = list(map(_HOST_MASKS.__getitem__, map(sub, repeat(bits), prefixlens)))
+    if any(map(and_, values, masks)):
+        raise ValueError("host bits set")
+    if version == 6 and _MAPPED in map(rshift, values, repeat(32)):
+        raise ValueError("IPv4-mapped")
+    lasts = map(or_, values, masks)
+    networks = list(map(tuple.__new__, repeat(Network), zip(texts, repeat(version), values, lasts, prefixlens)))
+    # network_order, in C.
+    orders = list(map(or_, map(or_, map(lshift, values, repeat(8)), prefixlens), repeat(version << 136)))
+    return networks, orders
+
+
+def network_order(network: Network) -> int:
+    """Return the key of the order of a compact snapshot list: IPv4 first, then as _sort_key orders a version.
+
+    That is by first address, then by prefix length: a network sorts after every network enclosing
+    it, the order NetworkSet builds its tables in, so it slices such a list rather than sorting it.
+    """
+    return network.version << 136 | network.first << 8 | network.prefixlen
+
+
 def _pack(text: str) -> tuple[int, bytes]:
     """Return the version and packed bytes of an address in any notation inet_pton accepts."""
     version = 6 if ":" in text else 4
@@ -182,30 +246,53 @@ class NetworkSet(Generic[T]):
 
     def __init__(self, entries: Iterable[tuple[Network, T, datetime | None]]) -> None:
         """Compile (network, payload, expires_at) triples; expires_at None means the entry never expires."""
+        columns = [list(column) for column in zip(*entries, strict=True)] or [[], [], []]
+        self._build(*columns)
+
+    @classmethod
+    def from_columns(
+        cls, networks: Sequence[Network], payloads: Sequence[T], expires: Sequence[datetime | None]
+    ) -> NetworkSet[T]:
+        """Compile entries given as three columns, as NetworkSet() does its triples, without first making them."""
+        networks_set = object.__new__(cls)
+        networks_set._build(networks, payloads, expires)
+        return networks_set
+
+    def _build(self, networks: Sequence[Network], payloads: Sequence[T], expires: Sequence[datetime | None]) -> None:
         # Columns are pulled out with map() and attrgetter, which loop in C: at 100,000 entries a
         # Python loop over them costs more than the rest of the build.
-        networks, payloads, expires = [list(column) for column in zip(*entries, strict=True)] or [[], [], []]
         firsts = list(map(attrgetter("first"), networks))
         lasts = list(map(attrgetter("last"), networks))
         # _sort_key of each network, computed in C.
         keys = list(map(or_, map(lshift, firsts, repeat(8)), map(attrgetter("prefixlen"), networks)))
         versions = list(map(attrgetter("version"), networks))
+        ipv4 = versions.count(4)
+        # Entries in order already, IPv4 first and each network once, as compact lists are
+        # (relayd/compact.py), are sliced rather than sorted.
+        in_order = (
+            versions[:ipv4].count(4) == ipv4
+            and all(map(lt, islice(keys, ipv4), islice(keys, 1, ipv4)))
+            and all(map(lt, islice(keys, ipv4, None), islice(keys, ipv4 + 1, None)))
+        )
         self._size = len(keys)
         self._sorted: dict[int, _Sorted] = {}
         self._tables: dict[int, _Segments] = {}
-        for version in (4, 6):
-            order = list(compress(range(len(keys)), map(eq, versions, repeat(version))))
-            # Stable: duplicates stay in snapshot order, so the later one nests in the earlier.
-            order.sort(key=keys.__getitem__)
-            in_order = _Sorted(
-                *(list(map(column.__getitem__, order)) for column in (keys, firsts, lasts, payloads, expires))
-            )
-            starts, values = _segments(in_order, 0, len(order), 0)
-            self._sorted[version] = in_order
+        for version, rows in ((4, slice(0, ipv4)), (6, slice(ipv4, len(keys)))):
+            if in_order:
+                columns = _Sorted(*(list(column[rows]) for column in (keys, firsts, lasts, payloads, expires)))
+            else:
+                order = list(compress(range(len(keys)), map(eq, versions, repeat(version))))
+                # Stable: duplicates stay in snapshot order, so the later one nests in the earlier.
+                order.sort(key=keys.__getitem__)
+                columns = _Sorted(
+                    *(list(map(column.__getitem__, order)) for column in (keys, firsts, lasts, payloads, expires))
+                )
+            starts, values = _segments(columns, 0, len(columns.keys), 0)
+            self._sorted[version] = columns
             self._tables[version] = _index(version, starts, values)
         # updated() keeps duplicates in the order they had, which need not be the new snapshot's.
-        self._duplicates = any(
-            any(map(eq, islice(in_order.keys, 1, None), in_order.keys)) for in_order in self._sorted.values()
+        self._duplicates = not in_order and any(
+            any(map(eq, islice(columns.keys, 1, None), columns.keys)) for columns in self._sorted.values()
         )
 
     def lookup(self, address: Address, now: datetime) -> T | None:

@@ -151,7 +151,7 @@ def test_a_node_on_an_older_schema_keeps_enforcing_while_the_dashboard_refuses_a
 ):
     """Issue 17: a feature needing a schema the node lacks waits for it, and the node goes on enforcing.
 
-    This relayd enforces schemas 1 and 2; the test plays a release whose dashboard has a schema-3 feature.
+    This relayd enforces schemas 1 to 3; the test plays a release whose dashboard has a schema-4 feature.
     """
     from policy.snapshot import SchemaFeature
 
@@ -161,15 +161,15 @@ def test_a_node_on_an_older_schema_keeps_enforcing_while_the_dashboard_refuses_a
     serial = PolicyRevision.objects.order_by("-serial").first().serial
     wait_for(lambda: RelayNode.objects.filter(name="e2e", serial=serial).exists(), timeout=5)
     node = api.get("/api/v1/daemons/").json()["results"][0]
-    assert node["schemas"] == [1, 2] and node["version"]
+    assert node["schemas"] == [1, 2, 3] and node["version"]
 
-    # The dashboard (and its bundled loader) knows a schema-3 feature: a local domain stands in for it.
-    feature = SchemaFeature(3, "the test feature", lambda s: any(d["domain"] == "v3.test" for d in s["local_domains"]))
+    # The dashboard (and its bundled loader) knows a schema-4 feature: a local domain stands in for it.
+    feature = SchemaFeature(4, "the test feature", lambda s: any(d["domain"] == "v4.test" for d in s["local_domains"]))
     monkeypatch.setattr("policy.snapshot.SCHEMA_FEATURES", [feature])
-    monkeypatch.setattr("relayd.config.SUPPORTED_SCHEMAS", (1, 2, 3))
-    response = api.post("/api/v1/domains/", {"domain": "v3.test"}, format="json")
+    monkeypatch.setattr("relayd.config.SUPPORTED_SCHEMAS", (1, 2, 3, 4))
+    response = api.post("/api/v1/domains/", {"domain": "v4.test"}, format="json")
     assert response.status_code == 400
-    assert "node e2e runs an older relayd (schemas 1, 2): upgrade it before enabling the test feature" in str(
+    assert "node e2e runs an older relayd (schemas 1, 2, 3): upgrade it before enabling the test feature" in str(
         response.json()
     )
     assert PolicyRevision.objects.order_by("-serial").first().serial == serial

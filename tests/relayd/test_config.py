@@ -170,7 +170,7 @@ def test_parse_snapshot_accepts_text_and_bytes():
 ERRORS = [
     # The document and its schema.
     (("schema",), DELETE, "schema", "missing"),
-    (("schema",), 3, "schema", "unsupported schema 3: this relayd understands schemas 1 and 2"),
+    (("schema",), 4, "schema", "unsupported schema 4: this relayd understands schemas 1, 2 and 3"),
     (("profiles",), {"trusted_networks": [], "smtp_users": []}, "profiles", "unknown key"),
     (("schema",), "1", "schema", "unsupported schema"),
     (("schema",), True, "schema", "unsupported schema"),
@@ -330,8 +330,8 @@ def test_the_first_problem_is_reported():
 
 
 def test_unknown_schema_is_refused_before_its_keys():
-    with pytest.raises(SnapshotError, match=r"^schema: unsupported schema 3"):
-        validate_snapshot({"schema": 3, "rules": []})
+    with pytest.raises(SnapshotError, match=r"^schema: unsupported schema 4"):
+        validate_snapshot({"schema": 4, "rules": []})
 
 
 def test_compile_policy_indexes_the_snapshot():

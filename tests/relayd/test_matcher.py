@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from relayd.matcher import Address, NetworkSet, parse_address, parse_host_address, parse_network
+from relayd.matcher import (
+    Address,
+    NetworkSet,
+    network_order,
+    parse_address,
+    parse_host_address,
+    parse_network,
+    parse_networks,
+)
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -382,3 +390,33 @@ def test_updated_leaves_duplicate_networks_to_a_full_build():
     assert NetworkSet([(lan, "lan", None), (lan, "again", None)]).updated([], [(site, "site", None)]) is None
     assert networks.updated([(lan, "not this payload", None)], []) is None
     assert networks.updated([(site, "site", None)], []) is None
+
+
+def test_parse_networks_reads_a_column_as_parse_network_does_each():
+    texts = ["0.0.0.0/0", "10.0.0.0/8", "10.0.0.0/24", "192.0.2.7/32", "::/0", "2001:db8::/32", "2001:db8:1::/48"]
+    networks, orders = parse_networks(texts)
+    assert networks == [parse_network(text) for text in texts]
+    assert orders == [network_order(network) for network in networks]
+    assert parse_networks([]) == ([], [])
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["10.0.0.1/8"],  # host bits
+        ["10.0.0.0"],  # no prefix length
+        ["10.0.0.0/08"],
+        ["10.0.0.0/33"],
+        ["010.0.0.0/8"],
+        ["2001:DB8::/32"],  # not normalised
+        ["::ffff:0:0/96"],  # IPv4-mapped: parse_network names the IPv4 form
+        ["::102:304/128"],  # glibc writes it dotted: settled one by one
+        ["::1.2.3.4/128"],
+        ["2001:db8::/32", "10.0.0.0/8"],  # IPv6 before IPv4
+        ["10.0.0.0/8", "2001:db8::/32", "10.1.0.0/16"],
+        [8],
+    ],
+)
+def test_parse_networks_raises_where_one_by_one_must_settle_it(texts):
+    with pytest.raises(ValueError):
+        parse_networks(texts)

@@ -66,10 +66,10 @@ def test_a_node_keeps_enforcing_when_a_newer_schema_arrives_and_announces_what_i
     from relayd import __version__
     from relayd.config import SUPPORTED_SCHEMAS
 
-    assert not refresh(source, {**policy(serial=9), "schema": 3, "limits": {"rate": 10}})
+    assert not refresh(source, {**policy(serial=9), "schema": 4, "limits": {"rate": 10}})
     assert source.policy.serial == 5
-    assert "unsupported schema 3: this relayd understands schemas 1 and 2" in source.refused["reason"]
+    assert "unsupported schema 4: this relayd understands schemas 1, 2 and 3" in source.refused["reason"]
     report = node_report("n1", source.policy.serial, False, source.metrics, source.refused)
-    assert report["schemas"] == list(SUPPORTED_SCHEMAS) == [1, 2]
+    assert report["schemas"] == list(SUPPORTED_SCHEMAS) == [1, 2, 3]
     assert report["version"] == __version__
-    assert "unsupported schema 3" in report["refused_reason"]
+    assert "unsupported schema 4" in report["refused_reason"]

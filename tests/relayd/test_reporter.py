@@ -7,6 +7,7 @@ import time
 import pytest
 
 from relayd import __version__
+from relayd.config import SUPPORTED_SCHEMAS
 from relayd.dashboard import node_report
 from relayd.metrics import Metrics
 from relayd.settings import Settings, report_url
@@ -45,7 +46,7 @@ def test_the_report_carries_the_serial_tls_and_counters_with_the_token(start_rel
     expected = {
         "node": "node-test",
         "version": __version__,
-        "schemas": [1, 2],
+        "schemas": list(SUPPORTED_SCHEMAS),
         "serial": 4,
         "tls": True,
         "counters": {"connections": 2, "accepted": 1, "relay_denied": 3, "queue_size": 1, "deliveries": 0},
@@ -168,7 +169,7 @@ def test_relay_denied_counts_only_the_rules_that_refuse_relaying():
     assert node_report("n1", 9, False, metrics) == {
         "node": "n1",
         "version": __version__,
-        "schemas": [1, 2],
+        "schemas": list(SUPPORTED_SCHEMAS),
         "serial": 9,
         "tls": False,
         "counters": {"connections": 0, "accepted": 0, "relay_denied": 4, "queue_size": 3, "deliveries": 1},
