@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from policy import addresses, audit, revisions
+from policy import addresses, audit, bulk_insert, revisions
 from policy.draft import FLAGS, LIST_KINDS, Draft
 from policy.models import (
     ApiToken,
@@ -217,7 +217,9 @@ def _write_batch(model, stale, updates, creates, before) -> None:
         obj.updated_at = now  # update() skips auto_now
         model.objects.filter(pk=obj.pk).update(**{name: getattr(obj, name) for name in fields})
     changes += [("update", obj, before[obj.network], audit.serialize(obj)) for obj in updates]
-    model.objects.bulk_create(creates, batch_size=BULK_BATCH)
+    for obj in creates:
+        obj.created_at = obj.updated_at = now  # what save() would set
+    bulk_insert.insert(model, creates)
     changes += [("create", obj, None, audit.serialize(obj)) for obj in creates]
     audit.record_many(changes)
 
