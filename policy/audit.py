@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
-from policy import bulk_insert
+from policy import bulk_write
 
 SOURCES = ("web", "api", "cli", "import", "daemon", "system")
 # Fields that would only add noise or leak secrets; secrets are recorded as a fingerprint instead.
@@ -133,7 +133,7 @@ def record(action: str, *, obj=None, before=None, after=None, object_type="", ob
     """Append one entry to the chain, acting as the current context."""
     from policy.models import AuditEntry
 
-    entry = _new_entry(action, obj, before, after, object_type, object_id, object_repr)
+    entry = _new_entry(action, obj, before, after, object_type, object_id, object_repr, actor=_actor())
     with transaction.atomic():
         lock_chain()
         entry.prev_hash = (
@@ -144,30 +144,37 @@ def record(action: str, *, obj=None, before=None, after=None, object_type="", ob
     return entry
 
 
-def _new_entry(action, obj, before, after, object_type="", object_id="", object_repr=""):
-    """Return an unsaved, unchained entry acting as the current context."""
+def _new_entry(action, obj, before, after, object_type="", object_id="", object_repr="", *, actor: dict):
+    """Return an unsaved, unchained entry made by `actor` (see _actor())."""
     from policy.models import AuditEntry
 
     if obj is not None:
         object_type = object_type or str(obj._meta.verbose_name)
         object_id = object_id or str(obj.pk)
         object_repr = object_repr or str(obj)[:300]
-    context = current_context()
-    user = context.user if getattr(context.user, "is_authenticated", False) else None
     return AuditEntry(
-        actor_username=user.get_username() if user is not None else "",
-        actor_name=context.actor_name,
-        source=context.source,
-        remote_addr=context.remote_addr,
-        request_id=context.request_id,
         action=action,
         object_type=object_type,
         object_id=object_id,
         object_repr=object_repr,
         before=before,
         after=after,
-        reason=context.reason,
+        **actor,
     )
+
+
+def _actor() -> dict:
+    """Return the entry fields that say who acts, from where and why: the current context's."""
+    context = current_context()
+    user = context.user if getattr(context.user, "is_authenticated", False) else None
+    return {
+        "actor_username": user.get_username() if user is not None else "",
+        "actor_name": context.actor_name,
+        "source": context.source,
+        "remote_addr": context.remote_addr,
+        "request_id": context.request_id,
+        "reason": context.reason,
+    }
 
 
 MISSING_KEY = (
@@ -358,7 +365,8 @@ def record_many(changes: Iterable[tuple[str, object, dict | None, dict | None]])
     """
     from policy.models import AuditEntry
 
-    entries = [_new_entry(action, obj, before, after) for action, obj, before, after in changes]
+    actor = _actor()  # one context for the whole batch
+    entries = [_new_entry(action, obj, before, after, actor=actor) for action, obj, before, after in changes]
     if not entries:
         return 0
     with transaction.atomic():
@@ -368,5 +376,5 @@ def record_many(changes: Iterable[tuple[str, object, dict | None, dict | None]])
             entry.prev_hash = prev_hash
             entry.entry_hash = prev_hash = entry_hash(entry)
         # Ids follow list order, which is the order verify_audit walks.
-        bulk_insert.insert(AuditEntry, entries)
+        bulk_write.insert(AuditEntry, entries)
     return len(entries)

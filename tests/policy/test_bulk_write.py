@@ -1,4 +1,4 @@
-"""bulk_insert stores every column exactly as Django's bulk_create would, ids in list order."""
+"""bulk_write stores every column exactly as Django's bulk_create would, ids in list order."""
 
 import datetime
 import zoneinfo
@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from policy import bulk_insert
+from policy import bulk_write
 from policy.models import AuditEntry, TrustedNetwork
 
 pytestmark = pytest.mark.django_db
@@ -64,7 +64,7 @@ def audit_entries(marker: str) -> list[AuditEntry]:
 def test_rows_are_stored_as_bulk_create_stores_them_and_get_their_ids_in_order(editor):
     by_django, by_insert = trusted("10", editor), trusted("11", editor)
     TrustedNetwork.objects.bulk_create(by_django)
-    bulk_insert.insert(TrustedNetwork, by_insert)
+    bulk_write.insert(TrustedNetwork, by_insert)
     assert [obj.pk for obj in by_insert] == sorted(obj.pk for obj in by_insert)
     assert [TrustedNetwork.objects.get(pk=obj.pk).network for obj in by_insert] == [obj.network for obj in by_insert]
     # The networks differ (they are unique) and bulk_create stamps its own times; the rest is stored alike.
@@ -79,7 +79,7 @@ def test_rows_are_stored_as_bulk_create_stores_them_and_get_their_ids_in_order(e
 def test_audit_entries_with_json_and_addresses_are_stored_as_bulk_create_stores_them():
     by_django, by_insert = audit_entries("d"), audit_entries("i")
     AuditEntry.objects.bulk_create(by_django)
-    bulk_insert.insert(AuditEntry, by_insert)
+    bulk_write.insert(AuditEntry, by_insert)
     chained = ("prev_hash", "entry_hash")  # unique, so they differ
     assert stored(AuditEntry, by_insert, leaving_out=chained) == stored(AuditEntry, by_django, leaving_out=chained)
     assert [e.pk for e in by_insert] == sorted(e.pk for e in by_insert)
@@ -90,3 +90,28 @@ def test_audit_entries_with_json_and_addresses_are_stored_as_bulk_create_stores_
         {"n": None, "ok": True},
     )
     assert AuditEntry.objects.get(pk=by_insert[0].pk).before is None
+
+
+def test_updated_rows_are_stored_as_save_stores_them(editor):
+    by_save, by_update = trusted("10", editor), trusted("11", editor)
+    for obj in [*by_save, *by_update]:
+        obj.save()
+    expires = datetime.datetime(2032, 1, 1, 0, 0, tzinfo=zoneinfo.ZoneInfo("Asia/Kolkata"))
+    changes = {
+        "description": "new “text”",
+        "enabled": True,
+        "expires_at": expires,
+        "allowed_sender_domains": ["c.example"],
+    }
+    for obj in [*by_save, *by_update]:
+        for name, value in changes.items():
+            setattr(obj, name, value)
+    for obj in by_save:
+        obj.save()
+    for obj, saved in zip(by_update, by_save, strict=True):
+        obj.updated_at = saved.updated_at
+    bulk_write.update(TrustedNetwork, by_update, [*changes, "updated_at"])
+    different = ("network", "range_start", "range_end", "created_at")
+    assert stored(TrustedNetwork, by_update, leaving_out=different) == stored(
+        TrustedNetwork, by_save, leaving_out=different
+    )
