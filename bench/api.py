@@ -2,13 +2,16 @@
 
 Runs the whole Django stack in-process (middleware, token auth, audit, revisions) against a
 fresh test database: a temporary SQLite file, or a throwaway `test_…` database on the server
-that DATABASE_URL names. Nothing touches var/.
+that DATABASE_URL names. Nothing touches var/. The import's CPU seconds (this process's, so not
+PostgreSQL's) and the load average print beside its wall time: on a busy machine the wall time
+says more about the other processes than about this one.
 
 Run: .venv/bin/python bench/api.py [--networks N] [--requests N]
 """
 
 import argparse
 import ipaddress
+import os
 import random
 import statistics
 import time
@@ -22,7 +25,7 @@ from django.test import Client
 
 from policy.models import ApiToken
 
-BULK_TARGET_S = 10.0
+BULK_TARGET_S = 3.0  # issue 14
 LIST_P95_TARGET_MS = 100.0
 
 
@@ -60,10 +63,14 @@ def main() -> None:
         token.save()
         client = Client(SERVER_NAME="localhost", HTTP_AUTHORIZATION=f"Token {key}")
 
+        # A server has served requests before an import arrives: the first one of a process imports
+        # the URL conf and the API's modules, a third of a second that is no part of an import.
+        client.get("/api/v1/trusted-networks/")
         rows = synthetic_rows(args.networks, rng)
-        started = time.perf_counter()
+        load = os.getloadavg()[0]
+        started, started_cpu = time.perf_counter(), time.process_time()
         response = client.post("/api/v1/trusted-networks/bulk/", rows, content_type="application/json")
-        bulk_s = time.perf_counter() - started
+        bulk_s, bulk_cpu_s = time.perf_counter() - started, time.process_time() - started_cpu
         if response.status_code != 200:
             raise SystemExit(f"bulk import failed: {response.status_code} {response.content[:500]!r}")
 
@@ -85,7 +92,10 @@ def main() -> None:
                 raise SystemExit(f"GET {url} failed: {response.status_code}")
 
     print(f"database: {connection.vendor}, {args.networks} networks, {args.requests} list requests")
-    print(f"bulk import of {args.networks} networks: {bulk_s:.2f} s (target <= {BULK_TARGET_S:.0f} s)")
+    print(
+        f"bulk import of {args.networks} networks: {bulk_s:.2f} s, {bulk_cpu_s:.2f} CPU s in this process, "
+        f"load average {load:.2f} (target <= {BULK_TARGET_S:.0f} s)"
+    )
     print(
         f"list page p95: {percentile(timings, 0.95):.1f} ms, median {statistics.median(timings):.1f} ms "
         f"(target p95 <= {LIST_P95_TARGET_MS:.0f} ms)"

@@ -20,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import models, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
+from policy import bulk_write
 from policy.locks import lock_audit_chain
 
 if TYPE_CHECKING:
@@ -101,6 +102,10 @@ def track(model, *, exclude: Iterable[str] = (), secrets: Iterable[str] = (), m2
         m2m_changed.connect(_record_m2m, sender=getattr(model, name).through, dispatch_uid=f"{uid}-{name}")
 
 
+# Values that JSON takes as they are; anything else (dates, lists, decimals) goes through the encoder.
+_JSON_SCALARS = (str, int, bool, float, type(None))
+
+
 def serialize(instance) -> dict:
     """Return the tracked fields of an instance as JSON-safe data."""
     from django.core.serializers.json import DjangoJSONEncoder
@@ -113,11 +118,14 @@ def serialize(instance) -> dict:
         value = field.value_from_object(instance)
         if field.name in spec.secrets:
             value = fingerprint(value) if value else ""
+        elif type(value) not in _JSON_SCALARS:
+            # A round trip through JSON: the entry holds a copy, in the form it is stored and hashed in.
+            value = json.loads(json.dumps(value, cls=DjangoJSONEncoder))
         data[field.name] = value
     if instance.pk is not None:
         for name in spec.m2m:
             data[name] = sorted(str(related) for related in getattr(instance, name).all())
-    return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+    return data
 
 
 def fingerprint(secret: str) -> str:
@@ -128,7 +136,7 @@ def record(action: str, *, obj=None, before=None, after=None, object_type="", ob
     """Append one entry to the chain, acting as the current context."""
     from policy.models import AuditEntry
 
-    entry = _new_entry(action, obj, before, after, object_type, object_id, object_repr)
+    entry = _new_entry(action, obj, before, after, object_type, object_id, object_repr, actor=_actor())
     with transaction.atomic():
         lock_audit_chain()
         entry.prev_hash = (
@@ -139,30 +147,37 @@ def record(action: str, *, obj=None, before=None, after=None, object_type="", ob
     return entry
 
 
-def _new_entry(action, obj, before, after, object_type="", object_id="", object_repr=""):
-    """Return an unsaved, unchained entry acting as the current context."""
+def _new_entry(action, obj, before, after, object_type="", object_id="", object_repr="", *, actor: dict):
+    """Return an unsaved, unchained entry made by `actor` (see _actor())."""
     from policy.models import AuditEntry
 
     if obj is not None:
         object_type = object_type or str(obj._meta.verbose_name)
         object_id = object_id or str(obj.pk)
         object_repr = object_repr or str(obj)[:300]
-    context = current_context()
-    user = context.user if getattr(context.user, "is_authenticated", False) else None
     return AuditEntry(
-        actor_username=user.get_username() if user is not None else "",
-        actor_name=context.actor_name,
-        source=context.source,
-        remote_addr=context.remote_addr,
-        request_id=context.request_id,
         action=action,
         object_type=object_type,
         object_id=object_id,
         object_repr=object_repr,
         before=before,
         after=after,
-        reason=context.reason,
+        **actor,
     )
+
+
+def _actor() -> dict:
+    """Return the entry fields that say who acts, from where and why: the current context's."""
+    context = current_context()
+    user = context.user if getattr(context.user, "is_authenticated", False) else None
+    return {
+        "actor_username": user.get_username() if user is not None else "",
+        "actor_name": context.actor_name,
+        "source": context.source,
+        "remote_addr": context.remote_addr,
+        "request_id": context.request_id,
+        "reason": context.reason,
+    }
 
 
 MISSING_KEY = (
@@ -344,7 +359,8 @@ def record_many(changes: Iterable[tuple[str, object, dict | None, dict | None]])
     """
     from policy.models import AuditEntry
 
-    entries = [_new_entry(action, obj, before, after) for action, obj, before, after in changes]
+    actor = _actor()  # one context for the whole batch
+    entries = [_new_entry(action, obj, before, after, actor=actor) for action, obj, before, after in changes]
     if not entries:
         return 0
     with transaction.atomic():
@@ -353,6 +369,6 @@ def record_many(changes: Iterable[tuple[str, object, dict | None, dict | None]])
         for entry in entries:
             entry.prev_hash = prev_hash
             entry.entry_hash = prev_hash = entry_hash(entry)
-        # Ids follow list order (one INSERT per batch), which is the order verify_audit walks.
-        AuditEntry.objects.bulk_create(entries, batch_size=500)
+        # Ids follow list order, which is the order verify_audit walks.
+        bulk_write.insert(AuditEntry, entries)
     return len(entries)

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from policy import addresses, audit, locks, revisions, tester
+from policy import addresses, audit, bulk_write, locks, revisions, tester
 from policy.draft import LIST_KINDS, Draft
 from policy.models import (
     ApiToken,
@@ -223,15 +223,15 @@ def _write_batch(model, stale, updates, creates, before) -> None:
         chunk = [obj.pk for obj in stale[start : start + BULK_BATCH]]
         # _raw_delete: the one way to delete without per-object signals; nothing refers to these rows.
         model.objects.filter(pk__in=chunk)._raw_delete(model.objects.db)
-    # One UPDATE per row: bulk_update's CASE expressions grow with every row and field, and
-    # take far longer for thousands of rows than simple statements do.
-    fields = [f.attname for f in model._meta.concrete_fields if f.name not in ("id", "created_at", "created_by")]
+    fields = [f.name for f in model._meta.concrete_fields if f.name not in ("id", "created_at", "created_by")]
     now = timezone.now()
     for obj in updates:
-        obj.updated_at = now  # update() skips auto_now
-        model.objects.filter(pk=obj.pk).update(**{name: getattr(obj, name) for name in fields})
+        obj.updated_at = now  # what save() would set
+    bulk_write.update(model, updates, fields)
     changes += [("update", obj, before[obj.network], audit.serialize(obj)) for obj in updates]
-    model.objects.bulk_create(creates, batch_size=BULK_BATCH)
+    for obj in creates:
+        obj.created_at = obj.updated_at = now  # what save() would set
+    bulk_write.insert(model, creates)
     changes += [("create", obj, None, audit.serialize(obj)) for obj in creates]
     audit.record_many(changes)
 

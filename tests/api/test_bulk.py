@@ -134,3 +134,17 @@ def test_overlap_warnings_name_only_pairs_with_a_new_row(api):
         "10.1.0.0/16 is already covered by 10.0.0.0/8 (corporate).",
         "192.168.5.0/24 is already covered by 192.168.0.0/16.",
     ]
+
+
+def test_an_import_larger_than_one_statement_chains_its_entries_in_row_order(api):
+    # SQLite takes 66 audit rows per INSERT: 300 rows and their replacement span several statements.
+    rows = [{"network": f"10.{n // 256}.{n % 256}.0/24", "description": f"site {n}"} for n in range(300)]
+    assert api.post(BULK, rows).status_code == 200
+    changed = [{**row, "description": "moved"} for row in rows[:150]]
+    assert api.post(f"{BULK}?mode=replace", changed).status_code == 200
+    entries = list(AuditEntry.objects.filter(object_type="trusted network").order_by("id"))
+    actions = [entry.action for entry in entries]
+    assert actions == ["create"] * 300 + ["bulk_add"] + ["delete"] * 150 + ["update"] * 150 + ["bulk_replace"]
+    assert [entry.object_repr for entry in entries[:300]] == [row["network"] for row in rows]
+    assert [entry.after["description"] for entry in entries[451:601]] == ["moved"] * 150
+    call_command("verify_audit")
