@@ -20,7 +20,7 @@ from pathlib import Path
 import scratch  # sets Django up on a scratch var dir
 from django.contrib.auth.models import User
 from django.db import connection
-from propagation import connect, free_port
+from propagation import AS_ROOT, connect, free_port
 
 from policy.models import ApiToken
 from policy.revisions import commit_revision
@@ -95,6 +95,7 @@ def run(changes: int) -> None:
                             "--workers",
                             "1",
                         ),  # 10 nodes on one host: one process each
+                        *AS_ROOT,
                     ],
                     cwd=ROOT,
                     stderr=subprocess.DEVNULL,
