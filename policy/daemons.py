@@ -87,6 +87,16 @@ def record_report(report: dict, remote_addr: str | None, token=None) -> RelayNod
     return node
 
 
+def record_fetch(node: str, serial: int, remote_addr: str | None) -> None:
+    """Note on node's row that its token downloaded revision serial, from remote_addr.
+
+    Only a node that has reported has a row: a fetch alone neither creates one nor counts toward
+    RELAYADMIN_MAX_NODES.
+    """
+    fetched = {"fetched_serial": serial, "fetched_at": timezone.now(), "fetched_from": remote_addr}
+    RelayNode.objects.filter(name=node).update(**fetched)
+
+
 # More holders than this in one report are refused rather than stored: a node reports the networks
 # and users that relayed through it since it started, which a sane policy keeps far below it.
 MAX_USAGE_HOLDERS = 10_000

@@ -23,7 +23,7 @@ from policy.api.permissions import (
     node_token,
 )
 from policy.api.views import AuditedAPIMixin, open_relay_guard
-from policy.exports import FORMATS, export, latest_revision
+from policy.exports import FORMATS, build, export, latest_revision
 from policy.forms import CheckForm
 from policy.models import PolicyRevision, RelayNode, SelfTestRun
 from policy.revisions import rollback_to
@@ -115,7 +115,12 @@ class ExportView(AuditedAPIMixin, APIView):
         if fmt == "relayd" and etag in _etags(request.headers.get("If-None-Match", "")):
             # Unchanged: nodes poll this, so a 304 is neither a download nor an audit entry.
             return HttpResponse(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-        download = export(fmt, revision)
+        node = node_token(request)
+        if node is None:
+            download = export(fmt, revision)
+        else:
+            download = build(fmt, revision)
+            daemons.record_fetch(node.node, revision.serial, request.META.get("REMOTE_ADDR"))
         response = HttpResponse(download.body, content_type=download.content_type)
         response["ETag"] = etag
         response["Content-Disposition"] = f'attachment; filename="{download.filename}"'
@@ -147,6 +152,9 @@ class NodeSerializer(serializers.ModelSerializer):
             "top_peer",
             "first_seen_at",
             "last_seen_at",
+            "fetched_serial",
+            "fetched_at",
+            "fetched_from",
         ]
 
     def get_state(self, node) -> str:
