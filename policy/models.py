@@ -794,6 +794,12 @@ class RelayNode(models.Model):
     )
     first_seen_at = models.DateTimeField("first report", default=timezone.now)
     last_seen_at = models.DateTimeField("last report", default=timezone.now, db_index=True)
+    # The node's last download of its snapshot, kept here rather than in the audit log (policy/downloads.py).
+    fetched_serial = models.PositiveIntegerField(
+        "fetched serial", null=True, blank=True, help_text="The revision the node's token last downloaded."
+    )
+    fetched_at = models.DateTimeField("last fetch", null=True, blank=True)
+    fetched_from = models.GenericIPAddressField("fetched from", null=True, blank=True)
     # The token of the node's last report: revoking it stops this node's policy updates, and the
     # revoke page says so.
     token = models.ForeignKey(

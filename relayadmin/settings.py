@@ -156,6 +156,17 @@ DATABASES = {
         conn_max_age=int(os.environ.get("CONN_MAX_AGE", "0")),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and not DATABASES["default"]["CONN_MAX_AGE"]:
+    # A new PostgreSQL connection is a new server process, about 12 ms on a busy 2-core host: more
+    # than the rest of a relayd export request, which the long poll asks for anew at every change.
+    # So each process keeps a pool (psycopg_pool) of up to RELAYADMIN_DB_POOL connections; 0 opens
+    # one per request instead, and CONN_MAX_AGE keeps one per thread (not for the ASGI server,
+    # whose requests each run in a thread of their own). A request waits at most 10 s for a
+    # connection (psycopg_pool's default is 30 s, when gunicorn kills its worker): with the
+    # database down it then fails, as it did at once without a pool.
+    _pool_size = int(os.environ.get("RELAYADMIN_DB_POOL", "10"))
+    if _pool_size:
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": _pool_size, "timeout": 10}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     _sqlite_file = str(DATABASES["default"]["NAME"])
     if _sqlite_file and _sqlite_file != ":memory:" and not _sqlite_file.startswith("file:"):

@@ -17,6 +17,21 @@ os.environ.setdefault("RELAYD_ALLOW_ROOT", "1")
 
 
 @pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """Close PostgreSQL's connection pool before the test database replaces the configured one.
+
+    A pool keeps the database name it was opened with, and collecting tests/api/test_schema.py
+    builds the API schema, which reads the node list: without this the tests would get connections
+    to the configured database, not the test one.
+    """
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        if connection.vendor == "postgresql":
+            connection.close_pool()
+
+
+@pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     """Let the flush between transactional tests TRUNCATE the audit log, which PostgreSQL refuses otherwise."""
     with django_db_blocker.unblock():

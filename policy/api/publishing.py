@@ -33,7 +33,7 @@ from policy.api.serializers import (
     SelfTestSerializer,
 )
 from policy.api.views import AuditedAPIMixin, open_relay_guard
-from policy.downloads import FORMATS, export, latest_revision
+from policy.downloads import FORMATS, build, export, latest_revision
 from policy.forms import CheckForm
 from policy.models import PolicyRevision, RelayNode, SelfTestRun
 from policy.revisions import rollback_to
@@ -107,7 +107,12 @@ class ExportView(AuditedAPIMixin, APIView):
         if fmt == "relayd" and etag in _etags(request.headers.get("If-None-Match", "")):
             # Unchanged: nodes poll this, so a 304 is neither a download nor an audit entry.
             return HttpResponse(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-        download = export(fmt, revision)
+        node = node_token(request)
+        if node is None:
+            download = export(fmt, revision)
+        else:
+            download = build(fmt, revision)
+            daemons.record_fetch(node.node, revision.serial, request.META.get("REMOTE_ADDR"))
         response = HttpResponse(download.body, content_type=download.content_type)
         response["ETag"] = etag
         response["Content-Disposition"] = f'attachment; filename="{download.filename}"'

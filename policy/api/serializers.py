@@ -316,6 +316,9 @@ class NodeSerializer(serializers.ModelSerializer):
             "top_peer",
             "first_seen_at",
             "last_seen_at",
+            "fetched_serial",
+            "fetched_at",
+            "fetched_from",
         ]
 
     def get_state(self, node) -> str:

@@ -36,6 +36,19 @@ def test_relayd_export_sends_etag_and_answers_304(ro_key, two_revisions):
     assert node.get("/api/v1/export/relayd/", HTTP_IF_NONE_MATCH=etag).status_code == 200
 
 
+def test_a_node_fetching_its_snapshot_is_noted_on_its_row_not_in_the_audit_log(node_key, ro_key, two_revisions):
+    node = token_client(node_key)
+    assert node.post("/api/v1/daemons/", {"node": "mx1", "serial": 1}, format="json").status_code == 201
+    assert node.get("/api/v1/export/relayd/").status_code == 200
+    assert not AuditEntry.objects.filter(action="export").exists()
+    mx1 = RelayNode.objects.get(name="mx1")
+    assert (mx1.fetched_serial, mx1.fetched_from) == (2, "127.0.0.1")
+    assert node.get("/api/v1/daemons/").status_code == 403  # node tokens do not read the list; people do
+    # A person reading the same snapshot, password hashes and all, is still audited.
+    assert token_client(ro_key).get("/api/v1/export/relayd/").status_code == 200
+    assert AuditEntry.objects.get(action="export").object_repr == "relayd export of revision 2"
+
+
 def test_relayd_export_is_for_tokens_and_editors_not_viewer_sessions(viewer, editor, two_revisions):
     assert session_client(viewer).get("/api/v1/export/relayd/").status_code == 403
     assert session_client(editor).get("/api/v1/export/relayd/").status_code == 200

@@ -84,6 +84,15 @@ def test_dashboard_shows_nodes_and_chart(viewer_client):
     assert "No traffic yet" in body  # one report is only the baseline of the counters
 
 
+def test_a_fetch_is_shown_on_a_reported_node_and_creates_no_node(viewer_client):
+    daemons.record_fetch("mx2", 1, "192.0.2.20")
+    assert not RelayNode.objects.exists()  # a fetch alone does not count toward RELAYADMIN_MAX_NODES
+    report("mx2", serial=None)
+    daemons.record_fetch("mx2", 1, "192.0.2.20")
+    body = viewer_client.get(reverse("policy:dashboard")).content.decode()
+    assert "fetched 1 0\xa0minutes ago from 192.0.2.20" in body
+
+
 def test_a_refusal_is_stored_flagged_in_red_and_cleared_by_a_newer_serial(editor_client):
     for _ in range(12):
         publish()
