@@ -446,7 +446,7 @@ def _update(
     """Return the sorted entries and segments of one IP version with the changes made, or None (see updated)."""
     entries = _Sorted(*(list(column) for column in old))
     keys = entries.keys
-    column: list[Any]  # the columns of _Sorted, of differing types
+    columns: tuple[list[Any], ...] = entries  # the columns of _Sorted, of differing types, edited in place
     blocks = []
     for network, payload, _ in removed:
         key = _sort_key(network.first, network.prefixlen)
@@ -454,14 +454,14 @@ def _update(
         if bisect_right(keys, key) != index + 1 or entries.payloads[index] is not payload:
             return None
         blocks.append(_outermost(old.keys, network))
-        for column in entries:
+        for column in columns:
             del column[index]
     for network, payload, expires_at in added:
         key = _sort_key(network.first, network.prefixlen)
         index = bisect_left(keys, key)
         if index < len(keys) and keys[index] == key:
             return None
-        for column, value in zip(entries, (key, network.first, network.last, payload, expires_at), strict=True):
+        for column, value in zip(columns, (key, network.first, network.last, payload, expires_at), strict=True):
             column.insert(index, value)
     blocks += [_outermost(keys, network) for network, _, _ in added]
     starts, values, shift, base, buckets, bucket_count = table
