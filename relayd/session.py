@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import functools
+import itertools
 import logging
 import os
 import re
@@ -92,6 +93,9 @@ _AUTH_PARAMETER = re.compile(r"<>|(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
 # Compared against when the user name is unknown, so that the reply takes as long as for a known one.
 _DECOY_DIGEST = "A" * 43 + "="
 _DJANGO_DEFAULT_ITERATIONS = 1_000_000
+# A session's id names it in the log lines: unique in this process from a random start, without the
+# getrandom(2) call per connection that secrets.token_hex made.
+_session_numbers = itertools.count(secrets.randbits(40))
 _ADMISSION_REPLIES = {
     "max_connections": "421 4.7.0 Too many connections, try again later",
     "too_many_connections": "421 4.7.0 Too many connections from your address, try again later",
@@ -159,7 +163,7 @@ class RelaySession(SMTP):
         self._enforce_call_limit = False
 
         self.relay = relay
-        self.id = secrets.token_hex(5)
+        self.id = f"{next(_session_numbers) % 2**40:010x}"
         self.client = ""  # the client's address, IPv4-mapped shown as IPv4
         self.client_key = ""
         self._parsed_client: tuple[str, Address | None] = ("", None)
