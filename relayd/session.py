@@ -158,7 +158,7 @@ class RelaySession(SMTP):
         self._auth_callback = login_always_fail
         self._auth_required = False
         self._auth_methods = _AUTH_MECHANISMS
-        self._handle_hooks = {"EHLO": type(self).on_ehlo}
+        self._handle_hooks = {}
         self._ehlo_hook_ver = "new"
         self._enforce_call_limit = False
 
@@ -415,8 +415,20 @@ class RelaySession(SMTP):
             await self.push("502 5.5.2 Error: command not recognized")
 
     async def smtp_EHLO(self, hostname: str) -> None:
-        if not await self._junk():
-            await super().smtp_EHLO(hostname)
+        # Not aiosmtpd's, which builds the reply line by line for every client, adds SIZE and XCLIENT
+        # through a hook, and writes it once per line.
+        if await self._junk():
+            return
+        if not hostname:
+            await self.push("501 Syntax: EHLO hostname")
+            return
+        self._set_rset_state()
+        self.session.extended_smtp = True
+        self.session.host_name = hostname
+        in_tls = self._tls_protocol is not None
+        starttls = self.tls_context is not None and not in_tls
+        size = self.relay.settings.max_message_size
+        await self.push(_ehlo_reply(self.hostname, size, starttls, in_tls, self._xclient_allowed()))
 
     async def smtp_HELO(self, hostname: str) -> None:
         if not await self._junk():
@@ -433,16 +445,7 @@ class RelaySession(SMTP):
             )
         )
 
-    # EHLO and MAIL.
-
-    async def on_ehlo(self, session, envelope, hostname: str, responses: list[str]) -> list[str]:
-        """Add SIZE to aiosmtpd's EHLO reply (called as a handler hook: hook(protocol, session, ...))."""
-        session.host_name = hostname
-        responses.insert(1, f"250-SIZE {self.relay.settings.max_message_size}")
-        if self._xclient_allowed():
-            responses.insert(2, _XCLIENT_EHLO)
-        # One write for the whole multi-line reply rather than one per line.
-        return ["\r\n".join(responses)]
+    # MAIL.
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         # Not aiosmtpd's: its address parser (email._header_value_parser) cost more than the
@@ -973,6 +976,16 @@ def _valid_sender(address: str) -> bool:
         return parse_recipient(address).domain is not None
     except ValueError:
         return False
+
+
+@functools.lru_cache(maxsize=16)
+def _ehlo_reply(hostname: str, size: int, starttls: bool, auth: bool, xclient: bool) -> str:
+    """Return the whole multi-line EHLO reply, for one write; cached, as it differs only by these."""
+    lines = [f"250-{hostname}", f"250-SIZE {size}", *([_XCLIENT_EHLO] if xclient else []), "250-8BITMIME"]
+    lines += ["250-STARTTLS"] if starttls else []
+    # AUTH only inside TLS (aiosmtpd refuses it before STARTTLS with 538 5.7.11).
+    lines += ["250-AUTH " + " ".join(sorted(_AUTH_MECHANISMS))] if auth else []
+    return "\r\n".join([*lines, "250 HELP"])
 
 
 @functools.lru_cache(maxsize=1)
