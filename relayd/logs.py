@@ -90,17 +90,17 @@ def _utc_second(second: int) -> str:
 
 
 class TurnFlushingHandler(logging.StreamHandler):
-    """Write records to stderr, flushed once per turn of the running event loop rather than once per record.
+    """Write records to a descriptor (stderr), flushed once per turn of the running event loop, not per record.
 
     Each flush is a write(2); under load one turn of relayd's loop serves many sessions, whose lines
     then go out together. Off a loop (threads, start-up, exit) a record is flushed at once. A process
     killed outright loses at most the lines of the turn it was in.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fd: int) -> None:
         # sys.stderr flushes at every newline; the handler keeps a block-buffered stream of its own,
         # open as long as the process.
-        stream = open(sys.stderr.fileno(), "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+        stream = open(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
         super().__init__(stream)
         self._pending: asyncio.AbstractEventLoop | None = None  # the loop that will flush at the end of its turn
 
@@ -121,7 +121,7 @@ class TurnFlushingHandler(logging.StreamHandler):
 
 def configure(level: str = "info") -> None:
     """Send all logs to stderr in logfmt at level."""
-    handler = TurnFlushingHandler()
+    handler = TurnFlushingHandler(sys.stderr.fileno())
     handler.setFormatter(LogfmtFormatter())
     # relayd's lines carry neither the caller's source line nor the thread or process: not gathering
     # them saves a few microseconds per record (the logging HOWTO, "Optimization").
