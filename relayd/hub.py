@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import json
 import logging
 from collections import Counter
@@ -160,7 +161,8 @@ class ParentLink:
     def _send(self, line: str, payload: bytes = b"") -> None:
         self._out.line(line, payload)
 
-    async def _ask(self, op: str, argument: str, payload: bytes = b"") -> list[str]:
+    def _request(self, op: str, argument: str, payload: bytes = b"") -> asyncio.Future[list[str]]:
+        """Send a request; return the future of the parent's reply fields."""
         if self.lost:
             raise ConnectionError("relayd's parent process is gone")
         self._next += 1
@@ -168,18 +170,32 @@ class ParentLink:
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._replies[request] = future
         self._send(f"{op} {request} {argument}", payload)
-        return await future
+        return future
+
+    async def _ask(self, op: str, argument: str, payload: bytes = b"") -> list[str]:
+        return await self._request(op, argument, payload)
 
     # The client limits, as relayd.limits.ClientLimits.
 
     async def admit(self, key: str) -> tuple[str | None, bool]:
         """Count a new session of key in the parent; see ClientLimits.admit_now."""
         try:
-            refusal, greet_pass = await self._ask("A", key)
+            reply = self._request("A", key)
+            try:
+                refusal, greet_pass = await asyncio.shield(reply)
+            except asyncio.CancelledError:
+                # The session ended (its client left) while the parent was counting it: once the
+                # parent has answered, a session it admitted is released, or its count would stay.
+                reply.add_done_callback(functools.partial(self._release_if_admitted, key))
+                raise
         except ConnectionError:
             # Without the parent no limit can be checked: refuse rather than admit unchecked.
             return "max_connections", False
         return (None if refusal == "-" else refusal), greet_pass == "1"  # noqa: S105 (a flag, not a password)
+
+    def _release_if_admitted(self, key: str, reply: asyncio.Future[list[str]]) -> None:
+        if reply.exception() is None and reply.result()[0] == "-":
+            self.release(key)
 
     def release(self, key: str) -> None:
         """Forget one admitted session of key."""

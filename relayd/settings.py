@@ -154,8 +154,8 @@ class Settings:
         default=3600.0, metadata=meta("seconds a recipient the route refused is remembered", float)
     )
     verify_timeout: float = field(default=10.0, metadata=meta("timeout of each step of a verification probe", float))
-    # One by default: bench/smtp_throughput.py measured more workers slower on a busy 2-core host
-    # (docs/relayd.md "Processes"); raise it where cores are idle.
+    # One by default: on a busy 2-core host bench/smtp_throughput.py measured relay-denied sessions
+    # slower with two workers, by wall clock and per CPU second (docs/relayd.md "Processes").
     workers: int = field(default=1, metadata=meta("SMTP intake processes sharing the listeners, limits and spool", int))
     max_message_size: int = field(
         default=10_240_000, metadata=meta("largest message accepted (SIZE), as Postfix's default", int, "BYTES")

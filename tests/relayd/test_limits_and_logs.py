@@ -1,9 +1,10 @@
 """Per-client limits (keys, AUTH tarpit, greeting passes) and log lines that client text cannot forge."""
 
+import asyncio
 import logging
 
 from relayd.limits import AuthThrottle, GreetPasses, client_key
-from relayd.logs import LogfmtFormatter, Repeats, kv
+from relayd.logs import LogfmtFormatter, Repeats, TurnFlushingHandler, kv
 from relayd.matcher import parse_address
 
 
@@ -57,3 +58,20 @@ def test_repeated_failures_are_logged_once_a_window_with_a_count(caplog):
         'event=spool_error error="No space left on device" repeats="59 more in the last minute"',
         "event=tls_failed",
     ]
+
+
+def test_log_lines_written_on_the_event_loop_are_out_by_the_end_of_its_turn(tmp_path):
+    path = tmp_path / "stderr"
+    with path.open("w") as stream:
+        handler = TurnFlushingHandler(stream.fileno())
+
+        async def on_the_loop() -> tuple[str, str]:
+            handler.handle(logging.LogRecord("relayd", logging.INFO, __file__, 1, "first", None, None))
+            handler.handle(logging.LogRecord("relayd", logging.INFO, __file__, 1, "second", None, None))
+            during = path.read_text()  # one write for the turn's lines, at its end
+            await asyncio.sleep(0)
+            return during, path.read_text()
+
+        assert asyncio.run(on_the_loop()) == ("", "first\nsecond\n")
+        handler.handle(logging.LogRecord("relayd", logging.INFO, __file__, 1, "off the loop", None, None))
+        assert path.read_text() == "first\nsecond\noff the loop\n"

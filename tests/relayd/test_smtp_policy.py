@@ -85,6 +85,20 @@ def test_client_connecting_to_an_internal_address_relays(start_relay):
         assert send(client, "a@client.test", REMOTE)[0][0] == 550
 
 
+def test_ehlo_offers_starttls_before_tls_and_auth_inside_it(start_relay, tls_files, tls_client):
+    cert, key = tls_files
+    relay = start_relay(policy(), tls_cert=cert, tls_key=key, max_message_size=2000)
+    with relay.smtp() as client:
+        assert client.ehlo_resp == b"relay.test\nSIZE 2000\n8BITMIME\nSTARTTLS\nHELP"
+        client.starttls(context=tls_client)
+        client.ehlo("client.test")
+        assert client.ehlo_resp == b"relay.test\nSIZE 2000\n8BITMIME\nAUTH LOGIN PLAIN\nHELP"
+        # EHLO starts over: a transaction in progress is dropped.
+        assert client.docmd("MAIL FROM:<a@client.test>")[0] == 250
+        client.ehlo("client.test")
+        assert client.docmd("MAIL FROM:<a@client.test>")[0] == 250
+
+
 def test_authenticated_client_relays_after_starttls(start_relay, tls_files, tls_client):
     cert, key = tls_files
     relay = start_relay(policy(), tls_cert=cert, tls_key=key)

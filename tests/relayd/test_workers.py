@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import smtplib
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from relayd.hub import ParentLink, serve_worker
+from relayd.limits import AuthThrottle, ClientLimits, GreetPasses
+from relayd.metrics import Metrics
 from tests.relayd.conftest import policy, publish, scrape
 from tests.relayd.test_runner_process import free_port
 from tests.snapshots import network
@@ -288,3 +292,29 @@ def auth_plain(client: smtplib.SMTP, username: str, password: str) -> int:
         return exc.smtp_code
     except smtplib.SMTPServerDisconnected:
         return 421
+
+
+def test_a_session_that_ends_while_the_parent_admits_it_is_released():
+    # A client that leaves at once (a port scan) ends its session while the worker waits for the
+    # parent's answer; the session the parent admitted must not stay counted against the client.
+    limits = ClientLimits(10, 2, AuthThrottle(3, 10, 1.0, 900.0), GreetPasses(60.0))
+
+    async def scenario() -> int:
+        ours, theirs = socket.socketpair()
+        parent = asyncio.create_task(serve_worker(*await asyncio.open_connection(sock=theirs), limits, None, Metrics()))
+        link = ParentLink(*await asyncio.open_connection(sock=ours), on_lost=lambda: None)
+        admission = asyncio.create_task(link.admit("192.0.2.1"))
+        await asyncio.sleep(0)  # the request is on its way
+        admission.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await admission
+        # The parent answers in order: after two more round trips it has read whatever the worker
+        # sent on receiving the answer to the admission.
+        for _ in range(2):
+            await link.auth_refused("192.0.2.1")
+        open_sessions = limits.open
+        await link.close()
+        await parent
+        return open_sessions
+
+    assert asyncio.run(scenario()) == 0
