@@ -74,6 +74,16 @@ def _whole(value: object, most: int = MAX_COUNT) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= most
 
 
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(map(_holds_nul, value))
+    return False
+
+
 def parse_report(report: object) -> NodeReport:
     """Check a node's status report (POST /api/v1/daemons/); raise ValidationError naming the first bad field.
 
@@ -81,6 +91,8 @@ def parse_report(report: object) -> NodeReport:
     """
     if not isinstance(report, dict):
         raise ValidationError({NON_FIELD_ERRORS: "Send the report as a JSON object."})
+    if _holds_nul(report):  # PostgreSQL stores no NUL in text: refused here, not a 500 there
+        raise ValidationError({NON_FIELD_ERRORS: "A report holds no NUL characters."})
     name = report.get("node")
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
         raise ValidationError({"node": "Give the node's name (1–100 characters)."})
@@ -119,8 +131,10 @@ def record_report(report: NodeReport, remote_addr: str | None, token=None) -> Re
     """
     now = timezone.now()
     with transaction.atomic():
-        lock_nodes()
-        _admit(report.node)
+        if not RelayNode.objects.filter(name=report.node).exists():
+            # Only a new node takes the lock: the fleet's regular reports do not queue behind each other.
+            lock_nodes()
+            _admit(report.node)
         node, _ = RelayNode.objects.update_or_create(
             name=report.node,
             defaults={
@@ -156,6 +170,9 @@ def forget(node: RelayNode) -> None:
     token is what stops it.
     """
     with transaction.atomic():
+        lock_nodes()
+        # Locked, so that no report adds a chart sample between the samples' delete and the node's.
+        node = RelayNode.objects.select_for_update().get(pk=node.pk)
         audit.record("delete", obj=node, before=audit.serialize(node))
         node.delete()
 

@@ -246,3 +246,16 @@ def test_only_editors_may_forget_a_node(client, role, sees_link, post_status):
     assert (link in client.get(reverse("policy:dashboard")).content.decode()) is sees_link
     assert client.post(link).status_code == post_status
     assert RelayNode.objects.exists() is not sees_link
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"node": "mx1", "version": "1.0\x00"},
+        {"node": "mx1", "refused_serial": 2, "refused_reason": "bad\x00"},
+        {"node": "mx1", "usage": {"smtp_users": {"al\x00ice": 1}}},
+    ],
+)
+def test_a_report_with_a_nul_character_is_refused_not_stored(body):
+    with pytest.raises(ValidationError, match="NUL"):
+        daemons.parse_report(body)
