@@ -177,11 +177,13 @@ def forget(node: RelayNode) -> None:
         node.delete()
 
 
-def record_fetch(node: str, serial: int, remote_addr: str | None) -> None:
+def record_fetch(node: str, serial: int, remote_addr: str | None) -> bool:
     """Note on node's row that its token downloaded revision serial, from remote_addr.
 
     Only a node that has reported has a row: a fetch alone neither creates one nor counts toward
-    RELAYADMIN_MAX_NODES.
+    RELAYADMIN_MAX_NODES. Return whether the fetch came from the address the node reports from;
+    when not (a node yet to report, a forgotten one, or its token used elsewhere), the caller audits
+    it as a download, since the snapshot carries the SMTP password hashes.
     """
     fetched = {"fetched_serial": serial, "fetched_at": timezone.now(), "fetched_from": remote_addr}
     with transaction.atomic():
@@ -191,7 +193,10 @@ def record_fetch(node: str, serial: int, remote_addr: str | None) -> None:
             # to the fleet (every node is answered after its note, at every revision).
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO off")
-        RelayNode.objects.filter(name=node).update(**fetched)
+        known = RelayNode.objects.filter(name=node, address=remote_addr).update(**fetched)
+        if not known:
+            RelayNode.objects.filter(name=node).update(**fetched)
+    return bool(known)
 
 
 # More holders than this in one report are refused rather than stored: a node reports the networks

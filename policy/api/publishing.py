@@ -33,7 +33,7 @@ from policy.api.serializers import (
     SelfTestSerializer,
 )
 from policy.api.views import AuditedAPIMixin, open_relay_guard
-from policy.downloads import FORMATS, build, export, latest_revision
+from policy.downloads import FORMATS, build, export, latest_revision, record_export
 from policy.forms import CheckForm
 from policy.models import PolicyRevision, RelayNode, SelfTestRun
 from policy.revisions import rollback_to
@@ -112,7 +112,8 @@ class ExportView(AuditedAPIMixin, APIView):
             download = export(fmt, revision)
         else:
             download = build(fmt, revision)
-            daemons.record_fetch(node.node, revision.serial, request.META.get("REMOTE_ADDR"))
+            if not daemons.record_fetch(node.node, revision.serial, request.META.get("REMOTE_ADDR")):
+                record_export(fmt, revision)
         response = HttpResponse(download.body, content_type=download.content_type)
         response["ETag"] = etag
         response["Content-Disposition"] = f'attachment; filename="{download.filename}"'

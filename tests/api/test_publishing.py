@@ -49,6 +49,21 @@ def test_a_node_fetching_its_snapshot_is_noted_on_its_row_not_in_the_audit_log(n
     assert AuditEntry.objects.get(action="export").object_repr == "relayd export of revision 2"
 
 
+def test_a_node_token_fetching_from_elsewhere_is_audited(node_key, two_revisions):
+    node = token_client(node_key)
+    # Before its first report the node has no address on record: the fetch is audited.
+    assert node.get("/api/v1/export/relayd/").status_code == 200
+    assert AuditEntry.objects.filter(action="export").count() == 1
+    assert node.post("/api/v1/daemons/", {"node": "mx1", "serial": 2}, format="json").status_code == 201
+    assert node.get("/api/v1/export/relayd/").status_code == 200
+    assert AuditEntry.objects.filter(action="export").count() == 1  # from where it reports: a note only
+    # The same token used from another address, as a copied token would be.
+    assert node.get("/api/v1/export/relayd/", REMOTE_ADDR="203.0.113.66").status_code == 200
+    entry = AuditEntry.objects.filter(action="export").order_by("-id").first()
+    assert (entry.remote_addr, entry.object_repr) == ("203.0.113.66", "relayd export of revision 2")
+    assert RelayNode.objects.get(name="mx1").fetched_from == "203.0.113.66"
+
+
 def test_relayd_export_is_for_tokens_and_editors_not_viewer_sessions(viewer, editor, two_revisions):
     assert session_client(viewer).get("/api/v1/export/relayd/").status_code == 403
     assert session_client(editor).get("/api/v1/export/relayd/").status_code == 200
