@@ -20,10 +20,12 @@ from django.db import connection, transaction
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
 from policy import audit, revision_feed
+from policy.daemons import node_schemas
 from policy.locks import lock_audit_chain, lock_policy
-from policy.models import PolicyRevision
+from policy.models import PolicyRevision, RelayNode
 from policy.restore import inactive_state, restore_snapshot
 from policy.snapshot import build_snapshot, check_fleet, check_publishable, dumps, policy_content, published_form
+from relayd.config import COMPACT_SCHEMA
 from relayd.files import write_atomically
 
 
@@ -163,7 +165,10 @@ def record_revision(rolled_back_to: int | None = None) -> PolicyRevision | None:
     latest = PolicyRevision.objects.order_by("-serial").first()
     snapshot = build_snapshot(serial=latest.serial + 1 if latest else 1)
     if latest is not None and policy_content(latest.snapshot_data) == policy_content(snapshot):
-        return None
+        # The same policy: a new revision only to take compact lists back from a node that cannot read them.
+        compact = latest.snapshot_data["schema"] >= COMPACT_SCHEMA
+        if not compact or published_form(snapshot)["schema"] >= COMPACT_SCHEMA:
+            return None
     # Every node that enforces this revision keeps the audit chain's length and head as a witness
     # that the log cannot later be shortened or rewritten unnoticed (verify_audit --against).
     lock_audit_chain()
@@ -192,6 +197,20 @@ def record_revision(rolled_back_to: int | None = None) -> PolicyRevision | None:
     transaction.on_commit(publish_latest)
     revision_feed.announce()
     return revision
+
+
+def republish_for(node: RelayNode) -> PolicyRevision | None:
+    """Record the policy again, in lists of objects, if node just refused the latest revision for its compact lists.
+
+    A relayd older than schema 3 that was silent when a compact revision was recorded refuses it
+    when it comes back, and would go on enforcing its old policy, trusted networks since removed
+    included, until the next change. Return the new revision, or None when none was needed.
+    """
+    latest = PolicyRevision.objects.defer("snapshot", "inactive").order_by("-serial").first()
+    if latest is None or node.refused_serial != latest.serial or COMPACT_SCHEMA in node_schemas(node):
+        return None
+    with audit.audit_context(source="system", command=f"republish: node {node.name} reads no compact lists"):
+        return commit_revision()
 
 
 def publish_latest() -> PolicyRevision | None:

@@ -36,7 +36,7 @@ from policy.api.views import AuditedAPIMixin, open_relay_guard
 from policy.downloads import FORMATS, build, export, latest_revision, record_export
 from policy.forms import CheckForm
 from policy.models import PolicyRevision, RelayNode, SelfTestRun
-from policy.revisions import rollback_to
+from policy.revisions import republish_for, rollback_to
 from policy.selftests import SelfTestRateLimited, SelfTestRefused, default_target, run_selftest
 from policy.tester import check
 
@@ -166,6 +166,7 @@ class DaemonViewSet(
             node = daemons.record_report(report, request.META.get("REMOTE_ADDR"), token=node_token(request))
         except daemons.TooManyNodes as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        republish_for(node)
         return Response(self.get_serializer(node).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(

@@ -10,8 +10,8 @@ from django.utils import timezone
 from policy import daemons
 from policy.export import render
 from policy.models import PolicyRevision, RelayNode, TrustedNetwork
-from policy.revisions import commit_revision, policy_change, rollback_to
-from policy.snapshot import UnpublishablePolicy
+from policy.revisions import commit_revision, policy_change, republish_for, rollback_to
+from policy.snapshot import UnpublishablePolicy, policy_content
 from relayd.config import COMPACT_SCHEMA, NETWORK_LISTS, SUPPORTED_SCHEMAS, parse_snapshot
 
 pytestmark = pytest.mark.django_db
@@ -79,14 +79,38 @@ def test_a_silent_old_node_does_not_hold_the_fleet_back():
     assert published_lists(latest()) == {"trusted_networks": dict, "denied_networks": dict}
 
 
-def test_the_form_alone_changing_makes_no_revision():
+def test_an_old_node_back_from_silence_that_refuses_compact_lists_gets_the_policy_as_objects():
+    report("relay-1", [1, 2, 3])
+    report("relay-gone", [1, 2])
+    RelayNode.objects.filter(name="relay-gone").update(last_seen_at=timezone.now() - timedelta(hours=1))
+    add(*NETWORKS)
+    compact = latest()
+    assert published_lists(compact) == {"trusted_networks": dict, "denied_networks": dict}
+    # It comes back, refuses the compact revision and keeps its old policy: the dashboard records
+    # the same policy again, in lists of objects, so that the old node enforces the removal too.
+    refusal = {"node": "relay-gone", "serial": 0, "schemas": [1, 2], "refused_serial": compact.serial}
+    refusal["refused_reason"] = "unsupported schema 3: this relayd understands schemas 1 and 2"
+    daemons.record_report(daemons.parse_report(refusal), "192.0.2.25")
+    republished = republish_for(RelayNode.objects.get(name="relay-gone"))
+    assert republished is not None and republished.serial == compact.serial + 1
+    assert published_lists(republished) == {"trusted_networks": list, "denied_networks": list}
+    assert policy_content(republished.snapshot_data) == policy_content(compact.snapshot_data)
+    assert republished.created_by_name == "system: republish: node relay-gone reads no compact lists"
+    # Once is enough: the node now enforces what it can read.
+    assert republish_for(RelayNode.objects.get(name="relay-gone")) is None
+
+
+def test_only_a_fleet_that_cannot_read_the_form_makes_a_revision_of_the_same_policy():
     report("relay-1", [1, 2])
     add(*NETWORKS)
     report("relay-1", [1, 2, 3])  # upgraded: the same policy would now be published compact
     assert commit_revision() is None
     add("198.51.100.0/24")
     assert published_lists(latest()) == {"trusted_networks": dict, "denied_networks": dict}
-    report("relay-1", [1, 2])  # and back
+    # Back down to schema 2: compact lists it cannot read would leave it on its old policy, so the
+    # same policy is recorded again as objects.
+    report("relay-1", [1, 2])
+    assert published_lists(commit_revision()) == {"trusted_networks": list, "denied_networks": list}
     assert commit_revision() is None
 
 
