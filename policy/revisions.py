@@ -24,7 +24,15 @@ from policy.daemons import node_schemas
 from policy.locks import lock_audit_chain, lock_policy
 from policy.models import PolicyRevision, RelayNode
 from policy.restore import inactive_state, restore_snapshot
-from policy.snapshot import build_snapshot, check_fleet, check_publishable, dumps, policy_content, published_form
+from policy.snapshot import (
+    UnpublishablePolicy,
+    build_snapshot,
+    check_fleet,
+    check_publishable,
+    dumps,
+    policy_content,
+    published_form,
+)
 from relayd.config import COMPACT_SCHEMA
 from relayd.files import write_atomically
 
@@ -210,7 +218,12 @@ def republish_for(node: RelayNode) -> PolicyRevision | None:
     if latest is None or node.refused_serial != latest.serial or COMPACT_SCHEMA in node_schemas(node):
         return None
     with audit.audit_context(source="system", command=f"republish: node {node.name} reads no compact lists"):
-        return commit_revision()
+        try:
+            return commit_revision()
+        except UnpublishablePolicy:
+            # The policy needs a schema some reporting node lacks (relay profiles on a schema-1
+            # node, say): no form helps, and the dashboard shows that node as refusing.
+            return None
 
 
 def publish_latest() -> PolicyRevision | None:

@@ -146,3 +146,15 @@ def test_a_compact_snapshot_relayd_would_refuse_is_refused_naming_the_entry():
     ):
         add("198.51.100.0/24")
     assert not TrustedNetwork.objects.filter(network="198.51.100.0/24").exists()
+
+
+def test_no_republish_where_no_form_helps_and_the_report_still_succeeds():
+    report("relay-1", [1, 2, 3])
+    with policy_change():
+        TrustedNetwork.objects.create(network="10.0.0.0/8", rate_limit_per_hour=10)  # a profile: schema 2 at least
+    compact = latest()
+    assert compact.snapshot_data["schema"] == COMPACT_SCHEMA
+    refusal = {"node": "relay-old", "serial": 0, "refused_serial": compact.serial, "refused_reason": "schema"}
+    daemons.record_report(daemons.parse_report(refusal), "192.0.2.26")  # before schemas were reported: schema 1
+    assert republish_for(RelayNode.objects.get(name="relay-old")) is None
+    assert latest() == compact
