@@ -6,12 +6,11 @@ import asyncio
 import functools
 import json
 import logging
-import os
 import re
-import select
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from typing import TextIO
 
 # A value made only of these characters is written bare; anything else is quoted, so that
 # client-controlled text (HELO names, addresses) can neither split a line nor forge a key.
@@ -91,62 +90,34 @@ def _utc_second(second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
-class TurnFlushingHandler(logging.Handler):
+class TurnFlushingHandler(logging.StreamHandler[TextIO]):
     """Write records to a descriptor (stderr), flushed once per turn of the running event loop, not per record.
 
     Each flush is a write(2); under load one turn of relayd's loop serves many sessions, whose lines
     then go out together. Off a loop (threads, start-up, exit) a record is flushed at once. A process
-    killed outright loses at most the lines of the turn it was in. Every write holds whole lines, and
-    no more than PIPE_BUF bytes where the lines allow, which a pipe keeps in one piece: relayd's
-    processes share stderr, and their lines must not interleave mid-line.
+    killed outright loses at most the lines of the turn it was in.
     """
 
     def __init__(self, fd: int) -> None:
-        super().__init__()
-        self._fd = fd
-        self._lines: list[bytes] = []
+        # sys.stderr flushes at every newline; the handler keeps a block-buffered stream of its own,
+        # open as long as the process.
+        stream = open(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+        super().__init__(stream)
         self._pending: asyncio.AbstractEventLoop | None = None  # the loop that will flush at the end of its turn
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._lines.append((self.format(record) + "\n").encode("utf-8", "backslashreplace"))
-        except Exception:
-            self.handleError(record)
-            return
+    def flush(self) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self.flush()
+            super().flush()
             return
         if self._pending is not loop:
             self._pending = loop
-            loop.call_soon(self._end_of_turn)
+            loop.call_soon(self._flush_now)
 
-    def _end_of_turn(self) -> None:
+    def _flush_now(self) -> None:
         self._pending = None
-        self.flush()
-
-    def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ made it
-            lines, self._lines = self._lines, []
-            for chunk in _whole_line_chunks(lines):
-                try:
-                    while chunk:
-                        chunk = chunk[os.write(self._fd, chunk) :]
-                except OSError:
-                    return  # stderr is gone: there is nowhere left to say anything
-
-
-def _whole_line_chunks(lines: list[bytes]) -> Iterator[bytes]:
-    """Yield the lines joined into chunks of whole lines, each at most PIPE_BUF bytes unless one line is longer."""
-    chunk = b""
-    for line in lines:
-        if chunk and len(chunk) + len(line) > select.PIPE_BUF:
-            yield chunk
-            chunk = b""
-        chunk += line
-    if chunk:
-        yield chunk
+        super().flush()
 
 
 def configure(level: str = "info") -> None:

@@ -75,20 +75,3 @@ def test_log_lines_written_on_the_event_loop_are_out_by_the_end_of_its_turn(tmp_
         assert asyncio.run(on_the_loop()) == ("", "first\nsecond\n")
         handler.handle(logging.LogRecord("relayd", logging.INFO, __file__, 1, "off the loop", None, None))
         assert path.read_text() == "first\nsecond\noff the loop\n"
-
-
-def test_a_turn_logging_more_than_a_buffer_writes_whole_lines_at_its_end(tmp_path):
-    path = tmp_path / "stderr"
-    lines = [f"session={number:04d} " + "x" * 100 for number in range(200)]  # 21 kB: more than a write buffer
-    with path.open("w") as stream:
-        handler = TurnFlushingHandler(stream.fileno())
-
-        async def on_the_loop() -> str:
-            for line in lines:
-                handler.handle(logging.LogRecord("relayd", logging.INFO, __file__, 1, line, None, None))
-            during = path.read_text()  # nothing yet, not even the first 8 kB
-            await asyncio.sleep(0)
-            return during
-
-        assert asyncio.run(on_the_loop()) == ""
-        assert path.read_text().splitlines() == lines
