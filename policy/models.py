@@ -4,7 +4,9 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import netaddr
 from django.conf import settings
@@ -64,6 +66,12 @@ def empty_profile() -> dict:
         "owner": "",
         "ticket": "",
     }
+
+
+def profile_of(values: Mapping[str, Any]) -> dict | None:
+    """Return the profile among values (an entry's fields, or a row of them), or None when it sets no limit."""
+    profile = {name: values[name] for name in PROFILE_FIELDS}
+    return None if profile == empty_profile() else profile
 
 
 class RelayProfile(models.Model):
@@ -128,7 +136,7 @@ class RelayProfile(models.Model):
 
     @property
     def has_profile(self) -> bool:
-        return self.profile() != empty_profile()
+        return profile_of(self.profile()) is not None
 
 
 @dataclass(frozen=True)

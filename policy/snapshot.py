@@ -21,7 +21,7 @@ from policy.models import (
     RoutingRestrictions,
     SmtpUser,
     TrustedNetwork,
-    empty_profile,
+    profile_of,
 )
 from relayd.compact import compact_snapshot, expand_snapshot
 from relayd.config import (
@@ -75,12 +75,9 @@ def build_snapshot(serial: int) -> dict:
     active = _with_added_by(TrustedNetwork.objects.active(now))
     trusted = list(active.values(*_NETWORK_COLUMNS, "expires_at", *PROFILE_FIELDS))
     accounts = list(SmtpUser.objects.filter(enabled=True))
-    no_profile = empty_profile()
     profiles = {
         "trusted_networks": [
-            {"id": network["id"], **profile}
-            for network in trusted
-            if (profile := {name: network[name] for name in PROFILE_FIELDS}) != no_profile
+            {"id": network["id"], **profile} for network in trusted if (profile := profile_of(network)) is not None
         ],
         "smtp_users": [
             {"username": account.username, **account.profile()} for account in accounts if account.has_profile
