@@ -214,8 +214,11 @@ def republish_for(node: RelayNode) -> PolicyRevision | None:
     when it comes back, and would go on enforcing its old policy, trusted networks since removed
     included, until the next change. Return the new revision, or None when none was needed.
     """
+    # Every report comes here: most refuse nothing, and need no query.
+    if node.refused_serial is None or COMPACT_SCHEMA in node_schemas(node):
+        return None
     latest = PolicyRevision.objects.defer("snapshot", "inactive").order_by("-serial").first()
-    if latest is None or node.refused_serial != latest.serial or COMPACT_SCHEMA in node_schemas(node):
+    if latest is None or node.refused_serial != latest.serial:
         return None
     with audit.audit_context(source="system", command=f"republish: node {node.name} reads no compact lists"):
         try:
